@@ -1,0 +1,60 @@
+# tender — see README.md. `make demo` and `make test` are the two commands.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+TOOLS := $(CURDIR)/.tools
+GOLANGCI_LINT_VERSION := v2.15.0
+# The e2e tests run with the race detector too; give them room.
+TEST_TIMEOUT ?= 20m
+
+CMDS := controlplane
+EXAMPLES := greeter greeter-client
+
+.PHONY: all build test test-unit test-e2e lint tools demo clean proto
+
+all: build
+
+## build: compile every binary into bin/
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./examples/greeter/cmd/...
+
+## test: the whole suite (unit, race, e2e) — what CI runs
+test: lint build
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-unit: everything but e2e, fast
+test-unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+## test-e2e: end-to-end tests only
+test-e2e: build
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
+
+## lint: gofmt, go vet, and golangci-lint when it is in .tools/
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if [ -x $(TOOLS)/golangci-lint ]; then $(TOOLS)/golangci-lint run ./...; \
+	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
+
+## tools: build the slow external tools into .tools/ (reused when present)
+tools: tools-lint
+
+tools-lint: $(TOOLS)/golangci-lint
+$(TOOLS)/golangci-lint:
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+## demo: a small mesh on loopback: control plane, three greeters, a client
+demo: build
+	./hack/demo.sh
+
+## proto: regenerate examples/greeter/pb
+proto:
+	$(GO) generate ./examples/greeter/pb
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/discovery/dns"
+	"github.com/tender-mesh/tender/discovery/file"
+	"github.com/tender-mesh/tender/telemetry"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// run wires sources → registry → xDS server and the admin HTTP server, and
+// serves until ctx is done.
+func run(ctx context.Context, cfg *config, logOut io.Writer) error {
+	logger, err := telemetry.NewLogger(logOut, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return fmt.Errorf("register go metrics: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return fmt.Errorf("register process metrics: %w", err)
+	}
+	metrics, err := telemetry.NewControlPlane(reg)
+	if err != nil {
+		return err
+	}
+
+	var sources []discovery.Source
+	if cfg.ConfigFile != "" {
+		dnsSrc := dns.New(dns.Options{Servers: cfg.DNSServers, DefaultRefresh: cfg.DNSRefresh, Logger: logger.With("source", "dns")})
+		sources = append(sources,
+			file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}),
+			dnsSrc)
+	}
+	names := make([]string, len(sources))
+	for i, s := range sources {
+		names[i] = s.Name()
+	}
+	registry := discovery.New(discovery.Options{
+		Debounce:   cfg.Debounce,
+		Sources:    names,
+		Logger:     logger.With("component", "registry"),
+		OnConflict: func(discovery.Conflict) { metrics.Conflicts.Inc() },
+	})
+	xdsServer := xds.NewServer(xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics})
+	defer xdsServer.Close() //nolint:errcheck // Close only cancels streams
+	registry.Subscribe(func(snap *discovery.Snapshot) {
+		if err := xdsServer.Apply(snap); err != nil {
+			logger.Error("xds snapshot rejected; still serving the previous one", "version", snap.Version, "err", err)
+		}
+	})
+
+	// Bind both ports before anything runs, so a port in use is an
+	// immediate, clear error.
+	var lc net.ListenConfig
+	xdsLis, err := lc.Listen(ctx, "tcp", cfg.XDSAddr)
+	if err != nil {
+		return fmt.Errorf("xds listener: %w", err)
+	}
+	defer xdsLis.Close()
+	adminLis, err := lc.Listen(ctx, "tcp", cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listener: %w", err)
+	}
+	defer adminLis.Close()
+	admin := &http.Server{
+		Handler:           newAdmin(reg, registry, xdsServer),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	logger.Info("control plane starting", "xds", xdsLis.Addr().String(), "metrics", adminLis.Addr().String(), "sources", names)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return registry.Run(ctx) })
+	for _, src := range sources {
+		g.Go(func() error {
+			if err := src.Run(ctx, &countingSink{registry, metrics}); err != nil {
+				return fmt.Errorf("source %s: %w", src.Name(), err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { return xdsServer.Serve(ctx, xdsLis) })
+	g.Go(func() error {
+		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return admin.Shutdown(shutdownCtx)
+	})
+	err = g.Wait()
+	logger.Info("control plane stopped")
+	return err
+}
+
+// countingSink counts source errors on their way to the registry.
+type countingSink struct {
+	*discovery.Registry
+	metrics *telemetry.ControlPlane
+}
+
+func (s *countingSink) ReportError(source string, err error) {
+	s.metrics.SourceErrors.WithLabelValues(source).Inc()
+	s.Registry.ReportError(source, err)
+}
+
+var _ discovery.Sink = (*countingSink)(nil)

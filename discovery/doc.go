@@ -1,0 +1,11 @@
+// Package discovery holds tender's service model — Service, Port, Endpoint,
+// Locality — and the Registry that merges what the discovery sources report
+// into immutable snapshots for the xDS translator.
+//
+// Sources (one sub-package each: file, dns, and later kube and consul) push
+// the complete set of services they know into the Registry with Update. The
+// Registry owns all mutable state in one goroutine, debounces bursts of
+// updates and publishes a new *Snapshot to its subscribers. Nothing in this
+// package shares a mutable map across goroutines, and a Snapshot is never
+// modified after it has been published.
+package discovery

@@ -1,0 +1,313 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Snapshot is the merged view of every source at one moment. It is
+// immutable once published: subscribers may keep it and read it from any
+// goroutine.
+type Snapshot struct {
+	// Version increases by one with every published snapshot.
+	Version uint64
+	// Services are sorted by Key; each key appears once.
+	Services []Service
+	// Conflicts lists the keys that more than one source reported.
+	Conflicts []Conflict
+	// Created is when the registry built the snapshot.
+	Created time.Time
+}
+
+// Conflict records a service key owned by more than one source. The source
+// earliest in Options.Sources wins.
+type Conflict struct {
+	Key    string   `json:"key"`
+	Winner string   `json:"winner"`
+	Losers []string `json:"losers"`
+}
+
+// SourceStatus is what a source last said about itself.
+type SourceStatus struct {
+	Synced     bool      `json:"synced"`
+	LastUpdate time.Time `json:"lastUpdate,omitzero"`
+	// Err is the source's last error, cleared by its next good update.
+	Err string `json:"error,omitempty"`
+}
+
+// Options configure a Registry.
+type Options struct {
+	// Debounce is how long the registry waits for more updates before it
+	// publishes; default 100 ms.
+	Debounce time.Duration
+	// MaxDelay bounds how long a steady stream of updates can hold back a
+	// snapshot; default 10 × Debounce.
+	MaxDelay time.Duration
+	// Sources names the sources the registry waits for before it is ready,
+	// in precedence order: on a conflict the earlier source wins.
+	Sources []string
+	Logger  *slog.Logger
+	// OnConflict, if set, is called from the registry goroutine for every
+	// conflict in a published snapshot.
+	OnConflict func(Conflict)
+	// SyncTimeout bounds how long the first snapshot waits for every
+	// source in Sources to report; after it, the registry publishes what it
+	// has and logs the sources that are missing. Default 30 s.
+	SyncTimeout time.Duration
+}
+
+// Registry merges the services of all sources and publishes snapshots.
+type Registry struct {
+	opts Options
+	kick chan struct{}
+	subs []func(*Snapshot)
+
+	mu sync.Mutex // guards pending and status
+	// pending holds each source's latest report not yet merged.
+	pending map[string][]Service
+	status  map[string]SourceStatus
+
+	current atomic.Pointer[Snapshot]
+}
+
+// New returns a Registry; call Subscribe, then Run.
+func New(opts Options) *Registry {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.MaxDelay < opts.Debounce {
+		opts.MaxDelay = 10 * opts.Debounce
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = 30 * time.Second
+	}
+	status := make(map[string]SourceStatus, len(opts.Sources))
+	for _, s := range opts.Sources {
+		status[s] = SourceStatus{}
+	}
+	return &Registry{
+		opts:    opts,
+		kick:    make(chan struct{}, 1),
+		pending: make(map[string][]Service),
+		status:  status,
+	}
+}
+
+// Subscribe registers fn to receive every published snapshot, in order, from
+// the registry goroutine. Call it before Run.
+func (r *Registry) Subscribe(fn func(*Snapshot)) { r.subs = append(r.subs, fn) }
+
+// Update replaces everything source knows with services. It never blocks;
+// bursts of updates are merged into one snapshot.
+func (r *Registry) Update(source string, services []Service) {
+	services = slices.Clone(services)
+	for i := range services {
+		services[i].Source = source
+	}
+	r.mu.Lock()
+	r.pending[source] = services
+	r.status[source] = SourceStatus{Synced: true, LastUpdate: time.Now()}
+	r.mu.Unlock()
+	r.kickNow()
+}
+
+// ReportError records that source failed; it keeps serving what it last
+// reported. The next Update clears the error.
+func (r *Registry) ReportError(source string, err error) {
+	r.mu.Lock()
+	st := r.status[source]
+	st.Err = err.Error()
+	r.status[source] = st
+	r.mu.Unlock()
+}
+
+// Status returns each source's status.
+func (r *Registry) Status() map[string]SourceStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]SourceStatus, len(r.status))
+	for k, v := range r.status {
+		out[k] = v
+	}
+	return out
+}
+
+// Current returns the last published snapshot, or nil before the first.
+func (r *Registry) Current() *Snapshot { return r.current.Load() }
+
+// Ready reports whether every source in Options.Sources has reported once
+// and a snapshot holding their reports has been published.
+func (r *Registry) Ready() bool {
+	snap := r.current.Load()
+	if snap == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.opts.Sources {
+		if !r.status[s].Synced || snap.Created.Before(r.status[s].LastUpdate) {
+			return false
+		}
+	}
+	return true
+}
+
+// Run merges updates and publishes snapshots until ctx is done. The first
+// snapshot waits until every source in Options.Sources has reported (or
+// SyncTimeout has passed), so that clients never see a partial mesh.
+func (r *Registry) Run(ctx context.Context) error {
+	bySource := make(map[string][]Service)
+	synced := false
+	syncTimer := time.NewTimer(r.opts.SyncTimeout)
+	defer syncTimer.Stop()
+	var (
+		timer   *time.Timer
+		fire    <-chan time.Time
+		started time.Time
+	)
+	// An empty mesh is still a mesh: with no sources to wait for, publish
+	// an empty snapshot so clients get a config.
+	r.kickNow()
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case <-syncTimer.C:
+			if !synced {
+				r.opts.Logger.Warn("discovery sources not synced in time; publishing what they reported",
+					"timeout", r.opts.SyncTimeout, "missing", r.unsynced())
+				synced = true
+				r.publish(bySource)
+			}
+		case <-r.kick:
+			r.mu.Lock()
+			for src, svcs := range r.pending {
+				bySource[src] = svcs
+			}
+			clear(r.pending)
+			r.mu.Unlock()
+			now := time.Now()
+			if fire == nil {
+				started = now
+			}
+			wait := min(r.opts.Debounce, r.opts.MaxDelay-now.Sub(started))
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			fire = timer.C
+		case <-fire:
+			fire = nil
+			if !synced && len(r.unsynced()) > 0 {
+				continue // the last source's Update kicks again
+			}
+			synced = true
+			r.publish(bySource)
+		}
+	}
+}
+
+func (r *Registry) kickNow() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// unsynced lists the sources in Options.Sources that have not reported.
+func (r *Registry) unsynced() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, s := range r.opts.Sources {
+		if !r.status[s].Synced {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (r *Registry) publish(bySource map[string][]Service) {
+	services, conflicts := r.merge(bySource)
+	prev := r.current.Load()
+	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Conflicts, conflicts) {
+		// Nothing changed, but a source may have synced: refresh Created
+		// so that Ready sees it.
+		next := *prev
+		next.Created = time.Now()
+		r.current.Store(&next)
+		return
+	}
+	snap := &Snapshot{Services: services, Conflicts: conflicts, Created: time.Now()}
+	if prev != nil {
+		snap.Version = prev.Version + 1
+	} else {
+		snap.Version = 1
+	}
+	r.current.Store(snap)
+	for _, c := range conflicts {
+		r.opts.Logger.Warn("service reported by more than one source", "service", c.Key, "winner", c.Winner, "ignored", c.Losers)
+		if r.opts.OnConflict != nil {
+			r.opts.OnConflict(c)
+		}
+	}
+	r.opts.Logger.Debug("publishing snapshot", "version", snap.Version, "services", len(services))
+	for _, fn := range r.subs {
+		fn(snap)
+	}
+}
+
+// merge unions the sources' services; on a shared key the source with the
+// highest precedence wins.
+func (r *Registry) merge(bySource map[string][]Service) ([]Service, []Conflict) {
+	sources := make([]string, 0, len(bySource))
+	for s := range bySource {
+		sources = append(sources, s)
+	}
+	slices.SortFunc(sources, func(a, b string) int {
+		return cmp.Or(cmp.Compare(r.rank(a), r.rank(b)), cmp.Compare(a, b))
+	})
+	owner := make(map[string]int)
+	var services []Service
+	var conflicts []Conflict
+	conflictIdx := make(map[string]int)
+	for _, src := range sources {
+		for _, svc := range bySource[src] {
+			key := svc.Key()
+			if i, taken := owner[key]; taken {
+				ci, ok := conflictIdx[key]
+				if !ok {
+					ci = len(conflicts)
+					conflictIdx[key] = ci
+					conflicts = append(conflicts, Conflict{Key: key, Winner: services[i].Source})
+				}
+				conflicts[ci].Losers = append(conflicts[ci].Losers, src)
+				continue
+			}
+			owner[key] = len(services)
+			services = append(services, svc)
+		}
+	}
+	slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
+	return services, conflicts
+}
+
+func (r *Registry) rank(source string) int {
+	if i := slices.Index(r.opts.Sources, source); i >= 0 {
+		return i
+	}
+	return len(r.opts.Sources)
+}

@@ -1,0 +1,202 @@
+package xds
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// Stream modes.
+const (
+	modeSotW  = "sotw"
+	modeDelta = "delta"
+)
+
+// stream is what the server knows of one connected proxy; guarded by
+// Server.mu.
+type stream struct {
+	id     int64
+	mode   string
+	node   string
+	opened time.Time
+	// sent and acked hold, per type URL, the version last sent and the
+	// version last acknowledged.
+	sent  map[string]string
+	acked map[string]string
+	// nacked holds the last rejection per type URL.
+	nacked map[string]string
+}
+
+// ProxyStatus describes one connected proxy for debugging.
+type ProxyStatus struct {
+	Node   string            `json:"node"`
+	Mode   string            `json:"mode"`
+	Opened time.Time         `json:"opened"`
+	Sent   map[string]string `json:"sent"`
+	Acked  map[string]string `json:"acked"`
+	NACKed map[string]string `json:"nacked,omitempty"`
+}
+
+// Proxies lists the connected proxies, sorted by node id.
+func (s *Server) Proxies() []ProxyStatus {
+	s.mu.Lock()
+	out := make([]ProxyStatus, 0, len(s.streams))
+	for _, st := range s.streams {
+		out = append(out, ProxyStatus{
+			Node: st.node, Mode: st.mode, Opened: st.opened,
+			Sent: clone(st.sent), Acked: clone(st.acked), NACKed: clone(st.nacked),
+		})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}
+
+func clone(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// callbacks feeds metrics, NACK logs and proxy status from the
+// go-control-plane server.
+type callbacks struct {
+	s *Server
+}
+
+func (c *callbacks) open(id int64, mode string) error {
+	c.s.mu.Lock()
+	c.s.streams[id] = &stream{id: id, mode: mode, opened: time.Now(),
+		sent: map[string]string{}, acked: map[string]string{}, nacked: map[string]string{}}
+	c.s.mu.Unlock()
+	if m := c.s.opts.Metrics; m != nil {
+		m.ConnectedProxies.WithLabelValues(mode).Inc()
+	}
+	return nil
+}
+
+func (c *callbacks) closed(id int64, mode string) {
+	c.s.mu.Lock()
+	st := c.s.streams[id]
+	delete(c.s.streams, id)
+	c.s.mu.Unlock()
+	if m := c.s.opts.Metrics; m != nil {
+		m.ConnectedProxies.WithLabelValues(mode).Dec()
+	}
+	if st != nil {
+		c.s.opts.Logger.Debug("xds stream closed", "node", st.node, "mode", mode)
+	}
+}
+
+// request records the node, an ACK or a NACK.
+func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version string, errMsg string, isNACK bool) {
+	c.s.mu.Lock()
+	st := c.s.streams[id]
+	var nodeID string
+	if st != nil {
+		if node.GetId() != "" && st.node == "" {
+			st.node = node.GetId()
+		}
+		nodeID = st.node
+		switch {
+		case isNACK:
+			st.nacked[typeURL] = errMsg
+		case version != "":
+			st.acked[typeURL] = version
+			delete(st.nacked, typeURL)
+		}
+	}
+	c.s.mu.Unlock()
+	if isNACK {
+		c.s.opts.Logger.Warn("proxy rejected config (NACK)", "node", nodeID, "type", typeURL, "version", version, "error", errMsg)
+		if m := c.s.opts.Metrics; m != nil {
+			m.NACKs.WithLabelValues(shortType(typeURL)).Inc()
+		}
+	}
+}
+
+// response counts a push and, when it replaced an earlier version on the
+// stream, observes how long the change took to reach the wire.
+func (c *callbacks) response(id int64, typeURL, version string) {
+	c.s.mu.Lock()
+	var update bool
+	if st := c.s.streams[id]; st != nil {
+		prev, had := st.sent[typeURL]
+		update = had && prev != version
+		st.sent[typeURL] = version
+	}
+	c.s.mu.Unlock()
+	m := c.s.opts.Metrics
+	if m == nil {
+		return
+	}
+	typ := shortType(typeURL)
+	m.Pushes.WithLabelValues(typ).Inc()
+	if st := c.s.state.Load(); update && st != nil && st.versions[typeURL] == version {
+		m.PushSeconds.WithLabelValues(typ).Observe(time.Since(st.snapshot.Created).Seconds())
+	}
+}
+
+func (c *callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	return c.open(id, modeSotW)
+}
+
+func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.closed(id, modeSotW) }
+
+func (c *callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	c.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	c.response(id, resp.GetTypeUrl(), resp.GetVersionInfo())
+}
+
+func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	return c.open(id, modeDelta)
+}
+
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.closed(id, modeDelta) }
+
+func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	// A delta ACK carries the nonce, not the version; the version it
+	// acknowledges is the one last sent.
+	var version string
+	if req.GetResponseNonce() != "" && req.GetErrorDetail() == nil {
+		c.s.mu.Lock()
+		if st := c.s.streams[id]; st != nil {
+			version = st.sent[req.GetTypeUrl()]
+		}
+		c.s.mu.Unlock()
+	}
+	c.request(id, req.GetNode(), req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	return nil
+}
+
+func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	c.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo())
+}
+
+func (c *callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+
+func (c *callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+// shortType is the resource type's message name, for metric labels:
+// envoy.config.cluster.v3.Cluster → Cluster.
+func shortType(typeURL string) string {
+	for i := len(typeURL) - 1; i >= 0; i-- {
+		if typeURL[i] == '.' {
+			return typeURL[i+1:]
+		}
+	}
+	return typeURL
+}
+
+var _ serverv3.Callbacks = (*callbacks)(nil)

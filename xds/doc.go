@@ -1,0 +1,12 @@
+// Package xds turns registry snapshots into Envoy v3 xDS resources and
+// serves them over ADS, state-of-the-world and delta, with
+// go-control-plane's snapshot cache.
+//
+// The controlplane calls Translate (through Server.Apply) on every
+// registry snapshot. The same resources drive tender sidecars, proxyless
+// grpc-go clients (xds:/// targets) and Envoy: names follow the Kubernetes
+// convention NAME.NAMESPACE.svc.cluster.local:PORT for listeners and
+// routes, and Istio's outbound|PORT||HOSTNAME for clusters and their load
+// assignments. Translation must never emit a resource that grpc-go would
+// reject: one bad cluster makes grpc-go drop the whole update.
+package xds

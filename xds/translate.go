@@ -1,0 +1,257 @@
+package xds
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tender-mesh/tender/discovery"
+)
+
+// DefaultConnectTimeout is a cluster's connect timeout when the service
+// sets none.
+const DefaultConnectTimeout = 5 * time.Second
+
+// Resources are the xDS resources of one registry snapshot, by type URL.
+type Resources map[resource.Type][]types.Resource
+
+// Translate builds the xDS resources for services: for every service port
+// a Listener (API listener), a RouteConfiguration, a Cluster (EDS) and a
+// ClusterLoadAssignment. The output is deterministic: the same services
+// give the same resources in the same order.
+func Translate(services []discovery.Service) (Resources, error) {
+	out := Resources{
+		resource.ListenerType: nil,
+		resource.RouteType:    nil,
+		resource.ClusterType:  nil,
+		resource.EndpointType: nil,
+	}
+	for i := range services {
+		s := &services[i]
+		for _, p := range s.Ports {
+			lis, err := buildListener(s, p)
+			if err != nil {
+				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+			}
+			c, err := buildCluster(s, p)
+			if err != nil {
+				return nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
+			}
+			out[resource.ListenerType] = append(out[resource.ListenerType], lis)
+			out[resource.RouteType] = append(out[resource.RouteType], buildRoute(s, p))
+			out[resource.ClusterType] = append(out[resource.ClusterType], c)
+			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p))
+		}
+	}
+	return out, nil
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener, error) {
+	router, err := anypb.New(&routerv3.Router{})
+	if err != nil {
+		return nil, err
+	}
+	name := ListenerName(s, p)
+	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       wellknown.Router,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:        name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: hcm},
+	}, nil
+}
+
+func buildRoute(s *discovery.Service, p discovery.Port) *routev3.RouteConfiguration {
+	action := &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p)},
+	}
+	if h := s.Policy.HashHeader; h != "" {
+		action.HashPolicy = []*routev3.RouteAction_HashPolicy{{
+			PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: h},
+			},
+		}}
+	}
+	name := ListenerName(s, p)
+	return &routev3.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    name,
+			Domains: domains(s, p),
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: action},
+			}},
+		}},
+	}
+}
+
+func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, error) {
+	name := ClusterName(s, p)
+	timeout := s.Policy.ConnectTimeout
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: name},
+		ConnectTimeout:       durationpb.New(timeout),
+	}
+	if err := setLBPolicy(c, s.Policy.LB); err != nil {
+		return nil, err
+	}
+	md, err := structpb.NewStruct(map[string]any{
+		"service":   s.Name,
+		"namespace": s.Namespace,
+		"hostname":  s.Hostname(),
+		"port":      float64(p.Number),
+		"portName":  p.Name,
+		"protocol":  string(p.Protocol),
+		"vip":       vipString(s),
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: md}}
+	if p.Protocol == discovery.ProtocolGRPC || p.Protocol == discovery.ProtocolHTTP2 {
+		// Tell Envoy to speak HTTP/2 upstream; grpc-go ignores it.
+		opts, err := anypb.New(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+				ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+					},
+				},
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
+			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts,
+		}
+	}
+	return c, nil
+}
+
+func vipString(s *discovery.Service) string {
+	if !s.VIP.IsValid() {
+		return ""
+	}
+	return s.VIP.String()
+}
+
+func buildLoadAssignment(s *discovery.Service, p discovery.Port) *endpointv3.ClusterLoadAssignment {
+	type group struct {
+		loc      discovery.Locality
+		priority uint32
+	}
+	groups := make(map[group]*endpointv3.LocalityLbEndpoints)
+	var keys []group
+	priorities := make(map[uint32]bool)
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		g := group{e.Locality, e.Priority}
+		lle, ok := groups[g]
+		if !ok {
+			lle = &endpointv3.LocalityLbEndpoints{
+				Locality: &corev3.Locality{Region: e.Locality.Region, Zone: e.Locality.Zone, SubZone: e.Locality.SubZone},
+			}
+			groups[g] = lle
+			keys = append(keys, g)
+			priorities[e.Priority] = true
+		}
+		w := max(e.Weight, 1)
+		lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: socketAddress(e.Address.String(), e.TargetPort(p)),
+			}},
+			HealthStatus:        healthStatus(e.Health),
+			LoadBalancingWeight: wrapperspb.UInt32(w),
+		})
+	}
+	// Priorities must be contiguous from 0 (grpc-go rejects gaps): map the
+	// sources' priorities onto 0..n-1 keeping their order.
+	order := make([]uint32, 0, len(priorities))
+	for pr := range priorities {
+		order = append(order, pr)
+	}
+	slices.Sort(order)
+	slices.SortFunc(keys, func(a, b group) int {
+		return cmp.Or(
+			cmp.Compare(a.priority, b.priority),
+			cmp.Compare(a.loc.Region, b.loc.Region),
+			cmp.Compare(a.loc.Zone, b.loc.Zone),
+			cmp.Compare(a.loc.SubZone, b.loc.SubZone),
+		)
+	})
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: ClusterName(s, p)}
+	for _, g := range keys {
+		lle := groups[g]
+		lle.Priority = uint32(slices.Index(order, g.priority))
+		var sum uint32
+		for _, lb := range lle.LbEndpoints {
+			sum += lb.GetLoadBalancingWeight().GetValue()
+		}
+		// grpc-go ignores localities without a weight.
+		lle.LoadBalancingWeight = wrapperspb.UInt32(sum)
+		cla.Endpoints = append(cla.Endpoints, lle)
+	}
+	return cla
+}
+
+func socketAddress(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       ip,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+func healthStatus(h discovery.Health) corev3.HealthStatus {
+	switch h {
+	case discovery.HealthHealthy:
+		return corev3.HealthStatus_HEALTHY
+	case discovery.HealthUnhealthy:
+		return corev3.HealthStatus_UNHEALTHY
+	case discovery.HealthDraining:
+		return corev3.HealthStatus_DRAINING
+	}
+	return corev3.HealthStatus_UNKNOWN
+}
