@@ -11,6 +11,8 @@ DIR=$PWD/.demo
 LOCK=$DIR/lock
 mkdir -p "$DIR"
 
+command -v curl >/dev/null || { echo "demo: needs curl (apt-get install curl)" >&2; exit 1; }
+
 exec 9>"$LOCK"
 if ! flock -n 9; then
   echo "demo: another 'make demo' is running (lock $LOCK); stop it first." >&2

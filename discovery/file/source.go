@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 
@@ -85,6 +86,11 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		return err
 	}
 	s.apply(cfg, sink)
+	// Writers truncate, then write: read only once events have settled, so
+	// a half-written file is never served.
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -98,6 +104,8 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 			if !ok {
 				return nil
 			}
+			settle.Reset(settleDelay)
+		case <-settle.C:
 			data, err := os.ReadFile(s.opts.Path)
 			if errors.Is(err, os.ErrNotExist) {
 				continue // mid-replace; the create event follows
@@ -120,6 +128,9 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		}
 	}
 }
+
+// settleDelay is how long the file must be quiet before it is read.
+const settleDelay = 50 * time.Millisecond
 
 func (s *Source) apply(cfg *Config, sink discovery.Sink) {
 	if s.opts.DNS != nil {
