@@ -137,13 +137,15 @@ func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, e
 		return nil, err
 	}
 	md, err := structpb.NewStruct(map[string]any{
-		"service":   s.Name,
-		"namespace": s.Namespace,
-		"hostname":  s.Hostname(),
-		"port":      float64(p.Number),
-		"portName":  p.Name,
-		"protocol":  string(p.Protocol),
-		"vip":       vipString(s),
+		"service":    s.Name,
+		"namespace":  s.Namespace,
+		"hostname":   s.Hostname(),
+		"port":       float64(p.Number),
+		"portName":   p.Name,
+		"protocol":   string(p.Protocol),
+		"vip":        vipString(s),
+		"lb":         string(s.Policy.LB),
+		"hashHeader": s.Policy.HashHeader,
 	})
 	if err != nil {
 		return nil, err

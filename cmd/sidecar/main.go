@@ -1,5 +1,6 @@
-// Command sidecar is tender's data plane. `sidecar init` writes a pod's
-// iptables capture rules, as an init container does.
+// Command sidecar is tender's data plane. `sidecar run` is the proxy;
+// `sidecar init` writes a pod's iptables capture rules, as an init
+// container does.
 package main
 
 import (
@@ -31,10 +32,16 @@ var errUsage = errors.New("usage")
 
 func dispatch(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: sidecar init [flags]")
+		fmt.Fprintln(os.Stderr, "usage: sidecar run|init [flags]")
 		return errUsage
 	}
 	switch args[0] {
+	case "run":
+		cfg, err := parseRunFlags(args[1:])
+		if err != nil {
+			return err
+		}
+		return runSidecar(ctx, cfg, os.Stderr)
 	case "init":
 		cfg, err := parseInitFlags(args[1:])
 		if err != nil {
@@ -42,6 +49,6 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return runInit(ctx, cfg, out)
 	}
-	fmt.Fprintf(os.Stderr, "sidecar: unknown command %q; usage: sidecar init [flags]\n", args[0])
+	fmt.Fprintf(os.Stderr, "sidecar: unknown command %q; usage: sidecar run|init [flags]\n", args[0])
 	return errUsage
 }

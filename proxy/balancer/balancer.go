@@ -11,16 +11,26 @@ import (
 // Locality is where an endpoint runs.
 type Locality struct{ Region, Zone, SubZone string }
 
-// Endpoint is one upstream address. Active counts requests in flight; the
-// proxy increments it around each request.
+// Endpoint is one upstream address. Its fields are fixed once a Picker is
+// built over it; only Stats changes.
 type Endpoint struct {
 	Addr     netip.AddrPort
 	Weight   uint32
 	Priority uint32
 	Locality Locality
 	Healthy  bool
-	Active   atomic.Int64
-	Total    atomic.Uint64
+	// Stats is shared by the endpoint's successive versions across config
+	// pushes, so counts survive them.
+	Stats *Stats
+}
+
+// Stats counts an endpoint's requests.
+type Stats struct {
+	// Active is the number of requests (or TCP connections) in flight.
+	Active atomic.Int64
+	// Total counts every request sent, Failed those that failed.
+	Total  atomic.Uint64
+	Failed atomic.Uint64
 }
 
 // Picker chooses an endpoint. hash is the request's hash key (from a

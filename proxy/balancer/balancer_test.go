@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func endpoints(weights ...uint32) []*Endpoint {
 	var out []*Endpoint
 	for i, w := range weights {
-		out = append(out, &Endpoint{Addr: netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:80", i+1)), Weight: w, Healthy: true})
+		out = append(out, &Endpoint{Addr: netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:80", i+1)), Weight: w, Healthy: true, Stats: &Stats{}})
 	}
 	return out
 }
@@ -82,7 +82,7 @@ func TestHashIsSticky(t *testing.T) {
 
 func TestLeastRequestAvoidsBusy(t *testing.T) {
 	eps := endpoints(1, 1, 1)
-	eps[0].Active.Store(100)
+	eps[0].Stats.Active.Store(100)
 	p, _ := New("LEAST_REQUEST", eps, Locality{})
 	got := share(t, p, 9000, func(int) uint64 { return 0 })
 	if s := float64(got["10.0.0.1:80"]) / 9000; s > 0.15 {

@@ -41,7 +41,7 @@ func newLeastRequest(eps []*Endpoint) Picker {
 
 func (l *leastRequest) Pick(uint64) *Endpoint {
 	a, b := l.random.Pick(0), l.random.Pick(0)
-	if b.Active.Load() < a.Active.Load() {
+	if b.Stats.Active.Load() < a.Stats.Active.Load() {
 		return b
 	}
 	return a

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tender-mesh/tender/proxy"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// newAdmin serves the sidecar's admin endpoints.
+func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready: no complete config applied yet (or draining)", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n")) //nolint:errcheck // the client went away
+	})
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
+		cfg := client.Current()
+		out := map[string]any{"versions": cfg.Versions, "xdsConnected": connected.Load()}
+		var clusters, endpoints []json.RawMessage
+		for _, name := range slices.Sorted(maps.Keys(cfg.Clusters)) {
+			b, err := protojson.Marshal(cfg.Clusters[name])
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			clusters = append(clusters, b)
+			if cla := cfg.Endpoints[name]; cla != nil {
+				b, err := protojson.Marshal(cla)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				endpoints = append(endpoints, b)
+			}
+		}
+		out["clusters"], out["endpoints"] = clusters, endpoints
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("GET /clusters", func(w http.ResponseWriter, _ *http.Request) {
+		t := px.Table()
+		type ep struct {
+			Address  string `json:"address"`
+			Healthy  bool   `json:"healthy"`
+			Weight   uint32 `json:"weight"`
+			Priority uint32 `json:"priority"`
+			Zone     string `json:"zone,omitempty"`
+			Active   int64  `json:"active"`
+			Total    uint64 `json:"total"`
+			Failed   uint64 `json:"failed"`
+		}
+		type cl struct {
+			Name      string `json:"name"`
+			Protocol  string `json:"protocol,omitempty"`
+			Policy    string `json:"lb"`
+			Endpoints []ep   `json:"endpoints"`
+		}
+		out := []cl{}
+		for _, name := range t.Names() {
+			c := t.Clusters[name]
+			o := cl{Name: name, Protocol: c.Protocol, Policy: c.Policy, Endpoints: []ep{}}
+			for _, e := range c.Endpoints {
+				o.Endpoints = append(o.Endpoints, ep{
+					Address: e.Addr.String(), Healthy: e.Healthy, Weight: e.Weight, Priority: e.Priority, Zone: e.Locality.Zone,
+					Active: e.Stats.Active.Load(), Total: e.Stats.Total.Load(), Failed: e.Stats.Failed.Load(),
+				})
+			}
+			out = append(out, o)
+		}
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		s := &px.Stats
+		writeJSON(w, map[string]uint64{
+			"outbound_requests":    s.Requests[proxy.Outbound].Load(),
+			"inbound_requests":     s.Requests[proxy.Inbound].Load(),
+			"outbound_connections": s.Connections[proxy.Outbound].Load(),
+			"inbound_connections":  s.Connections[proxy.Inbound].Load(),
+			"no_healthy_endpoint":  s.NoEndpoint.Load(),
+			"upstream_5xx":         s.Upstream5xx.Load(),
+		})
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v) //nolint:errcheck // the client went away
+}

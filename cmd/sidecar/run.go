@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tender-mesh/tender/proxy"
+	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/telemetry"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// runConfig holds the flags of `sidecar run`.
+type runConfig struct {
+	XDSAddr        string
+	NodeID         string
+	PodName        string
+	PodNamespace   string
+	ServiceAccount string
+	Locality       balancer.Locality
+	OutboundAddr   string
+	InboundAddr    string
+	AdminAddr      string
+	OutboundPolicy string
+	DrainTimeout   time.Duration
+	DetectTimeout  time.Duration
+	LogLevel       string
+	LogFormat      string
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseRunFlags(args []string) (*runConfig, error) {
+	fs := flag.NewFlagSet("sidecar run", flag.ContinueOnError)
+	c := &runConfig{}
+	fs.StringVar(&c.XDSAddr, "xds-addr", envOr("TENDER_XDS_ADDR", "tender-controlplane.tender-system.svc:15010"), "control plane xDS address (env TENDER_XDS_ADDR)")
+	fs.StringVar(&c.NodeID, "node-id", "", "xDS node id (default POD_NAME.POD_NAMESPACE)")
+	fs.StringVar(&c.PodName, "pod-name", envOr("POD_NAME", ""), "pod name (env POD_NAME; default: hostname)")
+	fs.StringVar(&c.PodNamespace, "pod-namespace", envOr("POD_NAMESPACE", "default"), "pod namespace (env POD_NAMESPACE)")
+	fs.StringVar(&c.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "default"), "service account (env SERVICE_ACCOUNT)")
+	fs.StringVar(&c.Locality.Region, "region", envOr("TENDER_REGION", ""), "locality region (env TENDER_REGION)")
+	fs.StringVar(&c.Locality.Zone, "zone", envOr("TENDER_ZONE", ""), "locality zone; endpoints in it are preferred (env TENDER_ZONE)")
+	fs.StringVar(&c.Locality.SubZone, "subzone", envOr("TENDER_SUBZONE", ""), "locality subzone (env TENDER_SUBZONE)")
+	fs.StringVar(&c.OutboundAddr, "outbound-addr", ":15001", "outbound capture listener")
+	fs.StringVar(&c.InboundAddr, "inbound-addr", ":15006", "inbound capture listener")
+	fs.StringVar(&c.AdminAddr, "admin-addr", ":15000", "admin listener: /ready, /config_dump, /clusters, /stats")
+	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.OutboundPolicy != "allow-any" && c.OutboundPolicy != "registry-only" {
+		return nil, fmt.Errorf("--outbound-policy %q: want allow-any or registry-only", c.OutboundPolicy)
+	}
+	if c.PodName == "" {
+		c.PodName, _ = os.Hostname()
+	}
+	if c.NodeID == "" {
+		c.NodeID = c.PodName + "." + c.PodNamespace
+	}
+	return c, nil
+}
+
+func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
+	logger, err := telemetry.NewLogger(logOut, c.LogLevel, c.LogFormat)
+	if err != nil {
+		return err
+	}
+	px := proxy.New(proxy.Options{
+		Logger:        logger.With("component", "proxy"),
+		DetectTimeout: c.DetectTimeout,
+		RegistryOnly:  c.OutboundPolicy == "registry-only",
+	})
+	var ready, connected atomic.Bool
+	md, err := structpb.NewStruct(map[string]any{
+		"POD_NAME": c.PodName, "POD_NAMESPACE": c.PodNamespace, "SERVICE_ACCOUNT": c.ServiceAccount,
+	})
+	if err != nil {
+		return err
+	}
+	client := xds.NewClient(xds.ClientOptions{
+		Addr: c.XDSAddr,
+		Node: &corev3.Node{
+			Id: c.NodeID, Cluster: c.PodNamespace, Metadata: md,
+			Locality: &corev3.Locality{Region: c.Locality.Region, Zone: c.Locality.Zone, SubZone: c.Locality.SubZone},
+		},
+		Logger:  logger.With("component", "xds"),
+		OnState: connected.Store,
+		Apply: func(cfg *xds.Config) error {
+			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
+			if err != nil {
+				return err
+			}
+			px.SetTable(t)
+			if cfg.Complete() && !ready.Swap(true) {
+				logger.Info("first complete config applied; ready", "clusters", len(cfg.Clusters))
+			}
+			return nil
+		},
+	})
+
+	var lc net.ListenConfig
+	outLis, err := lc.Listen(ctx, "tcp", c.OutboundAddr)
+	if err != nil {
+		return fmt.Errorf("outbound listener: %w", err)
+	}
+	inLis, err := lc.Listen(ctx, "tcp", c.InboundAddr)
+	if err != nil {
+		outLis.Close()
+		return fmt.Errorf("inbound listener: %w", err)
+	}
+	adminLis, err := lc.Listen(ctx, "tcp", c.AdminAddr)
+	if err != nil {
+		outLis.Close()
+		inLis.Close()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	admin := &http.Server{Handler: newAdmin(px, client, &ready, &connected), ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("sidecar starting", "node", c.NodeID, "xds", c.XDSAddr, "outbound", outLis.Addr().String(),
+		"inbound", inLis.Addr().String(), "admin", adminLis.Addr().String())
+
+	runCtx, stopXDS := context.WithCancel(context.Background())
+	defer stopXDS()
+	g := new(errgroup.Group)
+	g.Go(func() error { return client.Run(runCtx) })
+	g.Go(func() error { return px.Serve(outLis, proxy.Outbound) })
+	g.Go(func() error { return px.Serve(inLis, proxy.Inbound) })
+	g.Go(func() error {
+		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+
+	<-ctx.Done()
+	// Drain: not ready any more, stop accepting, let in-flight work finish.
+	ready.Store(false)
+	logger.Info("draining", "timeout", c.DrainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
+	defer cancel()
+	drainErr := px.Shutdown(drainCtx)
+	stopXDS()
+	admin.Shutdown(drainCtx) //nolint:errcheck // the admin port closing is all we need
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if drainErr != nil {
+		logger.Warn("drain timed out; closed what was left", "err", drainErr)
+	}
+	logger.Info("sidecar stopped")
+	return nil
+}

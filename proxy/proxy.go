@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tender-mesh/tender/proxy/balancer"
+)
+
+// Direction says which listener a connection came through.
+type Direction int
+
+// Directions.
+const (
+	Outbound Direction = iota
+	Inbound
+)
+
+// Options configure a Proxy.
+type Options struct {
+	Logger *slog.Logger
+	// DetectTimeout bounds protocol sniffing; default 100 ms.
+	DetectTimeout time.Duration
+	// RegistryOnly refuses outbound connections to unknown destinations
+	// instead of passing them through.
+	RegistryOnly bool
+	// DialTimeout bounds upstream connects; default 5 s.
+	DialTimeout time.Duration
+	// InboundAddr is where inbound traffic is delivered; default 127.0.0.1.
+	InboundAddr netip.Addr
+}
+
+// Stats counts what the proxy did.
+type Stats struct {
+	Requests    [2]atomic.Uint64 // by Direction
+	Connections [2]atomic.Uint64
+	NoEndpoint  atomic.Uint64
+	Upstream5xx atomic.Uint64
+}
+
+// Proxy is the sidecar's data plane.
+type Proxy struct {
+	opts  Options
+	table atomic.Pointer[Table]
+	Stats Stats
+
+	rp      *httputil.ReverseProxy
+	servers [2]*http.Server
+	lis     [2]*chanListener
+
+	mu        sync.Mutex // guards listeners and tcp
+	listeners []net.Listener
+	tcp       map[net.Conn]struct{}
+	tcpWG     sync.WaitGroup
+	closing   bool
+}
+
+// New returns a Proxy with an empty table.
+func New(opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DetectTimeout <= 0 {
+		opts.DetectTimeout = 100 * time.Millisecond
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if !opts.InboundAddr.IsValid() {
+		opts.InboundAddr = netip.MustParseAddr("127.0.0.1")
+	}
+	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}}
+	p.table.Store(&Table{ByVIP: map[netip.AddrPort]*Cluster{}, Clusters: map[string]*Cluster{}})
+	p.rp = newReverseProxy(opts, &p.Stats)
+	for d := range p.servers {
+		p.lis[d] = newChanListener()
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		p.servers[d] = &http.Server{
+			Handler:           p.handler(Direction(d)),
+			Protocols:         protocols,
+			ReadHeaderTimeout: 30 * time.Second,
+			IdleTimeout:       5 * time.Minute,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				if sc, ok := c.(*sniffedConn); ok {
+					return context.WithValue(ctx, connKey{}, sc)
+				}
+				return ctx
+			},
+			ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
+		}
+		go p.servers[d].Serve(p.lis[d]) //nolint:errcheck // ends with Shutdown
+	}
+	return p
+}
+
+// SetTable installs a new routing table; requests already routed finish on
+// the old one.
+func (p *Proxy) SetTable(t *Table) { p.table.Store(t) }
+
+// Table returns the current routing table.
+func (p *Proxy) Table() *Table { return p.table.Load() }
+
+// Serve accepts connections of one direction on lis until it is closed.
+func (p *Proxy) Serve(lis net.Listener, d Direction) error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return net.ErrClosed
+	}
+	p.listeners = append(p.listeners, lis)
+	p.mu.Unlock()
+	for {
+		c, err := lis.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		go p.handle(c, d)
+	}
+}
+
+// sniffedConn is a downstream connection with its first bytes buffered
+// and what the proxy decided about it.
+type sniffedConn struct {
+	net.Conn
+	br  *bufio.Reader
+	dst netip.AddrPort
+	dir Direction
+}
+
+func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
+
+type connKey struct{}
+
+func (p *Proxy) handle(c net.Conn, d Direction) {
+	p.Stats.Connections[d].Add(1)
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		return
+	}
+	dst, err := OriginalDst(tc)
+	if err != nil {
+		p.opts.Logger.Debug("no original destination; closing", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	var upstream netip.AddrPort
+	protocol := ""
+	switch d {
+	case Outbound:
+		cl := p.table.Load().ByVIP[dst]
+		if cl == nil {
+			if p.opts.RegistryOnly {
+				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
+				c.Close()
+				return
+			}
+			p.forwardTCP(c, nil, dst, nil)
+			return
+		}
+		protocol = cl.Protocol
+	case Inbound:
+		upstream = netip.AddrPortFrom(p.opts.InboundAddr, dst.Port())
+	}
+	br := bufio.NewReaderSize(c, 16<<10)
+	switch protocol {
+	case "HTTP", "HTTP2", "GRPC":
+		protocol = detectHTTP
+	case "TCP":
+	default:
+		protocol = sniff(c, br, p.opts.DetectTimeout)
+	}
+	if protocol == detectHTTP {
+		p.lis[d].push(&sniffedConn{Conn: c, br: br, dst: dst, dir: d})
+		return
+	}
+	if d == Inbound {
+		p.forwardTCP(c, br, upstream, nil)
+		return
+	}
+	cl := p.table.Load().ByVIP[dst]
+	if cl == nil {
+		p.forwardTCP(c, br, dst, nil)
+		return
+	}
+	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	e := cl.Picker.Pick(balancer.HashString(src.Addr().String()))
+	if e == nil {
+		p.Stats.NoEndpoint.Add(1)
+		c.Close()
+		return
+	}
+	p.forwardTCP(c, br, e.Addr, e.Stats)
+}
+
+// handler routes one HTTP request.
+func (p *Proxy) handler(d Direction) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.Stats.Requests[d].Add(1)
+		sc, _ := r.Context().Value(connKey{}).(*sniffedConn)
+		if sc == nil {
+			http.Error(w, "tender: no connection info", http.StatusInternalServerError)
+			return
+		}
+		if d == Inbound {
+			p.forward(w, r, netip.AddrPortFrom(p.opts.InboundAddr, sc.dst.Port()), nil)
+			return
+		}
+		cl := p.table.Load().ByVIP[sc.dst]
+		if cl == nil {
+			// The service went away under a kept-alive connection: send
+			// the request where it was going.
+			p.forward(w, r, sc.dst, nil)
+			return
+		}
+		var key string
+		if cl.HashHeader != "" {
+			key = r.Header.Get(cl.HashHeader)
+		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			key = host
+		}
+		e := cl.Picker.Pick(balancer.HashString(key))
+		if e == nil {
+			p.Stats.NoEndpoint.Add(1)
+			writeError(w, r, http.StatusServiceUnavailable, "no healthy endpoint for "+cl.Name)
+			return
+		}
+		p.forward(w, r, e.Addr, e.Stats)
+	})
+}
+
+type targetKey struct{}
+
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, to netip.AddrPort, st *balancer.Stats) {
+	if st != nil {
+		st.Active.Add(1)
+		st.Total.Add(1)
+		defer st.Active.Add(-1)
+	}
+	ctx := context.WithValue(r.Context(), targetKey{}, target{addr: to, stats: st})
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+type target struct {
+	addr  netip.AddrPort
+	stats *balancer.Stats
+}
+
+// Shutdown drains: stops accepting, lets in-flight requests and
+// connections finish until ctx ends, then closes what is left.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	for _, l := range p.listeners {
+		l.Close()
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, s := range p.servers {
+		if err := s.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			s.Close() //nolint:errcheck // forcing what did not drain
+		}
+	}
+	done := make(chan struct{})
+	go func() { p.tcpWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.mu.Lock()
+		for c := range p.tcp {
+			c.Close()
+		}
+		p.mu.Unlock()
+		<-done
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// chanListener hands sniffed connections to an http.Server.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newChanListener() *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// Cluster is one service port as the sidecar routes to it.
+type Cluster struct {
+	Name       string
+	Service    string
+	Namespace  string
+	Protocol   string // HTTP, HTTP2, GRPC, TCP or "" (detect)
+	HashHeader string
+	Policy     string
+	Endpoints  []*balancer.Endpoint
+	Picker     balancer.Picker
+}
+
+// Table maps captured destinations (VIP:port) to clusters. Immutable.
+type Table struct {
+	ByVIP    map[netip.AddrPort]*Cluster
+	Clusters map[string]*Cluster
+}
+
+// ErrInvalidConfig wraps every reason a config is rejected.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// BuildTable turns an xDS config into a Table. Endpoint objects of prev
+// are reused for the same cluster and address, so active-request counts
+// survive pushes. local is the sidecar's locality.
+func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, error) {
+	t := &Table{ByVIP: map[netip.AddrPort]*Cluster{}, Clusters: map[string]*Cluster{}}
+	for name, c := range cfg.Clusters {
+		md := c.GetMetadata().GetFilterMetadata()[xds.MetadataKey].GetFields()
+		cl := &Cluster{
+			Name:       name,
+			Service:    md["service"].GetStringValue(),
+			Namespace:  md["namespace"].GetStringValue(),
+			Protocol:   md["protocol"].GetStringValue(),
+			HashHeader: md["hashHeader"].GetStringValue(),
+			Policy:     md["lb"].GetStringValue(),
+		}
+		if cl.Policy == "" {
+			cl.Policy = c.GetLbPolicy().String()
+			if c.GetLbPolicy() == clusterv3.Cluster_MAGLEV {
+				cl.Policy = "MAGLEV"
+			}
+		}
+		var old map[netip.AddrPort]*balancer.Stats
+		if prev != nil {
+			if pc := prev.Clusters[name]; pc != nil {
+				old = make(map[netip.AddrPort]*balancer.Stats, len(pc.Endpoints))
+				for _, e := range pc.Endpoints {
+					old[e.Addr] = e.Stats
+				}
+			}
+		}
+		for _, lle := range cfg.Endpoints[name].GetEndpoints() {
+			loc := balancer.Locality{Region: lle.GetLocality().GetRegion(), Zone: lle.GetLocality().GetZone(), SubZone: lle.GetLocality().GetSubZone()}
+			for _, lb := range lle.GetLbEndpoints() {
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				ip, err := netip.ParseAddr(sa.GetAddress())
+				if err != nil || sa.GetPortValue() == 0 || sa.GetPortValue() > 65535 {
+					return nil, fmt.Errorf("%w: cluster %s: endpoint %q port %d", ErrInvalidConfig, name, sa.GetAddress(), sa.GetPortValue())
+				}
+				addr := netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue()))
+				e := &balancer.Endpoint{Addr: addr, Stats: old[addr]}
+				if e.Stats == nil {
+					e.Stats = &balancer.Stats{}
+				}
+				e.Weight = lb.GetLoadBalancingWeight().GetValue()
+				e.Priority = lle.GetPriority()
+				e.Locality = loc
+				hs := lb.GetHealthStatus()
+				e.Healthy = hs == corev3.HealthStatus_HEALTHY || hs == corev3.HealthStatus_UNKNOWN
+				cl.Endpoints = append(cl.Endpoints, e)
+			}
+		}
+		p, err := balancer.New(cl.Policy, cl.Endpoints, local)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
+		}
+		cl.Picker = p
+		t.Clusters[name] = cl
+		vip := md["vip"].GetStringValue()
+		port := md["port"].GetNumberValue()
+		if vip == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(vip)
+		if err != nil || port < 1 || port > 65535 {
+			return nil, fmt.Errorf("%w: cluster %s: vip %q port %v", ErrInvalidConfig, name, vip, port)
+		}
+		t.ByVIP[netip.AddrPortFrom(ip, uint16(port))] = cl
+	}
+	return t, nil
+}
+
+// Names returns the cluster names, sorted.
+func (t *Table) Names() []string {
+	out := make([]string, 0, len(t.Clusters))
+	for n := range t.Clusters {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
