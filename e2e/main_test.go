@@ -26,7 +26,9 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	// The binaries under test carry the race detector too.
-	cmd := exec.Command("go", "build", "-race", "-o", dir+string(filepath.Separator), "../cmd/controlplane")
+	sweepLabs()
+	cmd := exec.Command("go", "build", "-race", "-o", dir+string(filepath.Separator),
+		"../cmd/controlplane", "../cmd/sidecar", "../examples/greeter/cmd/greeter", "../examples/greeter/cmd/greeter-client")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build:", err)

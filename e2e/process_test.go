@@ -35,7 +35,11 @@ type process struct {
 func start(t *testing.T, name, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{t: t, name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, bin), args...)
+	path := bin
+	if !filepath.IsAbs(bin) {
+		path = binPath(bin)
+	}
+	p.cmd = exec.Command(path, args...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {

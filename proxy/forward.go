@@ -95,16 +95,13 @@ func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 // forwardTCP copies bytes both ways between c and to, passing on half
 // closes; br holds bytes already read from c. The kernel splices where it
 // can (io.Copy between TCP connections).
-func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats) {
+// registered is called once the connection is tracked for draining.
+func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, registered func()) {
 	p.mu.Lock()
-	if p.closing {
-		p.mu.Unlock()
-		c.Close()
-		return
-	}
 	p.tcp[c] = struct{}{}
 	p.tcpWG.Add(1)
 	p.mu.Unlock()
+	registered()
 	defer func() {
 		p.mu.Lock()
 		delete(p.tcp, c)

@@ -62,6 +62,10 @@ type Proxy struct {
 	tcp       map[net.Conn]struct{}
 	tcpWG     sync.WaitGroup
 	closing   bool
+	// handoff counts accepted connections not yet handed to an HTTP
+	// server or registered as TCP; Shutdown waits for it so no accepted
+	// connection is dropped between the two.
+	handoff sync.WaitGroup
 }
 
 // New returns a Proxy with an empty table.
@@ -132,6 +136,14 @@ func (p *Proxy) Serve(lis net.Listener, d Direction) error {
 			}
 			return err
 		}
+		p.mu.Lock()
+		if p.closing {
+			p.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		p.handoff.Add(1)
+		p.mu.Unlock()
 		go p.handle(c, d)
 	}
 }
@@ -149,7 +161,12 @@ func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
 
 type connKey struct{}
 
+// handle routes one accepted connection; it calls p.handoff.Done once the
+// connection is owned by an HTTP server or registered as TCP.
 func (p *Proxy) handle(c net.Conn, d Direction) {
+	var once sync.Once
+	release := func() { once.Do(p.handoff.Done) }
+	defer release()
 	p.Stats.Connections[d].Add(1)
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -173,7 +190,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 				c.Close()
 				return
 			}
-			p.forwardTCP(c, nil, dst, nil)
+			p.forwardTCP(c, nil, dst, nil, release)
 			return
 		}
 		protocol = cl.Protocol
@@ -190,15 +207,16 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	}
 	if protocol == detectHTTP {
 		p.lis[d].push(&sniffedConn{Conn: c, br: br, dst: dst, dir: d})
+		release()
 		return
 	}
 	if d == Inbound {
-		p.forwardTCP(c, br, upstream, nil)
+		p.forwardTCP(c, br, upstream, nil, release)
 		return
 	}
 	cl := p.table.Load().ByVIP[dst]
 	if cl == nil {
-		p.forwardTCP(c, br, dst, nil)
+		p.forwardTCP(c, br, dst, nil, release)
 		return
 	}
 	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
@@ -208,7 +226,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		c.Close()
 		return
 	}
-	p.forwardTCP(c, br, e.Addr, e.Stats)
+	p.forwardTCP(c, br, e.Addr, e.Stats, release)
 }
 
 // handler routes one HTTP request.
@@ -255,6 +273,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, to netip.AddrPor
 		st.Total.Add(1)
 		defer st.Active.Add(-1)
 	}
+	if r.ProtoMajor == 1 {
+		// Stream both ways at once: an upstream may answer before it has
+		// read the whole request (echo, bidirectional streaming), and the
+		// proxy flushes response headers as they come.
+		http.NewResponseController(w).EnableFullDuplex() //nolint:errcheck // only fails for HTTP/2, excluded here
+	}
 	ctx := context.WithValue(r.Context(), targetKey{}, target{addr: to, stats: st})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
@@ -273,6 +297,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		l.Close()
 	}
 	p.mu.Unlock()
+	p.handoff.Wait()
 	var errs []error
 	for _, s := range p.servers {
 		if err := s.Shutdown(ctx); err != nil {

@@ -1,0 +1,418 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tender-mesh/tender/examples/greeter/pb"
+)
+
+const (
+	greeterVIP  = "10.96.0.10"
+	cpIP        = labSubnet + ".2"
+	proxyUID    = 1337
+	drainWindow = "5s"
+)
+
+// mesh is a lab with a control plane, greeter pods and a client pod, each
+// meshed pod with real iptables capture and a sidecar.
+type mesh struct {
+	lab      *lab
+	cp       *pod
+	cpProc   *process
+	meshFile string
+	greeters []*pod
+	apps     map[string]*process
+	sidecars map[string]*process
+	client   *pod
+}
+
+func meshConfig(greeters []*pod) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "services:\n  - name: greeter\n    namespace: default\n    vip: %s\n", greeterVIP)
+	b.WriteString("    ports:\n      - {name: http, port: 80, protocol: HTTP}\n      - {name: grpc, port: 9090, protocol: GRPC}\n    endpoints:\n")
+	for _, g := range greeters {
+		fmt.Fprintf(&b, "      - {address: %s, ports: {http: 8080, grpc: 9090}, zone: z1}\n", g.ip)
+	}
+	return b.String()
+}
+
+func newMesh(t *testing.T, ctx context.Context, greeters int) *mesh {
+	t.Helper()
+	m := &mesh{lab: newLab(t), apps: map[string]*process{}, sidecars: map[string]*process{}}
+	m.cp = m.lab.addPod("cp", 2)
+	for i := range greeters {
+		m.greeters = append(m.greeters, m.lab.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i))
+	}
+	m.client = m.lab.addPod("client", 20)
+
+	m.meshFile = filepath.Join(t.TempDir(), "mesh.yaml")
+	writeFile(t, m.meshFile, meshConfig(m.greeters))
+	m.cpProc = m.cp.start(t, "controlplane", "controlplane", "--config-file", m.meshFile,
+		"--xds-addr", "0.0.0.0:15010", "--metrics-addr", "0.0.0.0:15014", "--log-format", "json", "--debounce", "50ms")
+	m.cpProc.waitLog(ctx, "control plane starting")
+
+	for _, g := range m.greeters {
+		g.run(t, "sidecar", "init")
+		m.apps[g.name] = g.start(t, "greeter", "greeter", "--instance", g.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
+		m.sidecars[g.name] = m.startSidecar(t, g)
+	}
+	m.client.run(t, "sidecar", "init")
+	m.sidecars["client"] = m.startSidecar(t, m.client)
+	for _, p := range append([]*pod{m.client}, m.greeters...) {
+		waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/ready", 200)
+	}
+	return m
+}
+
+func (m *mesh) startSidecar(t *testing.T, p *pod) *process {
+	t.Helper()
+	return p.startAs(t, proxyUID, "sidecar", "sidecar", "run", "--xds-addr", cpIP+":15010",
+		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow)
+}
+
+// httpClient sends requests from inside p.
+func (p *pod) httpClient(h2c bool) *http.Client {
+	tr := &http.Transport{DialContext: p.dial, MaxIdleConnsPerHost: 16}
+	if h2c {
+		tr.Protocols = new(http.Protocols)
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
+}
+
+func waitPodHTTP(ctx context.Context, t *testing.T, p *pod, url string, want int) []byte {
+	t.Helper()
+	c := p.httpClient(false)
+	defer c.CloseIdleConnections()
+	var last string
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return body
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: GET %s: got %s, want %d", p.name, url, last, want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (p *pod) grpcConn(t *testing.T, target string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return p.dial(ctx, "tcp", addr) }),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func greetHTTP(c *http.Client) (string, error) {
+	resp, err := c.Get("http://" + greeterVIP + "/greet?name=lab")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var g struct{ Instance string }
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return "", fmt.Errorf("status %s: %s", resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		return "", err
+	}
+	return g.Instance, nil
+}
+
+func inboundRequests(ctx context.Context, t *testing.T, p *pod) int {
+	t.Helper()
+	var st map[string]int
+	if err := json.Unmarshal(waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/stats", 200), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st["inbound_requests"]
+}
+
+func checkSpread(t *testing.T, what string, counts map[string]int, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if c := counts[n]; c < 95 || c > 105 {
+			t.Errorf("%s: %s answered %d of 300, want 100 ± 5 (all: %v)", what, n, c, counts)
+		}
+	}
+}
+
+// TestSidecarRoundRobin is acceptance 1: a client with no mesh code calls
+// the greeter's VIP over HTTP/1.1, h2c and gRPC; capture sends every
+// request through the sidecars, which spread them evenly, and each inbound
+// sidecar saw its share.
+func TestSidecarRoundRobin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m := newMesh(t, ctx, 3)
+	names := []string{"greeter-1", "greeter-2", "greeter-3"}
+	total := map[string]int{}
+
+	for _, h2c := range []bool{false, true} {
+		c := m.client.httpClient(h2c)
+		counts := map[string]int{}
+		for range 300 {
+			inst, err := greetHTTP(c)
+			if err != nil {
+				t.Fatalf("h2c=%v: request failed: %v", h2c, err)
+			}
+			counts[inst]++
+			total[inst]++
+		}
+		c.CloseIdleConnections()
+		checkSpread(t, fmt.Sprintf("HTTP (h2c=%v)", h2c), counts, names...)
+	}
+
+	gc := pb.NewGreeterClient(m.client.grpcConn(t, greeterVIP+":9090"))
+	counts := map[string]int{}
+	for range 300 {
+		r, err := gc.Greet(ctx, &pb.GreetRequest{Name: "lab"})
+		if err != nil {
+			t.Fatalf("gRPC request failed: %v", err)
+		}
+		counts[r.GetInstance()]++
+		total[r.GetInstance()]++
+	}
+	checkSpread(t, "gRPC", counts, names...)
+
+	for _, g := range m.greeters {
+		if got := inboundRequests(ctx, t, g); got != total[g.name] {
+			t.Errorf("%s's inbound sidecar saw %d requests, want the %d it answered", g.name, got, total[g.name])
+		}
+	}
+}
+
+// TestSidecarStreamsAndLargeMessages is acceptance 2.
+func TestSidecarStreamsAndLargeMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m := newMesh(t, ctx, 1)
+	gc := pb.NewGreeterClient(m.client.grpcConn(t, greeterVIP+":9090"))
+
+	big := make([]byte, 16<<20)
+	rand.Read(big)
+	r, err := gc.Echo(ctx, &pb.EchoMessage{Payload: big})
+	if err != nil {
+		t.Fatalf("16 MiB Echo: %v", err)
+	}
+	if !bytes.Equal(r.GetPayload(), big) {
+		t.Fatalf("16 MiB Echo came back changed (%d bytes)", len(r.GetPayload()))
+	}
+
+	st, err := gc.Chat(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10000
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if err := st.Send(&pb.EchoMessage{Payload: []byte(fmt.Sprint(i))}); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- st.CloseSend()
+	}()
+	for i := range n {
+		msg, err := st.Recv()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if got := string(msg.GetPayload()); got != fmt.Sprint(i) {
+			t.Fatalf("message %d came back as %q", i, got)
+		}
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Errorf("after %d messages: got %v, want io.EOF", n, err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// TestSidecarEndpointLossAndControlPlaneLoss is acceptance 4: a killed
+// greeter app, once the control plane removes it, costs no request; with
+// the control plane stopped, traffic keeps flowing on the last config.
+func TestSidecarEndpointLossAndControlPlaneLoss(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m := newMesh(t, ctx, 3)
+	c := m.client.httpClient(false)
+
+	m.apps["greeter-3"].kill()
+	writeFile(t, m.meshFile, meshConfig(m.greeters[:2]))
+	// Wait until the client sidecar has dropped greeter-3.
+	waitUntil(ctx, t, "the client sidecar to drop greeter-3", func() bool {
+		body := waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)
+		return !strings.Contains(string(body), m.greeters[2].ip)
+	})
+	for i := range 200 {
+		if _, err := greetHTTP(c); err != nil {
+			t.Fatalf("request %d after the removal failed: %v", i, err)
+		}
+	}
+
+	m.cpProc.kill()
+	counts := map[string]int{}
+	for i := range 200 {
+		inst, err := greetHTTP(c)
+		if err != nil {
+			t.Fatalf("request %d with the control plane down failed: %v", i, err)
+		}
+		counts[inst]++
+	}
+	if counts["greeter-1"] == 0 || counts["greeter-2"] == 0 || counts["greeter-3"] != 0 {
+		t.Errorf("with the control plane down got %v, want greeter-1 and greeter-2 only", counts)
+	}
+}
+
+// TestSidecarDrain is acceptance 5: SIGTERM to a greeter's sidecar under
+// load lets in-flight requests finish; no client sees a reset.
+func TestSidecarDrain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	m := newMesh(t, ctx, 2)
+	c := m.client.httpClient(false)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	stop := make(chan struct{})
+	var phase atomic.Value
+	phase.Store("load")
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// /echo streams a body through both sidecars.
+				resp, err := c.Post("http://"+greeterVIP+"/echo", "text/plain", strings.NewReader(strings.Repeat("x", 64<<10)))
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%s: %w", phase.Load(), err))
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	// The control plane first stops sending traffic to greeter-1 (as
+	// Kubernetes removes a terminating pod's endpoint), then its sidecar
+	// gets SIGTERM with requests in flight.
+	writeFile(t, m.meshFile, meshConfig(m.greeters[1:]))
+	waitUntil(ctx, t, "the client sidecar to drop greeter-1", func() bool {
+		return !strings.Contains(string(waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)), m.greeters[0].ip)
+	})
+	phase.Store("removed")
+	// Requests in flight at greeter-1 itself when its sidecar gets the
+	// signal: bodies streamed over a second, straight to its pod address.
+	before := inboundRequests(ctx, t, m.greeters[0])
+	slow := make(chan error, 2)
+	started := make(chan struct{}, 2)
+	for range 2 {
+		go func() { slow <- slowEcho(m.client.httpClient(false), "http://"+m.greeters[0].ip+":8080/echo", started) }()
+	}
+	<-started
+	<-started
+	waitUntil(ctx, t, "greeter-1's sidecar to be serving both slow requests", func() bool {
+		return inboundRequests(ctx, t, m.greeters[0]) >= before+2
+	})
+	sc := m.sidecars["greeter-1"]
+	phase.Store("sigint")
+	if err := sc.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sc.done:
+	case <-ctx.Done():
+		t.Fatal("sidecar did not exit after SIGINT")
+	}
+	phase.Store("exited")
+	for range 2 {
+		if err := <-slow; err != nil {
+			t.Errorf("request in flight during the drain failed: %v", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if code := sc.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("drained sidecar exited %d, want 0", code)
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d requests failed during the drain: %v", len(errs), errs)
+	}
+}
+
+// slowEcho posts a body written in pieces over about a second and checks
+// that it comes back whole.
+func slowEcho(c *http.Client, url string, started chan<- struct{}) error {
+	pr, pw := io.Pipe()
+	const piece, pieces = "0123456789abcdef", 20
+	go func() {
+		for i := range pieces {
+			if _, err := pw.Write([]byte(piece)); err != nil {
+				return
+			}
+			if i == 0 {
+				started <- struct{}{}
+			}
+			time.Sleep(50 * time.Millisecond) // the client's pace, not a wait
+		}
+		pw.Close()
+	}()
+	resp, err := c.Post(url, "text/plain", pr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if want := strings.Repeat(piece, pieces); string(body) != want || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("got %s with %d bytes, want 200 with %d", resp.Status, len(body), len(want))
+	}
+	return nil
+}
