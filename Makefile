@@ -4,13 +4,14 @@ GO ?= go
 BIN := $(CURDIR)/bin
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
+H2SPEC_VERSION := v2.2.1+incompatible
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
 
 CMDS := controlplane
 EXAMPLES := greeter greeter-client
 
-.PHONY: all build test test-unit test-e2e lint tools demo clean proto
+.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec demo clean proto
 
 all: build
 
@@ -21,7 +22,7 @@ build:
 	$(GO) build -o $(BIN)/ ./examples/greeter/cmd/...
 
 ## test: the whole suite (unit, race, e2e) — what CI runs
-test: lint build
+test: lint build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-unit: everything but e2e, fast
@@ -29,7 +30,7 @@ test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 ## test-e2e: end-to-end tests only
-test-e2e: build
+test-e2e: build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
 
 ## lint: gofmt, go vet, and golangci-lint when it is in .tools/
@@ -41,12 +42,17 @@ lint:
 	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
 
 ## tools: build the slow external tools into .tools/ (reused when present)
-tools: tools-lint
+tools: tools-lint tools-h2spec
 
 tools-lint: $(TOOLS)/golangci-lint
 $(TOOLS)/golangci-lint:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+tools-h2spec: $(TOOLS)/h2spec
+$(TOOLS)/h2spec:
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
 demo: build

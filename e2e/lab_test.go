@@ -20,7 +20,7 @@ import (
 // pods only have routes to the lab subnet and the VIP range, so traffic
 // cannot leave the lab. Everything is removed when the test ends.
 const (
-	labSubnet = "10.77.0"     // pods get labSubnet.N/24
+	labSubnet = "10.77.0"      // pods get labSubnet.N/24
 	vipRange  = "10.96.0.0/16" // service VIPs, captured by the sidecars
 )
 
