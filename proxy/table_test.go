@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// config translates services the way the control plane does, so the test
+// checks both sides of the resource shapes against each other.
+func config(t *testing.T, services ...discovery.Service) *xds.Config {
+	t.Helper()
+	res, err := xds.Translate(services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &xds.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}, Versions: map[string]string{resource.ClusterType: "1"}}
+	for _, r := range res[resource.ClusterType] {
+		c := r.(*clusterv3.Cluster)
+		cfg.Clusters[c.GetName()] = c
+	}
+	for _, r := range res[resource.EndpointType] {
+		c := r.(*endpointv3.ClusterLoadAssignment)
+		cfg.Endpoints[c.GetClusterName()] = c
+	}
+	return cfg
+}
+
+func greeterService(addrs ...string) discovery.Service {
+	s := discovery.Service{
+		Name: "greeter", Namespace: "default", VIP: netip.MustParseAddr("10.96.0.10"),
+		Policy: discovery.TrafficPolicy{LB: discovery.LBRingHash, HashHeader: "x-user", ConnectTimeout: time.Second},
+		Ports:  []discovery.Port{{Name: "http", Number: 80, Protocol: discovery.ProtocolHTTP}},
+	}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discovery.Endpoint{Address: netip.MustParseAddr(a), Ports: map[string]uint32{"http": 8080}, Health: discovery.HealthHealthy})
+	}
+	return s
+}
+
+func TestBuildTableFromTranslatedConfig(t *testing.T) {
+	cfg := config(t, greeterService("10.0.0.1", "10.0.0.2"))
+	if !cfg.Complete() {
+		t.Fatal("config with every assignment reports incomplete")
+	}
+	tb, err := BuildTable(cfg, nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := tb.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")]
+	if cl == nil {
+		t.Fatalf("VIP 10.96.0.10:80 not routed; table %v", tb.Names())
+	}
+	if cl.Protocol != "HTTP" || cl.HashHeader != "x-user" || cl.Policy != "RING_HASH" || len(cl.Endpoints) != 2 {
+		t.Errorf("got cluster %+v, want HTTP, x-user, RING_HASH, 2 endpoints", cl)
+	}
+	if e := cl.Picker.Pick(1); e == nil || e.Addr.Port() != 8080 {
+		t.Errorf("picked %v, want an endpoint on its target port 8080", e)
+	}
+
+	// Stats survive a push that keeps the endpoint.
+	cl.Endpoints[0].Stats.Total.Add(7)
+	tb2, err := BuildTable(config(t, greeterService("10.0.0.1", "10.0.0.3")), tb, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tb2.Clusters[cl.Name].Endpoints {
+		if e.Addr == cl.Endpoints[0].Addr && e.Stats.Total.Load() != 7 {
+			t.Errorf("endpoint %v lost its counters across a push", e.Addr)
+		}
+	}
+}
+
+func TestBuildTableRejectsBadConfig(t *testing.T) {
+	cfg := config(t, greeterService("10.0.0.1"))
+	for _, cla := range cfg.Endpoints {
+		cla.Endpoints[0].LbEndpoints[0].GetEndpoint().GetAddress().GetSocketAddress().Address = "not-an-ip"
+	}
+	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("got %v, want ErrInvalidConfig for a bad endpoint address", err)
+	}
+	cfg = config(t, greeterService("10.0.0.1"))
+	for _, c := range cfg.Clusters {
+		c.Metadata.FilterMetadata[xds.MetadataKey].Fields["lb"].Kind = nil
+		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+	}
+	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("got %v, want ErrInvalidConfig for an unsupported lb policy", err)
+	}
+}

@@ -1,0 +1,133 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tender-mesh/tender/telemetry"
+)
+
+// runClient runs a Client against addr until the test ends.
+func runClient(t *testing.T, addr string, apply func(*Config) error) *Client {
+	t.Helper()
+	c := NewClient(ClientOptions{Addr: addr, Node: &corev3.Node{Id: "sidecar-1"}, Apply: apply})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+func endpointsOf(cfg *Config, cluster string) []string {
+	var out []string
+	for _, lle := range cfg.Endpoints[cluster].GetEndpoints() {
+		for _, e := range lle.GetLbEndpoints() {
+			out = append(out, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		}
+	}
+	return out
+}
+
+func TestClientAppliesACKsAndNACKs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	metrics, err := telemetry.NewControlPlane(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Metrics: metrics})
+	if err := s.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServer(t, s)
+
+	var mu sync.Mutex
+	reject := ""
+	c := runClient(t, addr, func(cfg *Config) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for name := range cfg.Endpoints {
+			for _, a := range endpointsOf(cfg, name) {
+				if a == reject {
+					return errors.New("endpoint " + a + " refused by test")
+				}
+			}
+		}
+		return nil
+	})
+	const a = "outbound|8080||a.default.svc.cluster.local"
+	waitFor(t, ctx, func() bool { cfg := c.Current(); return cfg.Complete() && len(endpointsOf(cfg, a)) == 1 })
+
+	// An update the sidecar rejects is NACKed and the last config stays.
+	mu.Lock()
+	reject = "10.0.0.66"
+	mu.Unlock()
+	if err := s.Apply(snapshot(2, svc("a", "10.0.0.66"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { return testutil.ToFloat64(metrics.NACKs.WithLabelValues("ClusterLoadAssignment")) >= 1 })
+	if got := endpointsOf(c.Current(), a); len(got) != 1 || got[0] != "10.0.0.1" {
+		t.Fatalf("after a NACK the client has %v, want the last good 10.0.0.1", got)
+	}
+
+	// A good update is applied; a new cluster brings its assignment.
+	if err := s.Apply(snapshot(3, svc("a", "10.0.0.2"), svc("b", "10.0.0.3"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool {
+		cfg := c.Current()
+		return cfg.Complete() && len(cfg.Clusters) == 2 && endpointsOf(cfg, a)[0] == "10.0.0.2"
+	})
+	if ps := s.Proxies(); len(ps) != 1 || ps[0].Mode != "delta" || ps[0].Acked[resource.EndpointType] == "" {
+		t.Errorf("got proxies %+v, want one delta proxy with an ACKed endpoint version", ps)
+	}
+}
+
+// TestClientSurvivesControlPlaneRestart: the config stays while the
+// server is gone, and updates flow again from a new server.
+func TestClientSurvivesControlPlaneRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s1 := NewServer(Options{})
+	if err := s1.Apply(snapshot(1, svc("a", "10.0.0.1"), svc("b", "10.0.0.2"))); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s1.Serve(sctx, lis) }()
+	c := runClient(t, addr, func(*Config) error { return nil })
+	waitFor(t, ctx, func() bool { return c.Current().Complete() && len(c.Current().Clusters) == 2 })
+	stop()
+	<-done
+	if n := len(c.Current().Clusters); n != 2 {
+		t.Fatalf("with the server gone the client has %d clusters, want 2", n)
+	}
+	// A new server where b is gone: the client learns the removal.
+	s2 := NewServer(Options{})
+	if err := s2.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
+		t.Fatal(err)
+	}
+	lis2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2ctx, stop2 := context.WithCancel(ctx)
+	done2 := make(chan error, 1)
+	go func() { done2 <- s2.Serve(s2ctx, lis2) }()
+	defer func() { stop2(); <-done2 }()
+	waitFor(t, ctx, func() bool { cfg := c.Current(); return len(cfg.Clusters) == 1 && len(cfg.Endpoints) == 1 })
+}
