@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tender-mesh/tender/proxy/balancer"
+)
+
+// front serves requests through p.forward to upstream, as the sidecar's
+// listeners do after routing.
+func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Stats) {
+	t.Helper()
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	to := netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://"))
+	p := New(Options{})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	st := &balancer.Stats{}
+	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.forward(w, r, to, st) }))
+	t.Cleanup(fr.Close)
+	return fr, st
+}
+
+func TestForwardUpgrade(t *testing.T) {
+	fr, _ := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo frames
+	}))
+	c, err := net.Dial("tcp", strings.TrimPrefix(fr.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: greeter\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("got %v %v, want 101 Switching Protocols", resp, err)
+	}
+	fmt.Fprint(c, "ping over the upgraded connection")
+	buf := make([]byte, len("ping over the upgraded connection"))
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping over the upgraded connection" {
+		t.Fatalf("after the upgrade: got %q, %v", buf, err)
+	}
+}
+
+func TestForwardTrailersAndStatus(t *testing.T) {
+	fr, st := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Connection", "X-Hop") // hop-by-hop: must not reach the client
+		w.Header().Set("X-Hop", "secret")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+	}))
+	resp, err := http.Get(fr.URL + "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "body" || resp.Trailer.Get("X-Checksum") != "abc" {
+		t.Errorf("got body %q trailer %q, want body and trailer X-Checksum=abc", body, resp.Trailer.Get("X-Checksum"))
+	}
+	if resp.Header.Get("X-Hop") != "" {
+		t.Errorf("hop-by-hop header X-Hop reached the client")
+	}
+	resp, err = http.Get(fr.URL + "/fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || st.Failed.Load() != 1 || st.Total.Load() != 2 || st.Active.Load() != 0 {
+		t.Errorf("got status %d, stats total=%d failed=%d active=%d; want 503, 2, 1, 0",
+			resp.StatusCode, st.Total.Load(), st.Failed.Load(), st.Active.Load())
+	}
+}
+
+func TestForwardDeadUpstream(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := netip.MustParseAddrPort(lis.Addr().String())
+	lis.Close()
+	p := New(Options{DialTimeout: time.Second})
+	defer p.Shutdown(context.Background())
+	for _, grpc := range []bool{false, true} {
+		req := httptest.NewRequest(http.MethodPost, "/x", strings.NewReader("hi"))
+		if grpc {
+			req.Header.Set("Content-Type", "application/grpc")
+		}
+		rec := httptest.NewRecorder()
+		p.forward(rec, req, dead, nil)
+		switch {
+		case grpc && (rec.Code != http.StatusOK || rec.Header().Get("Grpc-Status") != "14"):
+			t.Errorf("gRPC to a dead endpoint: got %d grpc-status %q, want 200 with grpc-status 14", rec.Code, rec.Header().Get("Grpc-Status"))
+		case !grpc && rec.Code != http.StatusBadGateway:
+			t.Errorf("HTTP to a dead endpoint: got %d, want 502", rec.Code)
+		}
+	}
+}
