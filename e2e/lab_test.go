@@ -22,6 +22,9 @@ import (
 const (
 	labSubnet = "10.77.0"      // pods get labSubnet.N/24
 	vipRange  = "10.96.0.0/16" // service VIPs, captured by the sidecars
+	// IPv6: pods get labSubnet6N/64 too, VIPs come from vipRange6.
+	labSubnet6 = "fd77::"
+	vipRange6  = "fd96::/64"
 )
 
 // lab is one test's set of namespaces.
@@ -38,6 +41,7 @@ type pod struct {
 	name string
 	ns   string
 	ip   string
+	ip6  string
 }
 
 func requireLab(t *testing.T) {
@@ -80,7 +84,7 @@ func (l *lab) ip(args ...string) {
 // addPod creates a pod namespace at labSubnet.n.
 func (l *lab) addPod(name string, n int) *pod {
 	l.t.Helper()
-	p := &pod{lab: l, name: name, ns: l.prefix + "-" + name, ip: fmt.Sprintf("%s.%d", labSubnet, n)}
+	p := &pod{lab: l, name: name, ns: l.prefix + "-" + name, ip: fmt.Sprintf("%s.%d", labSubnet, n), ip6: fmt.Sprintf("%s%x", labSubnet6, n)}
 	l.pods = append(l.pods, p)
 	veth := fmt.Sprintf("v%d", n)
 	l.ip("netns", "add", p.ns)
@@ -90,6 +94,8 @@ func (l *lab) addPod(name string, n int) *pod {
 	l.ip("-n", p.ns, "addr", "add", p.ip+"/24", "dev", "eth0")
 	l.ip("-n", p.ns, "link", "set", "eth0", "up")
 	l.ip("-n", p.ns, "route", "add", vipRange, "dev", "eth0")
+	l.ip("-n", p.ns, "addr", "add", p.ip6+"/64", "dev", "eth0", "nodad")
+	l.ip("-n", p.ns, "route", "add", vipRange6, "dev", "eth0")
 	return p
 }
 

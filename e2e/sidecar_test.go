@@ -31,6 +31,7 @@ import (
 const (
 	greeterVIP  = "10.96.0.10"
 	echoVIP     = "10.96.0.11"
+	greeterVIP6 = "fd96::10"
 	bannerVIP   = "10.96.0.12"
 	cpIP        = labSubnet + ".2"
 	proxyUID    = 1337
@@ -56,6 +57,11 @@ func meshConfig(greeters []*pod) string {
 	b.WriteString("    ports:\n      - {name: http, port: 80, protocol: HTTP}\n      - {name: grpc, port: 9090, protocol: GRPC}\n    endpoints:\n")
 	for _, g := range greeters {
 		fmt.Fprintf(&b, "      - {address: %s, ports: {http: 8080, grpc: 9090}, zone: z1}\n", g.ip)
+	}
+	// The greeter again, for IPv6 clients.
+	fmt.Fprintf(&b, "  - name: greeter6\n    vip: %s\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n", greeterVIP6)
+	for _, g := range greeters {
+		fmt.Fprintf(&b, "      - {address: %q, port: 8080}\n", g.ip6)
 	}
 	// Two TCP services whose protocol is left to detection: an echo (the
 	// client speaks first) and a banner service (the server does).
@@ -226,6 +232,18 @@ func TestSidecarRoundRobin(t *testing.T) {
 		total[r.GetInstance()]++
 	}
 	checkSpread(t, "gRPC", counts, names...)
+
+	// IPv6: the original destination of a v6 connection is found too.
+	c6 := m.client.httpClient(false)
+	resp, err := c6.Get("http://[" + greeterVIP6 + "]/greet?name=v6")
+	if err != nil {
+		t.Fatalf("IPv6 VIP: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("IPv6 VIP: got %s, want 200", resp.Status)
+	}
+	total[resp.Header.Get("X-Instance")]++
 
 	for _, g := range m.greeters {
 		if got := inboundRequests(ctx, t, g); got != total[g.name] {
@@ -461,6 +479,36 @@ func TestSidecarTCP(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != msg {
 		t.Fatalf("echo: got %q, %v; want %q", got, err, msg)
+	}
+
+	// A destination that is no service (a pod address) passes through.
+	d, err := m.client.dial(ctx, "tcp", m.greeters[0].ip+":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(d, "direct\n")
+	if line, err := bufio.NewReader(d).ReadString('\n'); err != nil || line != "direct\n" {
+		t.Errorf("passthrough to a pod address: got %q, %v; want the echo", line, err)
+	}
+	// With --outbound-policy=registry-only it is refused, while services
+	// still work.
+	strict := m.lab.addPod("strict", 21)
+	strict.run(t, "sidecar", "init")
+	strict.startAs(t, proxyUID, "sidecar", "sidecar", "run", "--xds-addr", cpIP+":15010", "--pod-name", "strict",
+		"--outbound-policy", "registry-only", "--log-format", "json")
+	waitPodHTTP(ctx, t, strict, "http://127.0.0.1:15000/ready", 200)
+	if _, err := greetHTTP(strict.httpClient(false)); err != nil {
+		t.Errorf("registry-only: a registered service failed: %v", err)
+	}
+	if r, err := strict.dial(ctx, "tcp", m.greeters[0].ip+":7000"); err == nil {
+		r.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(r, "direct\n")
+		if b, err := io.ReadAll(r); err == nil && len(b) > 0 {
+			t.Errorf("registry-only: an unregistered destination answered %q", b)
+		}
+		r.Close()
 	}
 
 	b, err := m.client.dial(ctx, "tcp", bannerVIP+":2525")
