@@ -135,7 +135,7 @@ func (p *pod) startAs(t *testing.T, uid int, name, bin string, args ...string) *
 	t.Helper()
 	id := fmt.Sprint(uid)
 	return start(t, p.name+"/"+name, "/usr/sbin/ip", append([]string{"netns", "exec", p.ns,
-		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", binPath(bin)}, args...)...)
+		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--pdeathsig", "SIGKILL", binPath(bin)}, args...)...)
 }
 
 // run runs a binary inside the pod to completion.

@@ -40,6 +40,8 @@ func start(t *testing.T, name, bin string, args ...string) *process {
 		path = binPath(bin)
 	}
 	p.cmd = exec.Command(path, args...)
+	// Die with the test process, even when it is killed.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
