@@ -148,6 +148,7 @@ func TestProxylessRoundRobin(t *testing.T) {
 		}
 		counts[inst]++
 	}
+	t.Logf("300 RPCs: %v", counts)
 	for _, name := range []string{"greeter-1", "greeter-2", "greeter-3"} {
 		if n := counts[name]; n < 95 || n > 105 {
 			t.Errorf("%s answered %d of 300, want 100 ± 5 (all: %v)", name, n, counts)
@@ -240,7 +241,9 @@ func TestProxylessEndpointRemoval(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d RPCs failed during the removal; first: %v", len(errs), n, errs[0])
 	}
-	if lag := last["greeter-3"].Sub(removedAt); lag > time.Second {
+	lag := last["greeter-3"].Sub(removedAt)
+	t.Logf("greeter-3 answered its last RPC %v after its removal from mesh.yaml (%d RPCs, none failed)", lag, n)
+	if lag > time.Second {
 		t.Errorf("greeter-3 still answered %v after its removal, want none after 1 s", lag)
 	}
 	if since := time.Since(last["greeter-1"]); since > 500*time.Millisecond {
@@ -296,6 +299,7 @@ func TestProxylessLeastRequest(t *testing.T) {
 		t.Fatalf("RPC failed: %v", err)
 	}
 	share := float64(counts["slow"]) / float64(workers*perWorker)
+	t.Logf("LEAST_REQUEST with one instance 100 ms slower: %v (slow share %.1f%%)", counts, 100*share)
 	// Round robin would give it a third; least request with two choices
 	// picks it only when both choices land on it (at most ~1/9).
 	if share > 0.2 {

@@ -218,6 +218,7 @@ func TestSidecarRoundRobin(t *testing.T) {
 			total[inst]++
 		}
 		c.CloseIdleConnections()
+		t.Logf("HTTP (h2c=%v), 300 requests: %v", h2c, counts)
 		checkSpread(t, fmt.Sprintf("HTTP (h2c=%v)", h2c), counts, names...)
 	}
 
@@ -231,6 +232,7 @@ func TestSidecarRoundRobin(t *testing.T) {
 		counts[r.GetInstance()]++
 		total[r.GetInstance()]++
 	}
+	t.Logf("gRPC, 300 requests on one connection: %v", counts)
 	checkSpread(t, "gRPC", counts, names...)
 
 	// IPv6: the original destination of a v6 connection is found too.
