@@ -121,9 +121,15 @@ func (p *process) kill() {
 // waitHTTP polls url until it answers want or ctx ends.
 func waitHTTP(ctx context.Context, t *testing.T, url string, want int) []byte {
 	t.Helper()
+	return pollHTTP(ctx, t, http.DefaultClient, url, want)
+}
+
+// pollHTTP polls url with c until it answers want or ctx ends.
+func pollHTTP(ctx context.Context, t *testing.T, c *http.Client, url string, want int) []byte {
+	t.Helper()
 	var last string
 	for {
-		resp, err := http.Get(url)
+		resp, err := c.Get(url)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()

@@ -126,25 +126,7 @@ func waitPodHTTP(ctx context.Context, t *testing.T, p *pod, url string, want int
 	t.Helper()
 	c := p.httpClient(false)
 	defer c.CloseIdleConnections()
-	var last string
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return body
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: GET %s: got %s, want %d", p.name, url, last, want)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return pollHTTP(ctx, t, c, url, want)
 }
 
 func (p *pod) grpcConn(t *testing.T, target string) *grpc.ClientConn {
