@@ -112,6 +112,16 @@ func (m *mesh) startSidecar(t *testing.T, p *pod) *process {
 		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow)
 }
 
+// waitDropped waits until the client's sidecar no longer has g as an
+// endpoint.
+func (m *mesh) waitDropped(ctx context.Context, t *testing.T, g *pod) {
+	t.Helper()
+	waitUntil(ctx, t, "the client sidecar to drop "+g.name, func() bool {
+		body := waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)
+		return !strings.Contains(string(body), `"`+g.ip+":")
+	})
+}
+
 // httpClient sends requests from inside p.
 func (p *pod) httpClient(h2c bool) *http.Client {
 	tr := &http.Transport{DialContext: p.dial, MaxIdleConnsPerHost: 16}
@@ -296,11 +306,7 @@ func TestSidecarEndpointLossAndControlPlaneLoss(t *testing.T) {
 
 	m.apps["greeter-3"].kill()
 	writeFile(t, m.meshFile, meshConfig(m.greeters[:2]))
-	// Wait until the client sidecar has dropped greeter-3.
-	waitUntil(ctx, t, "the client sidecar to drop greeter-3", func() bool {
-		body := waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)
-		return !strings.Contains(string(body), m.greeters[2].ip)
-	})
+	m.waitDropped(ctx, t, m.greeters[2])
 	for i := range 200 {
 		if _, err := greetHTTP(c); err != nil {
 			t.Fatalf("request %d after the removal failed: %v", i, err)
@@ -363,9 +369,7 @@ func TestSidecarDrain(t *testing.T) {
 	// Kubernetes removes a terminating pod's endpoint), then its sidecar
 	// gets SIGTERM with requests in flight.
 	writeFile(t, m.meshFile, meshConfig(m.greeters[1:]))
-	waitUntil(ctx, t, "the client sidecar to drop greeter-1", func() bool {
-		return !strings.Contains(string(waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)), m.greeters[0].ip)
-	})
+	m.waitDropped(ctx, t, m.greeters[0])
 	phase.Store("removed")
 	// Requests in flight at greeter-1 itself when its sidecar gets the
 	// signal: bodies streamed over a second, straight to its pod address.
@@ -547,7 +551,11 @@ func TestSidecarH2spec(t *testing.T) {
 		return sm
 	}
 	direct := runH2spec(g, "127.0.0.1") // loopback: not captured
+	before := inboundRequests(ctx, t, g)
 	viaSidecar := runH2spec(m.cp, g.ip) // from another pod: captured into :15006
+	if after := inboundRequests(ctx, t, g); after == before {
+		t.Fatalf("h2spec via %s did not pass through the inbound sidecar (inbound requests stayed %d)", g.ip, after)
+	}
 	if d, s := atoi(direct[4]), atoi(viaSidecar[4]); s > d {
 		t.Errorf("through the inbound sidecar h2spec fails %d cases, directly %d; want no more", s, d)
 	}

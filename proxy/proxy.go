@@ -180,10 +180,11 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		return
 	}
 	var upstream netip.AddrPort
+	var cl *Cluster
 	protocol := ""
 	switch d {
 	case Outbound:
-		cl := p.table.Load().ByVIP[dst]
+		cl = p.table.Load().ByVIP[dst]
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
@@ -214,13 +215,12 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		p.forwardTCP(c, br, upstream, nil, release)
 		return
 	}
-	cl := p.table.Load().ByVIP[dst]
-	if cl == nil {
-		p.forwardTCP(c, br, dst, nil, release)
-		return
+	var h uint64
+	if cl.Hashing {
+		src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		h = balancer.HashString(src.Addr().String())
 	}
-	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	e := cl.Picker.Pick(balancer.HashString(src.Addr().String()))
+	e := cl.Picker.Pick(h)
 	if e == nil {
 		p.Stats.NoEndpoint.Add(1)
 		c.Close()
@@ -249,13 +249,16 @@ func (p *Proxy) handler(d Direction) http.Handler {
 			p.forward(w, r, sc.dst, nil)
 			return
 		}
-		var key string
-		if cl.HashHeader != "" {
-			key = r.Header.Get(cl.HashHeader)
-		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			key = host
+		var h uint64
+		if cl.Hashing {
+			// Hash on the header, else on the client address.
+			key := r.Header.Get(cl.HashHeader)
+			if cl.HashHeader == "" {
+				key, _, _ = net.SplitHostPort(r.RemoteAddr)
+			}
+			h = balancer.HashString(key)
 		}
-		e := cl.Picker.Pick(balancer.HashString(key))
+		e := cl.Picker.Pick(h)
 		if e == nil {
 			p.Stats.NoEndpoint.Add(1)
 			writeError(w, r, http.StatusServiceUnavailable, "no healthy endpoint for "+cl.Name)

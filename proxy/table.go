@@ -21,8 +21,11 @@ type Cluster struct {
 	Protocol   string // HTTP, HTTP2, GRPC, TCP or "" (detect)
 	HashHeader string
 	Policy     string
-	Endpoints  []*balancer.Endpoint
-	Picker     balancer.Picker
+	// Hashing is set for RING_HASH and MAGLEV: only they need a request's
+	// hash key, so only they pay for it.
+	Hashing   bool
+	Endpoints []*balancer.Endpoint
+	Picker    balancer.Picker
 }
 
 // Table maps captured destinations (VIP:port) to clusters. Immutable.
@@ -90,6 +93,7 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
 		}
 		cl.Picker = p
+		cl.Hashing = cl.Policy == "RING_HASH" || cl.Policy == "MAGLEV"
 		t.Clusters[name] = cl
 		vip := md["vip"].GetStringValue()
 		port := md["port"].GetNumberValue()

@@ -60,7 +60,7 @@ func TestBuildTableFromTranslatedConfig(t *testing.T) {
 	if cl == nil {
 		t.Fatalf("VIP 10.96.0.10:80 not routed; table %v", tb.Names())
 	}
-	if cl.Protocol != "HTTP" || cl.HashHeader != "x-user" || cl.Policy != "RING_HASH" || len(cl.Endpoints) != 2 {
+	if cl.Protocol != "HTTP" || cl.HashHeader != "x-user" || cl.Policy != "RING_HASH" || !cl.Hashing || len(cl.Endpoints) != 2 {
 		t.Errorf("got cluster %+v, want HTTP, x-user, RING_HASH, 2 endpoints", cl)
 	}
 	if e := cl.Picker.Pick(1); e == nil || e.Addr.Port() != 8080 {

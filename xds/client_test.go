@@ -10,10 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/tender-mesh/tender/telemetry"
 )
 
 // runClient runs a Client against addr until the test ends.
@@ -40,14 +37,7 @@ func endpointsOf(cfg *Config, cluster string) []string {
 func TestClientAppliesACKsAndNACKs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	metrics, err := telemetry.NewControlPlane(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(Options{Metrics: metrics})
-	if err := s.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
-		t.Fatal(err)
-	}
+	s, metrics := newTestServer(t, svc("a", "10.0.0.1"))
 	addr := startServer(t, s)
 
 	var mu sync.Mutex

@@ -42,6 +42,20 @@ func startServer(t *testing.T, s *Server) string {
 	return lis.Addr().String()
 }
 
+// newTestServer returns a Server with fresh metrics, serving services.
+func newTestServer(t *testing.T, services ...discovery.Service) (*Server, *telemetry.ControlPlane) {
+	t.Helper()
+	metrics, err := telemetry.NewControlPlane(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(Options{Metrics: metrics})
+	if err := s.Apply(snapshot(1, services...)); err != nil {
+		t.Fatal(err)
+	}
+	return s, metrics
+}
+
 func svc(name string, addrs ...string) discovery.Service {
 	s := discovery.Service{Name: name, Namespace: "default", Ports: []discovery.Port{{Name: "grpc", Number: 8080, Protocol: discovery.ProtocolGRPC}}}
 	for _, a := range addrs {
@@ -105,16 +119,8 @@ func names(resp *discoveryv3.DeltaDiscoveryResponse) []string {
 func TestDeltaSendsOnlyChangedLoadAssignment(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	metrics, err := telemetry.NewControlPlane(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(Options{Metrics: metrics})
 	a, b, c := svc("a", "10.0.0.1"), svc("b", "10.0.0.2"), svc("c", "10.0.0.3")
-	if err := s.Apply(snapshot(1, a, b, c)); err != nil {
-		t.Fatal(err)
-	}
+	s, metrics := newTestServer(t, a, b, c)
 	cl := newDeltaClient(t, ctx, startServer(t, s))
 
 	cl.send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "delta-1"}, TypeUrl: resource.ClusterType})
@@ -184,14 +190,7 @@ func TestDeltaSendsOnlyChangedLoadAssignment(t *testing.T) {
 func TestNACKIsCountedAndReported(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	metrics, err := telemetry.NewControlPlane(prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(Options{Metrics: metrics})
-	if err := s.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
-		t.Fatal(err)
-	}
+	s, metrics := newTestServer(t, svc("a", "10.0.0.1"))
 	conn, err := grpc.NewClient(startServer(t, s), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
