@@ -24,6 +24,10 @@ const (
 	ProxyUID     = 1337
 )
 
+// SidecarPorts are the sidecar's own ports that other pods reach directly
+// (admin, Prometheus metrics); inbound capture always leaves them alone.
+var SidecarPorts = []int{15000, 15090}
+
 // CaptureOptions say what to capture.
 type CaptureOptions struct {
 	// ProxyUID is exempt from capture; default 1337.
@@ -98,6 +102,9 @@ func Rules(o CaptureOptions, ipv6 bool) string {
 	// Inbound: everything TCP arriving at the pod, but the excluded ports
 	// (or only the included ones).
 	w("-A PREROUTING -p tcp -j %s", ChainInbound)
+	for _, p := range SidecarPorts {
+		w("-A %s -p tcp --dport %d -j RETURN", ChainInbound, p)
+	}
 	if len(o.IncludeInboundPorts) > 0 {
 		for _, p := range sortedUnique(o.IncludeInboundPorts) {
 			w("-A %s -p tcp --dport %d -j %s", ChainInbound, p, ChainInRedirect)

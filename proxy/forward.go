@@ -13,13 +13,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
 // newReverseProxy builds the one ReverseProxy every request goes through:
 // streaming both ways (no buffering), hop-by-hop headers removed, trailers
 // and Upgrade (WebSocket) passed on, HTTP/2 upstream for HTTP/2 clients.
-func newReverseProxy(opts Options, stats *Stats) *httputil.ReverseProxy {
+func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
+	opts := p.opts
 	dialer := &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second}
 	h1 := &http.Transport{
 		DialContext:         dialer.DialContext,
@@ -38,9 +40,11 @@ func newReverseProxy(opts Options, stats *Stats) *httputil.ReverseProxy {
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			t, _ := pr.In.Context().Value(targetKey{}).(target)
+			req, _ := pr.In.Context().Value(requestKey{}).(*request)
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = t.addr.String()
+			if req != nil {
+				pr.Out.URL.Host = req.ex.Upstream.String()
+			}
 			pr.Out.Host = pr.In.Host
 		},
 		Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
@@ -52,20 +56,46 @@ func newReverseProxy(opts Options, stats *Stats) *httputil.ReverseProxy {
 		FlushInterval: -1,
 		ErrorLog:      nil,
 		ModifyResponse: func(resp *http.Response) error {
+			req, _ := resp.Request.Context().Value(requestKey{}).(*request)
+			if req == nil {
+				return nil
+			}
+			if req.ex.Direction == interceptor.Outbound {
+				if v := resp.Header.Get(interceptor.PeerHeader); v != "" {
+					if peer, ok := interceptor.ParsePeer(v); ok {
+						req.ex.Destination = peer
+					}
+					resp.Header.Del(interceptor.PeerHeader)
+				}
+			} else if req.peered {
+				resp.Header.Set(interceptor.PeerHeader, p.self)
+			}
 			if resp.StatusCode >= 500 {
-				stats.Upstream5xx.Add(1)
-				if t, ok := resp.Request.Context().Value(targetKey{}).(target); ok && t.stats != nil {
-					t.stats.Failed.Add(1)
+				p.Stats.Upstream5xx.Add(1)
+				if req.stats != nil {
+					req.stats.Failed.Add(1)
 				}
 			}
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if t, ok := r.Context().Value(targetKey{}).(target); ok && t.stats != nil {
-				t.stats.Failed.Add(1)
+			req, _ := r.Context().Value(requestKey{}).(*request)
+			if req != nil && req.stats != nil {
+				req.stats.Failed.Add(1)
 			}
-			if errors.Is(err, context.Canceled) {
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				if req != nil {
+					req.ex.Flags |= interceptor.FlagDownstreamReset
+				}
 				return // the client went away
+			}
+			if req != nil {
+				var op *net.OpError
+				if errors.As(err, &op) && op.Op == "dial" {
+					req.ex.Flags |= interceptor.FlagUpstreamConnectFailure
+				} else {
+					req.ex.Flags |= interceptor.FlagUpstreamReset
+				}
 			}
 			opts.Logger.Debug("upstream request failed", "err", err)
 			writeError(w, r, http.StatusBadGateway, "upstream: "+err.Error())
@@ -94,9 +124,9 @@ func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 
 // forwardTCP copies bytes both ways between c and to, passing on half
 // closes; br holds bytes already read from c. The kernel splices where it
-// can (io.Copy between TCP connections).
-// registered is called once the connection is tracked for draining.
-func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, registered func()) {
+// can (io.Copy between TCP connections). registered is called once the
+// connection is tracked for draining; e describes it to the TCP observers.
+func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, registered func(), e *interceptor.Exchange) {
 	p.mu.Lock()
 	p.tcp[c] = struct{}{}
 	p.tcpWG.Add(1)
@@ -109,6 +139,16 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 		p.tcpWG.Done()
 	}()
 	defer c.Close()
+	e.Upstream = to
+	for _, o := range p.opts.TCPObservers {
+		o.TCPOpen(e)
+	}
+	defer func() {
+		e.Duration = time.Since(e.Start)
+		for _, o := range p.opts.TCPObservers {
+			o.TCPClose(e)
+		}
+	}()
 	if st != nil {
 		st.Active.Add(1)
 		st.Total.Add(1)
@@ -119,6 +159,7 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 		if st != nil {
 			st.Failed.Add(1)
 		}
+		e.Flags |= interceptor.FlagUpstreamConnectFailure
 		p.opts.Logger.Debug("tcp upstream unreachable", "upstream", to, "err", err)
 		return
 	}
@@ -129,11 +170,13 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 	}
 	done := make(chan struct{})
 	go func() {
-		io.Copy(up, src) //nolint:errcheck // either side closing ends the copy
+		n, _ := io.Copy(up, src) //nolint:errcheck // either side closing ends the copy
+		e.AddRequestBytes(n)
 		closeWrite(up)
 		close(done)
 	}()
-	io.Copy(c, up) //nolint:errcheck // either side closing ends the copy
+	n, _ := io.Copy(c, up) //nolint:errcheck // either side closing ends the copy
+	e.ResponseBytes = n
 	closeWrite(c)
 	<-done
 }

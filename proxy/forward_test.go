@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
-// front serves requests through p.forward to upstream, as the sidecar's
-// listeners do after routing.
+// front serves requests through p's chain to upstream, routed as the
+// sidecar's outbound listener routes a one-endpoint cluster.
 func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Stats) {
 	t.Helper()
 	up := httptest.NewServer(upstream)
@@ -31,9 +32,25 @@ func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Sta
 		p.Shutdown(ctx)
 	})
 	st := &balancer.Stats{}
-	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.forward(w, r, to, st) }))
+	eps := []*balancer.Endpoint{{Addr: to, Stats: st, Healthy: true, Weight: 1}}
+	picker, err := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Cluster{Name: "test", Endpoints: eps, Picker: picker}
+	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { route(p, w, r, to, cl) }))
 	t.Cleanup(fr.Close)
 	return fr, st
+}
+
+// route runs r through p's chain as an outbound request to cl (nil:
+// passthrough to dst) and returns what the proxy recorded.
+func route(p *Proxy, w http.ResponseWriter, r *http.Request, dst netip.AddrPort, cl *Cluster) *request {
+	req := &request{dst: dst, cl: cl}
+	req.ex.Direction = interceptor.Outbound
+	ctx := context.WithValue(interceptor.WithExchange(r.Context(), &req.ex), requestKey{}, req)
+	p.chain.ServeHTTP(w, r.WithContext(ctx))
+	return req
 }
 
 func TestForwardUpgrade(t *testing.T) {
@@ -125,7 +142,10 @@ func TestForwardDeadUpstream(t *testing.T) {
 			req.Header.Set("Content-Type", "application/grpc")
 		}
 		rec := httptest.NewRecorder()
-		p.forward(rec, req, dead, nil)
+		got := route(p, rec, req, dead, nil)
+		if got.ex.Flags != interceptor.FlagUpstreamConnectFailure {
+			t.Errorf("response flags %v, want UF", got.ex.Flags)
+		}
 		switch {
 		case grpc && (rec.Code != http.StatusOK || rec.Header().Get("Grpc-Status") != "14"):
 			t.Errorf("gRPC to a dead endpoint: got %d grpc-status %q, want 200 with grpc-status 14", rec.Code, rec.Header().Get("Grpc-Status"))

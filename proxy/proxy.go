@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
@@ -37,6 +38,14 @@ type Options struct {
 	DialTimeout time.Duration
 	// InboundAddr is where inbound traffic is delivered; default 127.0.0.1.
 	InboundAddr netip.Addr
+	// Self names this sidecar's workload in metrics, spans and the peer
+	// header; unknown/unknown when empty.
+	Self interceptor.Peer
+	// Interceptors wrap every HTTP request, the first outermost; see
+	// package interceptor for the order they expect.
+	Interceptors []interceptor.Middleware
+	// TCPObservers are told about opaque TCP connections.
+	TCPObservers []interceptor.TCPObserver
 }
 
 // Stats counts what the proxy did.
@@ -54,6 +63,8 @@ type Proxy struct {
 	Stats Stats
 
 	rp      *httputil.ReverseProxy
+	chain   http.Handler
+	self    string // opts.Self as interceptor.PeerHeader's value
 	servers [2]*http.Server
 	lis     [2]*chanListener
 
@@ -82,9 +93,13 @@ func New(opts Options) *Proxy {
 	if !opts.InboundAddr.IsValid() {
 		opts.InboundAddr = netip.MustParseAddr("127.0.0.1")
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}}
-	p.table.Store(&Table{ByVIP: map[netip.AddrPort]*Cluster{}, Clusters: map[string]*Cluster{}})
-	p.rp = newReverseProxy(opts, &p.Stats)
+	if opts.Self.Workload == "" || opts.Self.Namespace == "" {
+		opts.Self = unknownPeer
+	}
+	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, self: opts.Self.String()}
+	p.table.Store(NewTable())
+	p.rp = p.newReverseProxy()
+	p.chain = interceptor.Chain(http.HandlerFunc(p.serveUpstream), opts.Interceptors...)
 	for d := range p.servers {
 		p.lis[d] = newChanListener()
 		protocols := new(http.Protocols)
@@ -179,24 +194,24 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		c.Close()
 		return
 	}
-	var upstream netip.AddrPort
+	t := p.table.Load()
 	var cl *Cluster
 	protocol := ""
 	switch d {
 	case Outbound:
-		cl = p.table.Load().ByVIP[dst]
+		cl = t.ByVIP[dst]
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
 				c.Close()
 				return
 			}
-			p.forwardTCP(c, nil, dst, nil, release)
+			p.forwardTCP(c, nil, dst, nil, release, p.tcpExchange(c, d, nil))
 			return
 		}
 		protocol = cl.Protocol
 	case Inbound:
-		upstream = netip.AddrPortFrom(p.opts.InboundAddr, dst.Port())
+		cl = t.ByEndpoint[dst]
 	}
 	br := bufio.NewReaderSize(c, 16<<10)
 	switch protocol {
@@ -211,8 +226,9 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		release()
 		return
 	}
+	e := p.tcpExchange(c, d, cl)
 	if d == Inbound {
-		p.forwardTCP(c, br, upstream, nil, release)
+		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, release, e)
 		return
 	}
 	var h uint64
@@ -220,16 +236,50 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		h = balancer.HashString(src.Addr().String())
 	}
-	e := cl.Picker.Pick(h)
-	if e == nil {
+	ep := cl.Picker.Pick(h)
+	if ep == nil {
 		p.Stats.NoEndpoint.Add(1)
+		p.opts.Logger.Debug("no healthy endpoint; closing", "cluster", cl.Name)
 		c.Close()
 		return
 	}
-	p.forwardTCP(c, br, e.Addr, e.Stats, release)
+	p.forwardTCP(c, br, ep.Addr, ep.Stats, release, e)
 }
 
-// handler routes one HTTP request.
+var unknownPeer = interceptor.Peer{Workload: interceptor.Unknown, Namespace: interceptor.Unknown}
+
+// tcpExchange describes an opaque connection for the observers. TCP
+// carries no peer header, so the far side's workload is unknown.
+func (p *Proxy) tcpExchange(c net.Conn, d Direction, cl *Cluster) *interceptor.Exchange {
+	e := &interceptor.Exchange{Start: time.Now(), Downstream: c.RemoteAddr().String(),
+		Source: unknownPeer, Destination: unknownPeer}
+	if d == Inbound {
+		e.Direction, e.Destination = interceptor.Inbound, p.opts.Self
+	} else {
+		e.Direction, e.Source = interceptor.Outbound, p.opts.Self
+	}
+	if cl != nil {
+		e.Service = cl.Host
+	}
+	return e
+}
+
+// request is the proxy's state of one HTTP request; its Exchange is what
+// the interceptors see.
+type request struct {
+	ex  interceptor.Exchange
+	cl  *Cluster
+	dst netip.AddrPort // the original destination
+	// peered is set when the downstream is a sidecar that sent its
+	// identity; the inbound side then answers with its own.
+	peered bool
+	stats  *balancer.Stats
+}
+
+type requestKey struct{}
+
+// handler resolves where an HTTP request goes, records it in the request's
+// Exchange, and runs the interceptor chain around serveUpstream.
 func (p *Proxy) handler(d Direction) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.Stats.Requests[d].Add(1)
@@ -238,17 +288,53 @@ func (p *Proxy) handler(d Direction) http.Handler {
 			http.Error(w, "tender: no connection info", http.StatusInternalServerError)
 			return
 		}
-		if d == Inbound {
-			p.forward(w, r, netip.AddrPortFrom(p.opts.InboundAddr, sc.dst.Port()), nil)
-			return
+		req := &request{dst: sc.dst}
+		e := &req.ex
+		e.Start = time.Now()
+		e.Downstream = r.RemoteAddr
+		t := p.table.Load()
+		if d == Outbound {
+			e.Direction, e.Source, e.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
+			if req.cl = t.ByVIP[sc.dst]; req.cl != nil {
+				e.Service = req.cl.Host
+				r.Header.Set(interceptor.PeerHeader, p.self)
+			}
+		} else {
+			e.Direction, e.Source, e.Destination = interceptor.Inbound, unknownPeer, p.opts.Self
+			if v := r.Header.Get(interceptor.PeerHeader); v != "" {
+				if peer, ok := interceptor.ParsePeer(v); ok {
+					e.Source, req.peered = peer, true
+				}
+				r.Header.Del(interceptor.PeerHeader)
+			}
+			if cl := t.ByEndpoint[sc.dst]; cl != nil {
+				e.Service = cl.Host
+			}
 		}
-		cl := p.table.Load().ByVIP[sc.dst]
-		if cl == nil {
-			// The service went away under a kept-alive connection: send
-			// the request where it was going.
-			p.forward(w, r, sc.dst, nil)
-			return
-		}
+		ctx := context.WithValue(interceptor.WithExchange(r.Context(), e), requestKey{}, req)
+		p.chain.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// serveUpstream picks the endpoint and forwards; it is the innermost
+// handler of the chain.
+func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
+	req, _ := r.Context().Value(requestKey{}).(*request)
+	if req == nil {
+		http.Error(w, "tender: no request state", http.StatusInternalServerError)
+		return
+	}
+	e := &req.ex
+	switch {
+	case e.Direction == interceptor.Inbound:
+		e.Upstream = netip.AddrPortFrom(p.opts.InboundAddr, req.dst.Port())
+	case req.cl == nil:
+		// Not (or no longer) a registered service, e.g. a kept-alive
+		// connection whose service went away: send the request where it
+		// was going.
+		e.Upstream = req.dst
+	default:
+		cl := req.cl
 		var h uint64
 		if cl.Hashing {
 			// Hash on the header, else on the client address.
@@ -258,23 +344,17 @@ func (p *Proxy) handler(d Direction) http.Handler {
 			}
 			h = balancer.HashString(key)
 		}
-		e := cl.Picker.Pick(h)
-		if e == nil {
+		ep := cl.Picker.Pick(h)
+		if ep == nil {
 			p.Stats.NoEndpoint.Add(1)
+			e.Flags |= interceptor.FlagNoHealthyUpstream
 			writeError(w, r, http.StatusServiceUnavailable, "no healthy endpoint for "+cl.Name)
 			return
 		}
-		p.forward(w, r, e.Addr, e.Stats)
-	})
-}
-
-type targetKey struct{}
-
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, to netip.AddrPort, st *balancer.Stats) {
-	if st != nil {
-		st.Active.Add(1)
-		st.Total.Add(1)
-		defer st.Active.Add(-1)
+		e.Upstream, req.stats = ep.Addr, ep.Stats
+		ep.Stats.Active.Add(1)
+		ep.Stats.Total.Add(1)
+		defer ep.Stats.Active.Add(-1)
 	}
 	if r.ProtoMajor == 1 {
 		// Stream both ways at once: an upstream may answer before it has
@@ -282,13 +362,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, to netip.AddrPor
 		// proxy flushes response headers as they come.
 		http.NewResponseController(w).EnableFullDuplex() //nolint:errcheck // only fails for HTTP/2, excluded here
 	}
-	ctx := context.WithValue(r.Context(), targetKey{}, target{addr: to, stats: st})
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
-}
-
-type target struct {
-	addr  netip.AddrPort
-	stats *balancer.Stats
+	p.rp.ServeHTTP(w, r)
 }
 
 // Shutdown drains: stops accepting, lets in-flight requests and

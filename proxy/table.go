@@ -15,9 +15,12 @@ import (
 
 // Cluster is one service port as the sidecar routes to it.
 type Cluster struct {
-	Name       string
-	Service    string
-	Namespace  string
+	Name      string
+	Service   string
+	Namespace string
+	// Host is the service's host name (greeter.default.svc.cluster.local),
+	// as metrics and spans name the destination.
+	Host       string
 	Protocol   string // HTTP, HTTP2, GRPC, TCP or "" (detect)
 	HashHeader string
 	Policy     string
@@ -32,6 +35,10 @@ type Cluster struct {
 type Table struct {
 	ByVIP    map[netip.AddrPort]*Cluster
 	Clusters map[string]*Cluster
+	// ByEndpoint maps endpoint addresses to their cluster, so the inbound
+	// side can name the service a request was sent to. An address in two
+	// clusters maps to the first by name.
+	ByEndpoint map[netip.AddrPort]*Cluster
 }
 
 // ErrInvalidConfig wraps every reason a config is rejected.
@@ -41,13 +48,14 @@ var ErrInvalidConfig = errors.New("invalid config")
 // are reused for the same cluster and address, so active-request counts
 // survive pushes. local is the sidecar's locality.
 func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, error) {
-	t := &Table{ByVIP: map[netip.AddrPort]*Cluster{}, Clusters: map[string]*Cluster{}}
+	t := NewTable()
 	for name, c := range cfg.Clusters {
 		md := c.GetMetadata().GetFilterMetadata()[xds.MetadataKey].GetFields()
 		cl := &Cluster{
 			Name:       name,
 			Service:    md["service"].GetStringValue(),
 			Namespace:  md["namespace"].GetStringValue(),
+			Host:       md["hostname"].GetStringValue(),
 			Protocol:   md["protocol"].GetStringValue(),
 			HashHeader: md["hashHeader"].GetStringValue(),
 			Policy:     md["lb"].GetStringValue(),
@@ -106,7 +114,23 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 		}
 		t.ByVIP[netip.AddrPortFrom(ip, uint16(port))] = cl
 	}
+	for _, name := range t.Names() {
+		for _, e := range t.Clusters[name].Endpoints {
+			if _, ok := t.ByEndpoint[e.Addr]; !ok {
+				t.ByEndpoint[e.Addr] = t.Clusters[name]
+			}
+		}
+	}
 	return t, nil
+}
+
+// NewTable returns an empty table.
+func NewTable() *Table {
+	return &Table{
+		ByVIP:      map[netip.AddrPort]*Cluster{},
+		Clusters:   map[string]*Cluster{},
+		ByEndpoint: map[netip.AddrPort]*Cluster{},
+	}
 }
 
 // Names returns the cluster names, sorted.

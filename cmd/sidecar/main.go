@@ -41,7 +41,7 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return runSidecar(ctx, cfg, os.Stderr)
+		return runSidecar(ctx, cfg, os.Stderr, os.Stdout)
 	case "init":
 		cfg, err := parseInitFlags(args[1:])
 		if err != nil {

@@ -17,8 +17,32 @@ func TestParseRunFlags(t *testing.T) {
 	if c.NodeID != "web-1.shop" || c.Locality.Zone != "z1" || c.OutboundAddr != ":15001" || c.InboundAddr != ":15006" || c.AdminAddr != ":15000" {
 		t.Errorf("got %+v, want node web-1.shop from the pod env and the standard ports", c)
 	}
-	if _, err := parseRunFlags([]string{"--outbound-policy", "deny"}); err == nil {
-		t.Error("accepted --outbound-policy deny")
+	if c.MetricsAddr != ":15090" || c.AccessLog != "off" || c.OTLPEndpoint != "" || c.Workload != "web-1" {
+		t.Errorf("got metrics %q, access log %q, otlp %q, workload %q; want :15090, off, none, web-1",
+			c.MetricsAddr, c.AccessLog, c.OTLPEndpoint, c.Workload)
+	}
+	for _, bad := range [][]string{
+		{"--outbound-policy", "deny"},
+		{"--access-log", "yes"},
+		{"--trace-sampling", "1.5"},
+		{"--otlp-protocol", "thrift"},
+	} {
+		if _, err := parseRunFlags(bad); err == nil {
+			t.Errorf("parseRunFlags(%q): got no error", bad)
+		}
+	}
+}
+
+func TestWorkloadOf(t *testing.T) {
+	for pod, want := range map[string]string{
+		"greeter-7d4b9c8f6-x2k9p":     "greeter",
+		"my-web-app-5f6d7c8b9d-abcde": "my-web-app",
+		"greeter-1":                   "greeter-1", // no Deployment suffixes: kept as is
+		"client":                      "client",
+	} {
+		if got := workloadOf(pod); got != want {
+			t.Errorf("workloadOf(%q) = %q, want %q", pod, got, want)
+		}
 	}
 }
 

@@ -9,13 +9,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/telemetry"
@@ -33,6 +37,12 @@ type runConfig struct {
 	OutboundAddr   string
 	InboundAddr    string
 	AdminAddr      string
+	MetricsAddr    string
+	Workload       string
+	OTLPEndpoint   string
+	OTLPProtocol   string
+	TraceSampling  float64
+	AccessLog      string
 	OutboundPolicy string
 	DrainTimeout   time.Duration
 	DetectTimeout  time.Duration
@@ -61,6 +71,12 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.OutboundAddr, "outbound-addr", ":15001", "outbound capture listener")
 	fs.StringVar(&c.InboundAddr, "inbound-addr", ":15006", "inbound capture listener")
 	fs.StringVar(&c.AdminAddr, "admin-addr", ":15000", "admin listener: /ready, /config_dump, /clusters, /stats")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":15090", "Prometheus /metrics listener")
+	fs.StringVar(&c.Workload, "workload", envOr("TENDER_WORKLOAD", ""), "workload name in metrics and spans (env TENDER_WORKLOAD; default: the pod name without a Deployment's hash suffixes)")
+	fs.StringVar(&c.OTLPEndpoint, "otlp-endpoint", envOr("TENDER_OTLP_ENDPOINT", ""), "OTLP collector host:port for spans, e.g. jaeger:4317 (env TENDER_OTLP_ENDPOINT); empty: no tracing")
+	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http/protobuf")
+	fs.Float64Var(&c.TraceSampling, "trace-sampling", 0.01, "share of requests without a trace context that start a sampled trace (0 to 1); requests with one follow it")
+	fs.StringVar(&c.AccessLog, "access-log", "off", "access log on stdout: off, json or text")
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
@@ -75,8 +91,22 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	if c.OutboundPolicy != "allow-any" && c.OutboundPolicy != "registry-only" {
 		return nil, fmt.Errorf("--outbound-policy %q: want allow-any or registry-only", c.OutboundPolicy)
 	}
+	switch c.AccessLog {
+	case "off", "json", "text":
+	default:
+		return nil, fmt.Errorf("--access-log %q: want off, json or text", c.AccessLog)
+	}
+	if c.TraceSampling < 0 || c.TraceSampling > 1 {
+		return nil, fmt.Errorf("--trace-sampling %v: want 0 to 1", c.TraceSampling)
+	}
+	if c.OTLPProtocol != "grpc" && c.OTLPProtocol != "http/protobuf" {
+		return nil, fmt.Errorf("--otlp-protocol %q: want grpc or http/protobuf", c.OTLPProtocol)
+	}
 	if c.PodName == "" {
 		c.PodName, _ = os.Hostname()
+	}
+	if c.Workload == "" {
+		c.Workload = workloadOf(c.PodName)
 	}
 	if c.NodeID == "" {
 		c.NodeID = c.PodName + "." + c.PodNamespace
@@ -84,15 +114,81 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	return c, nil
 }
 
-func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
+// podHash matches the suffixes a Deployment adds to its pods' names:
+// the ReplicaSet's template hash and the pod's random suffix.
+var podHash = regexp.MustCompile(`^(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$`)
+
+// workloadOf guesses a pod's workload from its name, as Istio does without
+// labels: greeter-7d4b9c8f6-x2k9p → greeter.
+func workloadOf(pod string) string {
+	if m := podHash.FindStringSubmatch(pod); m != nil {
+		return m[1]
+	}
+	return pod
+}
+
+func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) error {
 	logger, err := telemetry.NewLogger(logOut, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
 	}
+	self := interceptor.Peer{Workload: c.Workload, Namespace: c.PodNamespace}
+	reg := prometheus.NewRegistry()
+	health, err := telemetry.NewSidecar(reg)
+	if err != nil {
+		return err
+	}
+	metrics, err := interceptor.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	// The order package interceptor documents: Metrics, AccessLog,
+	// Tracing, Observe.
+	chain := []interceptor.Middleware{metrics.Middleware()}
+	observers := []interceptor.TCPObserver{metrics}
+	if c.AccessLog != "off" {
+		al, err := telemetry.NewLogger(accessOut, "info", c.AccessLog)
+		if err != nil {
+			return err
+		}
+		access := interceptor.NewAccessLog(al)
+		chain = append(chain, access.Middleware())
+		observers = append(observers, access)
+	}
+	if c.OTLPEndpoint != "" {
+		tr, err := telemetry.NewTracing(telemetry.TracingOptions{
+			Endpoint:      c.OTLPEndpoint,
+			Protocol:      c.OTLPProtocol,
+			SamplingRatio: c.TraceSampling,
+			Resource: []attribute.KeyValue{
+				attribute.String("service.name", c.Workload+"."+c.PodNamespace),
+				attribute.String("service.namespace", c.PodNamespace),
+				attribute.String("k8s.pod.name", c.PodName),
+				attribute.String("k8s.namespace.name", c.PodNamespace),
+				attribute.String("tender.component", "sidecar"),
+			},
+			Logger: logger.With("component", "tracing"),
+		}, reg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(sctx); err != nil {
+				logger.Warn("flushing spans at exit", "err", err)
+			}
+		}()
+		chain = append(chain, interceptor.Tracing(tr.Provider, telemetry.Propagator()))
+	}
+	chain = append(chain, interceptor.Observe)
 	px := proxy.New(proxy.Options{
 		Logger:        logger.With("component", "proxy"),
 		DetectTimeout: c.DetectTimeout,
 		RegistryOnly:  c.OutboundPolicy == "registry-only",
+		Self:          self,
+		Interceptors:  chain,
+		TCPObservers:  observers,
 	})
 	var ready, connected atomic.Bool
 	md, err := structpb.NewStruct(map[string]any{
@@ -107,14 +203,19 @@ func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
 			Id: c.NodeID, Cluster: c.PodNamespace, Metadata: md,
 			Locality: &corev3.Locality{Region: c.Locality.Region, Zone: c.Locality.Zone, SubZone: c.Locality.SubZone},
 		},
-		Logger:  logger.With("component", "xds"),
-		OnState: connected.Store,
+		Logger: logger.With("component", "xds"),
+		OnState: func(up bool) {
+			connected.Store(up)
+			health.XDSConnected.Set(map[bool]float64{false: 0, true: 1}[up])
+		},
 		Apply: func(cfg *xds.Config) error {
 			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
 			if err != nil {
+				health.ConfigRejected.Inc()
 				return err
 			}
 			px.SetTable(t)
+			health.Applied(cfg.Versions, len(cfg.Clusters))
 			if cfg.Complete() && !ready.Swap(true) {
 				logger.Info("first complete config applied; ready", "clusters", len(cfg.Clusters))
 			}
@@ -138,9 +239,18 @@ func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
 		inLis.Close()
 		return fmt.Errorf("admin listener: %w", err)
 	}
+	metricsLis, err := lc.Listen(ctx, "tcp", c.MetricsAddr)
+	if err != nil {
+		outLis.Close()
+		inLis.Close()
+		adminLis.Close()
+		return fmt.Errorf("metrics listener: %w", err)
+	}
 	admin := &http.Server{Handler: newAdmin(px, client, &ready, &connected), ReadHeaderTimeout: 10 * time.Second}
-	logger.Info("sidecar starting", "node", c.NodeID, "xds", c.XDSAddr, "outbound", outLis.Addr().String(),
-		"inbound", inLis.Addr().String(), "admin", adminLis.Addr().String())
+	metricsSrv := &http.Server{Handler: metricsHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+	logger.Info("sidecar starting", "node", c.NodeID, "workload", self.String(), "xds", c.XDSAddr,
+		"outbound", outLis.Addr().String(), "inbound", inLis.Addr().String(), "admin", adminLis.Addr().String(),
+		"metrics", metricsLis.Addr().String(), "otlp", c.OTLPEndpoint, "access_log", c.AccessLog)
 
 	runCtx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
@@ -148,12 +258,17 @@ func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
 	g.Go(func() error { return client.Run(runCtx) })
 	g.Go(func() error { return px.Serve(outLis, proxy.Outbound) })
 	g.Go(func() error { return px.Serve(inLis, proxy.Inbound) })
-	g.Go(func() error {
-		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	for _, srv := range []struct {
+		s *http.Server
+		l net.Listener
+	}{{admin, adminLis}, {metricsSrv, metricsLis}} {
+		g.Go(func() error {
+			if err := srv.s.Serve(srv.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 
 	<-ctx.Done()
 	// Drain: not ready any more, stop accepting, let in-flight work finish.
@@ -163,7 +278,8 @@ func runSidecar(ctx context.Context, c *runConfig, logOut io.Writer) error {
 	defer cancel()
 	drainErr := px.Shutdown(drainCtx)
 	stopXDS()
-	admin.Shutdown(drainCtx) //nolint:errcheck // the admin port closing is all we need
+	admin.Shutdown(drainCtx)      //nolint:errcheck // the admin port closing is all we need
+	metricsSrv.Shutdown(drainCtx) //nolint:errcheck // likewise
 	if err := g.Wait(); err != nil {
 		return err
 	}

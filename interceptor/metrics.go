@@ -1,0 +1,129 @@
+package interceptor
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Label names of the request and TCP metrics. Cardinality is bounded by
+// the mesh's workloads and services: no paths, no pod addresses.
+var (
+	requestLabels = []string{"direction", "source_workload", "source_namespace", "destination_service",
+		"destination_workload", "response_code", "grpc_status"}
+	tcpLabels = requestLabels[:5]
+)
+
+// Metrics holds the sidecar's request and connection metrics.
+type Metrics struct {
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	reqBytes  *prometheus.HistogramVec
+	respBytes *prometheus.HistogramVec
+	tcpOpen   *prometheus.CounterVec
+	tcpClose  *prometheus.CounterVec
+	tcpSent   *prometheus.CounterVec
+	tcpRecv   *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	sizes := prometheus.ExponentialBuckets(64, 4, 9) // 64 B to 4 MiB
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_requests_total", Help: "HTTP and gRPC requests through the sidecar.",
+		}, requestLabels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tender_request_duration_seconds",
+			Help:    "Time from the request's arrival at the sidecar to the end of its response.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, requestLabels),
+		reqBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tender_request_bytes", Help: "Request body sizes.", Buckets: sizes,
+		}, requestLabels),
+		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tender_response_bytes", Help: "Response body sizes.", Buckets: sizes,
+		}, requestLabels),
+		tcpOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_tcp_connections_opened_total", Help: "Opaque TCP connections opened through the sidecar.",
+		}, tcpLabels),
+		tcpClose: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_tcp_connections_closed_total", Help: "Opaque TCP connections closed.",
+		}, tcpLabels),
+		tcpSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_tcp_sent_bytes_total", Help: "Bytes sent to the client of opaque TCP connections (the response direction).",
+		}, tcpLabels),
+		tcpRecv: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_tcp_received_bytes_total", Help: "Bytes received from the client of opaque TCP connections (the request direction).",
+		}, tcpLabels),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes,
+		m.tcpOpen, m.tcpClose, m.tcpSent, m.tcpRecv} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("request metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Middleware records every exchange once it is done. Exemplars carry the
+// trace id of sampled requests.
+func (m *Metrics) Middleware() Middleware {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			next.ServeHTTP(w, r)
+			if e := FromContext(r.Context()); e != nil {
+				m.record(e)
+			}
+		})
+	}
+}
+
+func (m *Metrics) record(e *Exchange) {
+	lv := [...]string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service),
+		e.Destination.Workload, strconv.Itoa(e.Status), e.GRPCStatus}
+	labels := lv[:]
+	var ex prometheus.Labels
+	if e.Trace.IsSampled() {
+		ex = prometheus.Labels{"trace_id": e.Trace.TraceID().String()}
+	}
+	c := m.requests.WithLabelValues(labels...)
+	d := m.duration.WithLabelValues(labels...)
+	if ex != nil {
+		c.(prometheus.ExemplarAdder).AddWithExemplar(1, ex)
+		d.(prometheus.ExemplarObserver).ObserveWithExemplar(e.Duration.Seconds(), ex)
+	} else {
+		c.Inc()
+		d.Observe(e.Duration.Seconds())
+	}
+	m.reqBytes.WithLabelValues(labels...).Observe(float64(e.RequestBytes()))
+	m.respBytes.WithLabelValues(labels...).Observe(float64(e.ResponseBytes))
+}
+
+// TCPOpen counts an opened connection.
+func (m *Metrics) TCPOpen(e *Exchange) {
+	m.tcpOpen.WithLabelValues(tcpLabelValues(e)...).Inc()
+}
+
+// TCPClose counts a closed connection and its bytes.
+func (m *Metrics) TCPClose(e *Exchange) {
+	lv := tcpLabelValues(e)
+	m.tcpClose.WithLabelValues(lv...).Inc()
+	m.tcpSent.WithLabelValues(lv...).Add(float64(e.ResponseBytes))
+	m.tcpRecv.WithLabelValues(lv...).Add(float64(e.RequestBytes()))
+}
+
+func tcpLabelValues(e *Exchange) []string {
+	return []string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service), e.Destination.Workload}
+}
+
+// TCPObserver is told about opaque TCP connections: when they open, and
+// when they close with their byte counts in the Exchange.
+type TCPObserver interface {
+	TCPOpen(e *Exchange)
+	TCPClose(e *Exchange)
+}
+
+var _ TCPObserver = (*Metrics)(nil)

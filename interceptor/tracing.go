@@ -1,0 +1,168 @@
+package interceptor
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/contrib/propagators/b3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Attribute keys: OpenTelemetry semantic conventions, then the mesh's own.
+const (
+	attrMethod       = "http.request.method"
+	attrStatus       = "http.response.status_code"
+	attrPath         = "url.path"
+	attrServerAddr   = "server.address"
+	attrServerPort   = "server.port"
+	attrPeerAddr     = "network.peer.address"
+	attrProtoVersion = "network.protocol.version"
+	attrRPCSystem    = "rpc.system"
+	attrRPCService   = "rpc.service"
+	attrRPCMethod    = "rpc.method"
+	attrGRPCStatus   = "rpc.grpc.status_code"
+	attrPeerService  = "peer.service"
+	attrSrcWorkload  = "tender.source.workload"
+	attrSrcNS        = "tender.source.namespace"
+	attrDstWorkload  = "tender.destination.workload"
+	attrDstNS        = "tender.destination.namespace"
+	attrDstService   = "tender.destination.service"
+	attrUpstream     = "tender.upstream.endpoint"
+	attrRetries      = "tender.retry.count"
+	attrFlags        = "tender.response_flags"
+	attrDirection    = "tender.direction"
+)
+
+// Tracing records a span per request: a client span on the outbound side,
+// a server span on the inbound side. It continues the trace the request
+// carries (W3C traceparent, or B3), and hands the application (inbound) or
+// the next hop (outbound) its own span as parent: traceparent always, B3
+// in the form the request used when it came with B3.
+func Tracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Middleware {
+	tracer := tp.Tracer("github.com/tender-mesh/tender/interceptor")
+	w3c := propagation.TraceContext{}
+	b3single := b3.New(b3.WithInjectEncoding(b3.B3SingleHeader))
+	b3multi := b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e := FromContext(r.Context())
+			if e == nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+			carrier := propagation.HeaderCarrier(r.Header)
+			hadSingle, hadMulti := r.Header.Get("B3") != "", r.Header.Get("X-B3-Traceid") != ""
+			ctx := prop.Extract(r.Context(), carrier)
+			kind := trace.SpanKindClient
+			if e.Direction == Inbound {
+				kind = trace.SpanKindServer
+			}
+			name, startAttrs := requestAttributes(r, e)
+			ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(startAttrs...),
+				trace.WithTimestamp(e.Start))
+			e.Trace = span.SpanContext()
+			w3c.Inject(ctx, carrier)
+			if hadSingle {
+				b3single.Inject(ctx, carrier)
+			}
+			if hadMulti {
+				r.Header.Del("X-B3-Parentspanid")
+				b3multi.Inject(ctx, carrier)
+			}
+			next.ServeHTTP(w, r.WithContext(ctx))
+			if span.IsRecording() {
+				endSpan(span, e)
+			}
+			span.End()
+		})
+	}
+}
+
+// requestAttributes names the span and gives its attributes known before
+// the request is forwarded.
+func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyValue) {
+	host, port := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		host, port = h, p
+	}
+	attrs := make([]attribute.KeyValue, 0, 16)
+	attrs = append(attrs,
+		attribute.String(attrDirection, e.Direction.String()),
+		attribute.String(attrMethod, r.Method),
+		attribute.String(attrPath, r.URL.Path),
+		attribute.String(attrServerAddr, host),
+		attribute.String(attrProtoVersion, strconv.Itoa(r.ProtoMajor)+"."+strconv.Itoa(r.ProtoMinor)),
+		attribute.String(attrSrcWorkload, e.Source.Workload),
+		attribute.String(attrSrcNS, e.Source.Namespace),
+		attribute.String(attrDstService, orUnknown(e.Service)),
+	)
+	if n, err := strconv.Atoi(port); err == nil {
+		attrs = append(attrs, attribute.Int(attrServerPort, n))
+	}
+	if e.Service != "" {
+		attrs = append(attrs, attribute.String(attrPeerService, e.Service))
+	}
+	if e.Direction == Inbound {
+		if h, _, err := net.SplitHostPort(e.Downstream); err == nil {
+			attrs = append(attrs, attribute.String(attrPeerAddr, h))
+		}
+	}
+	var name string
+	if e.GRPC || IsGRPC(r) {
+		// /package.Service/Method
+		full := strings.TrimPrefix(r.URL.Path, "/")
+		svc, method, _ := strings.Cut(full, "/")
+		attrs = append(attrs, attribute.String(attrRPCSystem, "grpc"),
+			attribute.String(attrRPCService, svc), attribute.String(attrRPCMethod, method))
+		name = full
+	} else {
+		dest := e.Service
+		if dest == "" {
+			dest = host
+		}
+		name = r.Method + " " + dest
+	}
+	return name, attrs
+}
+
+// endSpan records what the response told.
+func endSpan(span trace.Span, e *Exchange) {
+	attrs := []attribute.KeyValue{
+		attribute.String(attrDstWorkload, e.Destination.Workload),
+		attribute.String(attrDstNS, e.Destination.Namespace),
+		attribute.Int(attrRetries, e.Retries),
+		attribute.String(attrFlags, e.Flags.String()),
+	}
+	if e.Status != 0 {
+		attrs = append(attrs, attribute.Int(attrStatus, e.Status))
+	}
+	if e.Upstream.IsValid() {
+		attrs = append(attrs, attribute.String(attrUpstream, e.Upstream.String()))
+		if e.Direction == Outbound {
+			attrs = append(attrs, attribute.String(attrPeerAddr, e.Upstream.Addr().String()))
+		}
+	}
+	failed := e.Flags != 0 || e.Status >= 500 || (e.Direction == Outbound && e.Status >= 400)
+	if e.GRPC && e.GRPCStatus != "" {
+		if n, err := strconv.Atoi(e.GRPCStatus); err == nil {
+			attrs = append(attrs, attribute.Int(attrGRPCStatus, n))
+			failed = failed || n != 0
+		}
+	}
+	span.SetAttributes(attrs...)
+	if failed {
+		span.SetStatus(codes.Error, e.Flags.String())
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return Unknown
+	}
+	return s
+}
