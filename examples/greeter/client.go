@@ -11,6 +11,8 @@ import (
 	"github.com/go-kit/kit/endpoint"
 	grpctransport "github.com/go-kit/kit/transport/grpc"
 	httptransport "github.com/go-kit/kit/transport/http"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -20,8 +22,8 @@ import (
 
 // NewGRPCClient returns a Service that calls Greet over conn, through a Go
 // kit gRPC client endpoint. An empty name fails with an error that wraps
-// ErrEmptyName. Dial conn with MaxMessageSize call options to use Echo with
-// large messages.
+// ErrEmptyName. Dial conn with DialOptions to trace the calls and to use
+// Echo with large messages.
 func NewGRPCClient(conn *grpc.ClientConn) Service {
 	greet := grpctransport.NewClient(
 		conn,
@@ -32,6 +34,17 @@ func NewGRPCClient(conn *grpc.ClientConn) Service {
 		pb.GreetReply{},
 	).Endpoint()
 	return endpointService{greet: grpcClientErrors(greet)}
+}
+
+// DialOptions returns the dial options of the example's gRPC clients, to be
+// completed with transport credentials: MaxMessageSize both ways, and a
+// client span per call, from the global TracerProvider, whose context the
+// call carries to the server.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+	}
 }
 
 // grpcClientErrors turns the server's InvalidArgument for an empty name
@@ -68,6 +81,12 @@ func decodeGRPCGreetReply(_ context.Context, r any) (any, error) {
 // NewHTTPClient returns a Service that calls POST baseURL/greet through a
 // Go kit HTTP client endpoint. A nil client means http.DefaultClient. An
 // empty name fails with an error that wraps ErrEmptyName.
+//
+// Each call gets a client span ("POST /greet"), from the global
+// TracerProvider, and carries its context to the server, so pass the
+// context of the request being served to keep one trace. The requests go
+// through a copy of client whose transport is wrapped for that;
+// client.CloseIdleConnections still closes their connections.
 func NewHTTPClient(baseURL string, client *http.Client) (Service, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
@@ -79,12 +98,16 @@ func NewHTTPClient(baseURL string, client *http.Client) (Service, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
+	traced := *client
+	traced.Transport = otelhttp.NewTransport(client.Transport, otelhttp.WithSpanNameFormatter(
+		func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path },
+	))
 	greet := httptransport.NewClient(
 		http.MethodPost,
 		u.JoinPath("greet"),
 		httptransport.EncodeJSONRequest,
 		decodeHTTPGreetResponse,
-		httptransport.SetClient(client),
+		httptransport.SetClient(&traced),
 	).Endpoint()
 	return endpointService{greet: greet}, nil
 }

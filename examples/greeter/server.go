@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -31,10 +33,14 @@ type ServerOptions struct {
 	GRPCAddr string
 	// Logger receives server logs; nil discards them.
 	Logger *slog.Logger
+	// Service answers Greet; nil means NewService(Instance). A frontend
+	// passes a client of its backend, such as NewHTTPClient's.
+	Service Service
 }
 
 // Server runs the greeter over HTTP (HTTP/1.1 and unencrypted HTTP/2) and
-// gRPC (with the standard health service).
+// gRPC (with the standard health service). Both transports trace requests
+// with the global TracerProvider and propagator.
 type Server struct {
 	opts ServerOptions
 
@@ -87,7 +93,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.started = true
 	logger := s.opts.Logger
-	endpoints := MakeEndpoints(NewService(s.opts.Instance))
+	svc := s.opts.Service
+	if svc == nil {
+		svc = NewService(s.opts.Instance)
+	}
+	endpoints := MakeEndpoints(svc)
 
 	if httpLn != nil {
 		protocols := new(http.Protocols)
@@ -111,6 +121,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.grpcSrv = grpc.NewServer(
 			grpc.MaxRecvMsgSize(MaxMessageSize),
 			grpc.MaxSendMsgSize(MaxMessageSize),
+			// Health checks come every few seconds from probes: not traced.
+			grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
 		)
 		pb.RegisterGreeterServer(s.grpcSrv, NewGRPCServer(endpoints, s.opts.Instance))
 		s.health = health.NewServer()

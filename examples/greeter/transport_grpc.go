@@ -89,7 +89,9 @@ func (s *grpcServer) Chat(stream grpc.BidiStreamingServer[pb.EchoMessage, pb.Ech
 func grpcError(err error) error {
 	switch {
 	case errors.Is(err, ErrEmptyName):
-		return status.Error(codes.InvalidArgument, err.Error())
+		// The bare text, also when a frontend wraps its backend's error:
+		// the client turns it back into ErrEmptyName.
+		return status.Error(codes.InvalidArgument, ErrEmptyName.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

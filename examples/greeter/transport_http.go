@@ -12,6 +12,7 @@ import (
 
 	kittransport "github.com/go-kit/kit/transport"
 	httptransport "github.com/go-kit/kit/transport/http"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 )
 
 // InstanceHeader is the HTTP header (and, lower-cased, the gRPC metadata
@@ -35,6 +36,10 @@ var errBadRequest = errors.New("bad request")
 // Errors are JSON {"error":..}: 400 for ErrEmptyName and malformed requests,
 // 500 otherwise. Every response has the header X-Instance: instance. A nil
 // logger discards.
+//
+// Every request but GET /healthz gets a server span, named after its route
+// ("GET /greet"), from the global TracerProvider, as a child of the trace
+// context it carries (read with the global propagator).
 func NewHTTPHandler(e Endpoints, instance string, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -69,10 +74,16 @@ func NewHTTPHandler(e Endpoints, instance string, logger *slog.Logger) http.Hand
 			_, _ = io.WriteString(w, http.StatusText(code))
 		}
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(InstanceHeader, instance)
 		mux.ServeHTTP(w, r)
 	})
+	// otelhttp names the span "METHOD ROUTE" from the pattern the mux
+	// matched, so /status/503 is "GET /status/{code}", not one name per code.
+	// Kubernetes probes /healthz every few seconds: traces of it are noise.
+	return otelhttp.NewHandler(h, "greeter", otelhttp.WithFilter(func(r *http.Request) bool {
+		return r.URL.Path != "/healthz"
+	}))
 }
 
 // echoHandler streams the request body back as the response body.
@@ -125,9 +136,15 @@ func httpStatus(err error) int {
 }
 
 func encodeHTTPError(_ context.Context, err error, w http.ResponseWriter) {
+	msg := err.Error()
+	if errors.Is(err, ErrEmptyName) {
+		// A frontend's error wraps its backend's; the bare text is what
+		// the clients turn back into ErrEmptyName.
+		msg = ErrEmptyName.Error()
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(httpStatus(err))
-	_ = json.NewEncoder(w).Encode(httpError{Error: err.Error()})
+	_ = json.NewEncoder(w).Encode(httpError{Error: msg})
 }
 
 var (

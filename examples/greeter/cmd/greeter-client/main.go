@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
@@ -31,6 +36,11 @@ type config struct {
 	interval    time.Duration
 	concurrency int
 	timeout     time.Duration
+
+	otlpEndpoint string
+	otlpProtocol string
+	serviceName  string
+	traceIDs     string
 }
 
 func main() {
@@ -42,6 +52,10 @@ func main() {
 	flag.DurationVar(&c.interval, "interval", 0, "pause between two requests of one worker")
 	flag.IntVar(&c.concurrency, "concurrency", 1, "number of concurrent workers")
 	flag.DurationVar(&c.timeout, "timeout", 10*time.Second, "timeout of one request")
+	flag.StringVar(&c.otlpEndpoint, "otlp-endpoint", greeter.OTLPEndpointFromEnv(), "OTLP collector host:port to export traces to; empty disables tracing (default from OTEL_EXPORTER_OTLP_ENDPOINT)")
+	flag.StringVar(&c.otlpProtocol, "otlp-protocol", cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc"), "OTLP protocol: grpc or http/protobuf")
+	flag.StringVar(&c.serviceName, "service-name", "greeter-client", "service.name of the spans")
+	flag.StringVar(&c.traceIDs, "trace-ids", "", "file to append the trace ID of every request to, one per line (needs --otlp-endpoint)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,6 +70,28 @@ func run(ctx context.Context, c config) error {
 	if c.count < 0 || c.concurrency < 1 || c.interval < 0 || c.timeout <= 0 {
 		return errors.New("--count must be >= 0, --concurrency >= 1, --interval >= 0 and --timeout > 0")
 	}
+	if c.traceIDs != "" && c.otlpEndpoint == "" {
+		return errors.New("--trace-ids needs --otlp-endpoint: with tracing off there are no traces")
+	}
+	shutdownTracing, err := greeter.StartTracing(ctx, c.serviceName, c.otlpEndpoint, c.otlpProtocol)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A fresh context: ctx may be done, and the spans must still go out.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "greeter-client: spans lost:", err)
+		}
+	}()
+	var traceIDs *os.File
+	if c.traceIDs != "" {
+		if traceIDs, err = os.OpenFile(c.traceIDs, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+			return fmt.Errorf("--trace-ids: %w", err)
+		}
+		defer traceIDs.Close()
+	}
 	svc, closeFn, err := newService(c)
 	if err != nil {
 		return err
@@ -66,6 +102,7 @@ func run(ctx context.Context, c config) error {
 		mu       sync.Mutex
 		replies  = map[string]int{}
 		failures int
+		idsErr   error
 		next     int
 		wg       sync.WaitGroup
 	)
@@ -88,10 +125,11 @@ func run(ctx context.Context, c config) error {
 					case <-t.C:
 					}
 				}
-				rctx, cancel := context.WithTimeout(ctx, c.timeout)
-				g, err := svc.Greet(rctx, c.name)
-				cancel()
+				g, traceID, err := greet(ctx, svc, c)
 				mu.Lock()
+				if traceIDs != nil && idsErr == nil {
+					_, idsErr = fmt.Fprintln(traceIDs, traceID)
+				}
 				if err != nil {
 					failures++
 					fmt.Fprintln(os.Stderr, "error:", err)
@@ -116,12 +154,35 @@ func run(ctx context.Context, c config) error {
 	}
 	fmt.Printf("summary: %d ok, %d failed; replies per instance: %s\n", ok, failures, strings.Join(parts, " "))
 	switch {
+	case idsErr != nil:
+		return fmt.Errorf("--trace-ids: %w", idsErr)
 	case failures > 0:
 		return fmt.Errorf("%d of %d requests failed", failures, ok+failures)
 	case ok < c.count:
 		return fmt.Errorf("interrupted after %d of %d requests: %w", ok, c.count, context.Cause(ctx))
 	}
 	return nil
+}
+
+// tracer makes the client's spans; it follows the global TracerProvider
+// that StartTracing installs.
+var tracer = otel.Tracer("github.com/tender-mesh/tender/examples/greeter/cmd/greeter-client")
+
+// greet makes one request in a new trace: its root span "greet" is the
+// parent of the transport's client span, whose context the request carries.
+func greet(ctx context.Context, svc greeter.Service, c config) (greeter.Greeting, trace.TraceID, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	ctx, span := tracer.Start(ctx, "greet", trace.WithNewRoot())
+	defer span.End()
+	g, err := svc.Greet(ctx, c.name)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		span.SetAttributes(attribute.String("greeter.instance", g.Instance))
+	}
+	return g, span.SpanContext().TraceID(), err
 }
 
 // newService returns the Go kit client for c and a function that releases it.
@@ -140,13 +201,7 @@ func newService(c config) (greeter.Service, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("xDS credentials: %w", err)
 	}
-	conn, err := grpc.NewClient(c.target,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(greeter.MaxMessageSize),
-			grpc.MaxCallSendMsgSize(greeter.MaxMessageSize),
-		),
-	)
+	conn, err := grpc.NewClient(c.target, append(greeter.DialOptions(), grpc.WithTransportCredentials(creds))...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--target %q: %w", c.target, err)
 	}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/tender-mesh/tender/examples/greeter"
 )
@@ -31,6 +34,10 @@ func run() error {
 	tcpAddr := flag.String("tcp-echo-addr", "", "opaque TCP echo listen address; empty disables it")
 	bannerAddr := flag.String("banner-addr", "", "server-speaks-first TCP address: writes a banner line, then echoes; empty disables it")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
+	backend := flag.String("backend", "", "base URL of a backend greeter (e.g. http://greeter:8080); when set, this instance is a frontend that forwards Greet to it over HTTP")
+	otlpEndpoint := flag.String("otlp-endpoint", greeter.OTLPEndpointFromEnv(), "OTLP collector host:port to export traces to; empty disables tracing (default from OTEL_EXPORTER_OTLP_ENDPOINT)")
+	otlpProtocol := flag.String("otlp-protocol", cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc"), "OTLP protocol: grpc or http/protobuf")
+	serviceName := flag.String("service-name", "greeter", "service.name of the spans (e.g. frontend)")
 	flag.Parse()
 
 	var level slog.Level
@@ -42,11 +49,35 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	shutdownTracing, err := greeter.StartTracing(ctx, *serviceName, *otlpEndpoint, *otlpProtocol)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// A fresh context: ctx is already done, and the batched spans of
+		// the last requests must still go out.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(ctx); err != nil {
+			logger.Warn("spans lost", slog.Any("err", err))
+		}
+	}()
+
+	var svc greeter.Service // nil: answer Greet itself
+	if *backend != "" {
+		hc := &http.Client{}
+		defer hc.CloseIdleConnections()
+		if svc, err = greeter.NewHTTPClient(*backend, hc); err != nil {
+			return fmt.Errorf("--backend: %w", err)
+		}
+	}
+
 	srv := greeter.NewServer(greeter.ServerOptions{
 		Instance: *instance,
 		HTTPAddr: *httpAddr,
 		GRPCAddr: *grpcAddr,
 		Logger:   logger,
+		Service:  svc,
 	})
 	if err := srv.Start(ctx); err != nil {
 		return fmt.Errorf("start: %w", err)
@@ -63,7 +94,8 @@ func run() error {
 		}
 		go greeter.ServeTCPEcho(ctx, lis, l.banner) //nolint:errcheck // ends with ctx
 	}
-	logger.Info("serving", "http", srv.HTTPAddr(), "grpc", srv.GRPCAddr(), "tcp-echo", *tcpAddr, "banner", *bannerAddr)
+	logger.Info("serving", "http", srv.HTTPAddr(), "grpc", srv.GRPCAddr(), "tcp-echo", *tcpAddr, "banner", *bannerAddr,
+		"backend", *backend, "otlp-endpoint", *otlpEndpoint)
 	<-ctx.Done()
 	logger.Info("shutting down")
 	if err := srv.Close(); err != nil {
