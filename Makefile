@@ -5,13 +5,14 @@ BIN := $(CURDIR)/bin
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
 H2SPEC_VERSION := v2.2.1+incompatible
+# Jaeger's version is pinned in hack/tools/jaeger/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
 
 CMDS := controlplane
 EXAMPLES := greeter greeter-client
 
-.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec demo clean proto
+.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger demo clean proto
 
 all: build
 
@@ -42,7 +43,7 @@ lint:
 	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
 
 ## tools: build the slow external tools into .tools/ (reused when present)
-tools: tools-lint tools-h2spec
+tools: tools-lint tools-h2spec tools-jaeger
 
 tools-lint: $(TOOLS)/golangci-lint
 $(TOOLS)/golangci-lint:
@@ -53,6 +54,13 @@ tools-h2spec: $(TOOLS)/h2spec
 $(TOOLS)/h2spec:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION)
+
+# Jaeger v2 (all-in-one) through a wrapper module; about 8 minutes cold.
+tools-jaeger: $(TOOLS)/jaeger
+$(TOOLS)/jaeger: hack/tools/jaeger/go.mod hack/tools/jaeger/go.sum
+	@mkdir -p $(TOOLS)
+	@echo "building Jaeger into $(TOOLS)/jaeger (several minutes the first time)"
+	cd hack/tools/jaeger && $(GO) build -o $(TOOLS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
 demo: build

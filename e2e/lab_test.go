@@ -127,7 +127,13 @@ func sweepLabs() {
 // start runs a binary from binDir inside the pod, as root.
 func (p *pod) start(t *testing.T, name, bin string, args ...string) *process {
 	t.Helper()
-	return start(t, p.name+"/"+name, "/usr/sbin/ip", append([]string{"netns", "exec", p.ns, binPath(bin)}, args...)...)
+	return p.startPath(t, name, binPath(bin), args...)
+}
+
+// startPath runs the program at path inside the pod, as root.
+func (p *pod) startPath(t *testing.T, name, path string, args ...string) *process {
+	t.Helper()
+	return start(t, p.name+"/"+name, "/usr/sbin/ip", append([]string{"netns", "exec", p.ns, path}, args...)...)
 }
 
 // startAs runs a binary inside the pod as uid.

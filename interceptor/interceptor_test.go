@@ -171,7 +171,7 @@ func TestTracing(t *testing.T) {
 			}
 			attrs := map[string]string{}
 			for _, a := range s.Attributes() {
-				attrs[string(a.Key)] = a.Value.Emit()
+				attrs[string(a.Key)] = a.Value.String()
 			}
 			for k, v := range map[string]string{attrMethod: "GET", attrPath: "/greet", attrStatus: "503",
 				attrServerAddr: "greeter", attrServerPort: "8080", attrSrcWorkload: "client",
@@ -202,7 +202,7 @@ func TestTracingGRPC(t *testing.T) {
 	s := spans.Ended()[0]
 	attrs := map[string]string{}
 	for _, a := range s.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if s.Name() != "greeter.v1.Greeter/Greet" || attrs[attrRPCService] != "greeter.v1.Greeter" ||
 		attrs[attrRPCMethod] != "Greet" || attrs[attrGRPCStatus] != "0" || attrs[attrRPCSystem] != "grpc" {
