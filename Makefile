@@ -5,14 +5,14 @@ BIN := $(CURDIR)/bin
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
 H2SPEC_VERSION := v2.2.1+incompatible
-# Jaeger's version is pinned in hack/tools/jaeger/go.mod.
+# Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
 
 CMDS := controlplane
 EXAMPLES := greeter greeter-client
 
-.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger demo clean proto
+.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul demo clean proto
 
 all: build
 
@@ -43,7 +43,7 @@ lint:
 	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
 
 ## tools: build the slow external tools into .tools/ (reused when present)
-tools: tools-lint tools-h2spec tools-jaeger
+tools: tools-lint tools-h2spec tools-jaeger tools-consul
 
 tools-lint: $(TOOLS)/golangci-lint
 $(TOOLS)/golangci-lint:
@@ -61,6 +61,14 @@ $(TOOLS)/jaeger: hack/tools/jaeger/go.mod hack/tools/jaeger/go.sum
 	@mkdir -p $(TOOLS)
 	@echo "building Jaeger into $(TOOLS)/jaeger (several minutes the first time)"
 	cd hack/tools/jaeger && $(GO) build -o $(TOOLS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+# A Consul agent through a wrapper main (Consul's own main imports a module
+# the proxy does not carry); about 5 minutes cold.
+tools-consul: $(TOOLS)/consul
+$(TOOLS)/consul: hack/tools/consul/go.mod hack/tools/consul/go.sum hack/tools/consul/main.go
+	@mkdir -p $(TOOLS)
+	@echo "building Consul into $(TOOLS)/consul (several minutes the first time)"
+	cd hack/tools/consul && GONOSUMDB=github.com/hashicorp $(GO) build -o $(TOOLS)/consul .
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
 demo: build

@@ -258,7 +258,19 @@ func (r *Registry) publish(bySource map[string][]Service) {
 		snap.Version = 1
 	}
 	r.current.Store(snap)
+	// Report a conflict when it appears (or its parties change), not on
+	// every snapshot that still holds it.
+	var known map[string]Conflict
+	if prev != nil {
+		known = make(map[string]Conflict, len(prev.Conflicts))
+		for _, c := range prev.Conflicts {
+			known[c.Key] = c
+		}
+	}
 	for _, c := range conflicts {
+		if k, ok := known[c.Key]; ok && k.Winner == c.Winner && slices.Equal(k.Losers, c.Losers) {
+			continue
+		}
 		r.opts.Logger.Warn("service reported by more than one source", "service", c.Key, "winner", c.Winner, "ignored", c.Losers)
 		if r.opts.OnConflict != nil {
 			r.opts.OnConflict(c)

@@ -141,6 +141,12 @@ func TestRegistryConflictPrecedence(t *testing.T) {
 	if diff := cmp.Diff(want, conflicts); diff != "" {
 		t.Errorf("OnConflict calls (-want +got):\n%s", diff)
 	}
+	// A later change that keeps the conflict does not report it again.
+	r.Update("dns", []Service{service("default", "a", "10.0.0.4")})
+	r.Update("kubernetes", []Service{service("default", "a", "10.0.0.1"), service("default", "y")})
+	if s := next(t, ch); len(s.Conflicts) != 1 || len(conflicts) != 1 {
+		t.Errorf("after an unrelated change: %d conflicts in the snapshot, %d reported in all; want 1 and 1", len(s.Conflicts), len(conflicts))
+	}
 }
 
 func TestRegistrySkipsUnchangedAndTracksErrors(t *testing.T) {

@@ -25,7 +25,9 @@ func startControlPlane(t *testing.T, ctx context.Context, mesh, xdsAddr, metrics
 	return startControlPlaneOn(t, ctx, path, xdsAddr, metricsAddr)
 }
 
-func startControlPlaneOn(t *testing.T, ctx context.Context, path, xdsAddr, metricsAddr string) *controlPlane {
+// startControlPlaneOn runs the control plane on the mesh.yaml at path,
+// with extra flags.
+func startControlPlaneOn(t *testing.T, ctx context.Context, path, xdsAddr, metricsAddr string, extra ...string) *controlPlane {
 	t.Helper()
 	if xdsAddr == "" {
 		xdsAddr = "127.0.0.1:0"
@@ -33,9 +35,9 @@ func startControlPlaneOn(t *testing.T, ctx context.Context, path, xdsAddr, metri
 	if metricsAddr == "" {
 		metricsAddr = "127.0.0.1:0"
 	}
-	p := start(t, "controlplane", "controlplane",
+	p := start(t, "controlplane", "controlplane", append([]string{
 		"--config-file", path, "--xds-addr", xdsAddr, "--metrics-addr", metricsAddr,
-		"--log-format", "json", "--debounce", "50ms")
+		"--log-format", "json", "--debounce", "50ms"}, extra...)...)
 	l := p.waitLog(ctx, "control plane starting")
 	cp := &controlPlane{process: p, mesh: path, xdsAddr: fmt.Sprint(l["xds"]), metricsAddr: fmt.Sprint(l["metrics"])}
 	waitHTTP(ctx, t, cp.url("/readyz"), 200)

@@ -26,6 +26,8 @@ type ControlPlane struct {
 	SourceErrors *prometheus.CounterVec
 	// SnapshotVersion is the registry snapshot the xDS cache serves.
 	SnapshotVersion prometheus.Gauge
+	// SourceHealthy is 1 while a source's last attempt succeeded.
+	SourceHealthy *prometheus.GaugeVec
 }
 
 // NewControlPlane creates the control plane metrics and registers them
@@ -65,9 +67,13 @@ func NewControlPlane(reg prometheus.Registerer) (*ControlPlane, error) {
 			Name: "tender_xds_snapshot_version",
 			Help: "Registry snapshot version currently served over xDS.",
 		}),
+		SourceHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tender_discovery_source_healthy",
+			Help: "1 while a discovery source's last attempt succeeded, 0 while it fails (its last good services are still served).",
+		}, []string{"source"}),
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.ConnectedProxies, m.Pushes, m.PushSeconds, m.NACKs, m.Services, m.Conflicts, m.SourceErrors, m.SnapshotVersion} {
+	for _, c := range []prometheus.Collector{m.ConnectedProxies, m.Pushes, m.PushSeconds, m.NACKs, m.Services, m.Conflicts, m.SourceErrors, m.SnapshotVersion, m.SourceHealthy} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tender-mesh/tender/discovery/consul"
 )
 
 // config holds every flag of the control plane.
@@ -24,6 +26,7 @@ type config struct {
 	DNSRefresh  time.Duration
 	LogLevel    string
 	LogFormat   string
+	Consul      consul.Options
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -36,6 +39,17 @@ func parseFlags(args []string) (*config, error) {
 	var dnsServers string
 	fs.StringVar(&dnsServers, "dns-servers", "", "comma-separated host:port DNS servers for the dns source (default: /etc/resolv.conf)")
 	fs.DurationVar(&c.DNSRefresh, "dns-refresh", 30*time.Second, "longest time between two resolutions of a DNS-discovered service (TTLs shorten it)")
+	fs.StringVar(&c.Consul.Addr, "consul-addr", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address (host:port or http(s) URL) to discover services from (env CONSUL_HTTP_ADDR); empty: no Consul source")
+	fs.StringVar(&c.Consul.Token, "consul-token", os.Getenv("CONSUL_HTTP_TOKEN"), "Consul ACL token (env CONSUL_HTTP_TOKEN)")
+	fs.StringVar(&c.Consul.TokenFile, "consul-token-file", os.Getenv("CONSUL_HTTP_TOKEN_FILE"), "file holding the Consul ACL token, read on every request (env CONSUL_HTTP_TOKEN_FILE)")
+	fs.StringVar(&c.Consul.CAFile, "consul-ca-file", os.Getenv("CONSUL_CACERT"), "CA certificate to verify an https Consul agent (env CONSUL_CACERT)")
+	fs.StringVar(&c.Consul.CertFile, "consul-cert-file", os.Getenv("CONSUL_CLIENT_CERT"), "client certificate for the Consul agent (env CONSUL_CLIENT_CERT)")
+	fs.StringVar(&c.Consul.KeyFile, "consul-key-file", os.Getenv("CONSUL_CLIENT_KEY"), "client key for the Consul agent (env CONSUL_CLIENT_KEY)")
+	fs.StringVar(&c.Consul.Datacenter, "consul-datacenter", "", "Consul datacenter to watch (default: the agent's)")
+	fs.StringVar(&c.Consul.Namespace, "consul-namespace", "default", "tender namespace of Consul services without a tender.namespace tag or tender_namespace meta")
+	fs.StringVar(&c.Consul.ZoneMetaKey, "consul-zone-meta-key", "zone", "Consul node meta key holding the zone")
+	fs.BoolVar(&c.Consul.IncludeWarning, "consul-include-warning", false, "also serve instances whose checks are warning (default: passing only)")
+	fs.DurationVar(&c.Consul.Wait, "consul-wait", time.Minute, "longest wait of one Consul blocking query")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +63,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.Debounce <= 0 {
 		return nil, fmt.Errorf("--debounce must be positive, got %s", c.Debounce)
+	}
+	if c.Consul.Wait <= 0 {
+		return nil, fmt.Errorf("--consul-wait must be positive, got %s", c.Consul.Wait)
 	}
 	if c.DNSRefresh <= 0 {
 		return nil, fmt.Errorf("--dns-refresh must be positive, got %s", c.DNSRefresh)

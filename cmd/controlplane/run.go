@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/discovery/consul"
 	"github.com/tender-mesh/tender/discovery/dns"
 	"github.com/tender-mesh/tender/discovery/file"
 	"github.com/tender-mesh/tender/telemetry"
@@ -39,12 +40,27 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		return err
 	}
 
+	// The order is the precedence on a name two sources report: the
+	// operator's mesh.yaml, then Consul, then DNS.
 	var sources []discovery.Source
+	var dnsSrc *dns.Source
 	if cfg.ConfigFile != "" {
-		dnsSrc := dns.New(dns.Options{Servers: cfg.DNSServers, DefaultRefresh: cfg.DNSRefresh, Logger: logger.With("source", "dns")})
-		sources = append(sources,
-			file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}),
-			dnsSrc)
+		dnsSrc = dns.New(dns.Options{Servers: cfg.DNSServers, DefaultRefresh: cfg.DNSRefresh, Logger: logger.With("source", "dns")})
+		sources = append(sources, file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}))
+	}
+	if cfg.Consul.Addr != "" {
+		cfg.Consul.Logger = logger.With("source", "consul")
+		src, err := consul.New(cfg.Consul)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+	}
+	if dnsSrc != nil {
+		sources = append(sources, dnsSrc)
+	}
+	if len(sources) == 0 {
+		return errors.New("no discovery source: give --config-file, --consul-addr or both")
 	}
 	names := make([]string, len(sources))
 	for i, s := range sources {
@@ -119,7 +135,13 @@ type countingSink struct {
 
 func (s *countingSink) ReportError(source string, err error) {
 	s.metrics.SourceErrors.WithLabelValues(source).Inc()
+	s.metrics.SourceHealthy.WithLabelValues(source).Set(0)
 	s.Registry.ReportError(source, err)
+}
+
+func (s *countingSink) Update(source string, services []discovery.Service) {
+	s.metrics.SourceHealthy.WithLabelValues(source).Set(1)
+	s.Registry.Update(source, services)
 }
 
 var _ discovery.Sink = (*countingSink)(nil)
