@@ -194,7 +194,9 @@ func TestConsul(t *testing.T) {
 	agent.proc.kill()
 	waitUntil(ctx, t, "/readyz to report the consul source failing", func() bool {
 		var st struct {
-			Sources map[string]struct{ Err string }
+			Sources map[string]struct {
+				Err string `json:"error"`
+			}
 		}
 		body, ok := get(cp.url("/readyz"))
 		return ok && json.Unmarshal([]byte(body), &st) == nil && st.Sources["consul"].Err != ""

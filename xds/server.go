@@ -78,7 +78,13 @@ func NewServer(opts Options) *Server {
 	}
 	s := &Server{opts: opts, streams: make(map[int64]*stream)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.cache = cachev3.NewSnapshotCache(true, groupHash{}, cacheLogger{opts.Logger})
+	// Not the cache's ADS mode: it answers a request that names resources
+	// only when the names cover every resource of that type in the
+	// snapshot. Envoy asks for all of them, but a proxyless gRPC client
+	// asks for the one listener and cluster it dials, and would get no
+	// answer in a mesh of more than one service. Without it, named
+	// requests get the resources they name.
+	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, cacheLogger{opts.Logger})
 	s.xds = serverv3.NewServer(s.ctx, s.cache, &callbacks{s: s})
 	return s
 }

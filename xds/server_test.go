@@ -278,3 +278,39 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 }
 
 func statusProto(msg string) *statuspb.Status { return &statuspb.Status{Code: 3, Message: msg} }
+
+// TestSotWNamedRequests is what proxyless gRPC clients do: a
+// state-of-the-world stream asking for one listener and one cluster by
+// name, in a mesh with more than one service. Each request is answered
+// with the resource it names, and only with it.
+func TestSotWNamedRequests(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b := svc("b", "10.0.0.2")
+	s, _ := newTestServer(t, svc("a", "10.0.0.1"), b, svc("c", "10.0.0.3"))
+	conn, err := grpc.NewClient(startServer(t, s), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []struct{ typeURL, name string }{
+		{resource.ListenerType, ListenerName(&b, b.Ports[0])},
+		{resource.ClusterType, ClusterName(&b, b.Ports[0])},
+		{resource.EndpointType, ClusterName(&b, b.Ports[0])},
+	} {
+		if err := st.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "grpc-1"}, TypeUrl: req.typeURL, ResourceNames: []string{req.name}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatalf("%s %s: %v", req.typeURL, req.name, err)
+		}
+		if n := len(resp.GetResources()); resp.GetTypeUrl() != req.typeURL || n != 1 {
+			t.Errorf("asked for %s %s, got %d resources of %s", req.typeURL, req.name, n, resp.GetTypeUrl())
+		}
+	}
+}
