@@ -126,6 +126,7 @@ type TrafficPolicy struct {
 	// hashes on the source address.
 	HashHeader     string        `json:"hashHeader,omitempty"`
 	ConnectTimeout time.Duration `json:"connectTimeout,omitempty"`
+	Resilience
 }
 
 // Service is a named set of endpoints behind one or more ports.
@@ -193,6 +194,9 @@ func (s *Service) Validate() error {
 		}
 	}
 	if _, err := ParseLBPolicy(string(s.Policy.LB)); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, s.Key(), err)
+	}
+	if err := s.Policy.Resilience.Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, s.Key(), err)
 	}
 	for i := range s.Endpoints {

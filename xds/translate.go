@@ -11,6 +11,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -54,8 +55,12 @@ func Translate(services []discovery.Service) (Resources, error) {
 			if err != nil {
 				return nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
 			}
+			rc, err := buildRoute(s, p)
+			if err != nil {
+				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+			}
 			out[resource.ListenerType] = append(out[resource.ListenerType], lis)
-			out[resource.RouteType] = append(out[resource.RouteType], buildRoute(s, p))
+			out[resource.RouteType] = append(out[resource.RouteType], rc)
 			out[resource.ClusterType] = append(out[resource.ClusterType], c)
 			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p))
 		}
@@ -75,6 +80,10 @@ func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener
 	if err != nil {
 		return nil, err
 	}
+	fault, err := anypb.New(&faultv3.HTTPFault{})
+	if err != nil {
+		return nil, err
+	}
 	name := ListenerName(s, p)
 	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
 		StatPrefix: name,
@@ -82,7 +91,11 @@ func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener
 			ConfigSource:    adsSource(),
 			RouteConfigName: name,
 		}},
+		// The fault filter is idle unless a route configures it.
 		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       wellknown.Fault,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: fault},
+		}, {
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
@@ -96,7 +109,7 @@ func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener
 	}, nil
 }
 
-func buildRoute(s *discovery.Service, p discovery.Port) *routev3.RouteConfiguration {
+func buildRoute(s *discovery.Service, p discovery.Port) (*routev3.RouteConfiguration, error) {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p)},
 	}
@@ -108,17 +121,21 @@ func buildRoute(s *discovery.Service, p discovery.Port) *routev3.RouteConfigurat
 		}}
 	}
 	name := ListenerName(s, p)
+	route := &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	}
+	if err := setRouteResilience(route, &s.Policy.Resilience); err != nil {
+		return nil, err
+	}
 	return &routev3.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    name,
 			Domains: domains(s, p),
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: action},
-			}},
+			Routes:  []*routev3.Route{route},
 		}},
-	}
+	}, nil
 }
 
 func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, error) {
@@ -136,6 +153,7 @@ func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, e
 	if err := setLBPolicy(c, s.Policy.LB); err != nil {
 		return nil, err
 	}
+	setClusterResilience(c, &s.Policy.Resilience)
 	md, err := structpb.NewStruct(map[string]any{
 		"service":    s.Name,
 		"namespace":  s.Namespace,

@@ -50,9 +50,87 @@ type serviceSpec struct {
 	LB             string         `yaml:"lb"`
 	HashHeader     string         `yaml:"hashHeader"`
 	ConnectTimeout time.Duration  `yaml:"connectTimeout"`
+	Timeout        time.Duration  `yaml:"timeout"`
+	Retries        *retrySpec     `yaml:"retries"`
+	CircuitBreaker *breakerSpec   `yaml:"circuitBreaker"`
+	Outlier        *outlierSpec   `yaml:"outlierDetection"`
+	Fault          *faultSpec     `yaml:"fault"`
 	Ports          []portSpec     `yaml:"ports"`
 	Endpoints      []endpointSpec `yaml:"endpoints"`
 	DNS            *dnsSpec       `yaml:"dns"`
+}
+
+// The resilience blocks; checkKeys keeps them strict.
+type retrySpec struct {
+	Attempts      uint32        `yaml:"attempts"`
+	On            []string      `yaml:"on"`
+	PerTryTimeout time.Duration `yaml:"perTryTimeout"`
+	Backoff       struct {
+		Base time.Duration `yaml:"base"`
+		Max  time.Duration `yaml:"max"`
+	} `yaml:"backoff"`
+	StatusCodes []uint32 `yaml:"statusCodes"`
+	Budget      struct {
+		Percent        float64 `yaml:"percent"`
+		MinConcurrency uint32  `yaml:"minConcurrency"`
+	} `yaml:"budget"`
+}
+
+type breakerSpec struct {
+	MaxConnections     uint32 `yaml:"maxConnections"`
+	MaxPendingRequests uint32 `yaml:"maxPendingRequests"`
+	MaxRequests        uint32 `yaml:"maxRequests"`
+	MaxRetries         uint32 `yaml:"maxRetries"`
+}
+
+type outlierSpec struct {
+	Consecutive5xx           uint32        `yaml:"consecutive5xx"`
+	ConsecutiveGatewayErrors uint32        `yaml:"consecutiveGatewayErrors"`
+	Interval                 time.Duration `yaml:"interval"`
+	BaseEjectionTime         time.Duration `yaml:"baseEjectionTime"`
+	MaxEjectionPercent       uint32        `yaml:"maxEjectionPercent"`
+	SuccessRate              struct {
+		MinimumHosts  uint32 `yaml:"minimumHosts"`
+		RequestVolume uint32 `yaml:"requestVolume"`
+		StdevFactor   uint32 `yaml:"stdevFactor"`
+	} `yaml:"successRate"`
+}
+
+type faultSpec struct {
+	Delay struct {
+		Percent  float64       `yaml:"percent"`
+		Duration time.Duration `yaml:"duration"`
+	} `yaml:"delay"`
+	Abort struct {
+		Percent float64 `yaml:"percent"`
+		Status  uint32  `yaml:"status"`
+	} `yaml:"abort"`
+}
+
+// resilience maps the blocks to the model.
+func (s *serviceSpec) resilience() discovery.Resilience {
+	r := discovery.Resilience{Timeout: s.Timeout}
+	if rs := s.Retries; rs != nil {
+		r.Retries = &discovery.RetryPolicy{Attempts: rs.Attempts, On: rs.On, PerTryTimeout: rs.PerTryTimeout,
+			BackoffBase: rs.Backoff.Base, BackoffMax: rs.Backoff.Max, StatusCodes: rs.StatusCodes,
+			BudgetPercent: rs.Budget.Percent, MinRetryConcurrency: rs.Budget.MinConcurrency}
+	}
+	if b := s.CircuitBreaker; b != nil {
+		r.CircuitBreaker = &discovery.CircuitBreaker{MaxConnections: b.MaxConnections,
+			MaxPendingRequests: b.MaxPendingRequests, MaxRequests: b.MaxRequests, MaxRetries: b.MaxRetries}
+	}
+	if o := s.Outlier; o != nil {
+		r.OutlierDetection = &discovery.OutlierDetection{Consecutive5xx: o.Consecutive5xx,
+			ConsecutiveGatewayErrors: o.ConsecutiveGatewayErrors, Interval: o.Interval,
+			BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: o.MaxEjectionPercent,
+			SuccessRateMinimumHosts: o.SuccessRate.MinimumHosts, SuccessRateRequestVolume: o.SuccessRate.RequestVolume,
+			SuccessRateStdevFactor: o.SuccessRate.StdevFactor}
+	}
+	if f := s.Fault; f != nil {
+		r.Fault = &discovery.Fault{DelayPercent: f.Delay.Percent, Delay: f.Delay.Duration,
+			AbortPercent: f.Abort.Percent, AbortStatus: f.Abort.Status}
+	}
+	return r
 }
 
 type portSpec struct {
@@ -115,25 +193,47 @@ func decodeStrict(n *yaml.Node, v any, pos *yaml.Node) error {
 	if n.Kind != yaml.MappingNode {
 		return &Error{Line: n.Line, Column: n.Column, Err: fmt.Errorf("expected a mapping, got %s", kindName(n.Kind))}
 	}
-	known := yamlKeys(reflect.TypeOf(v).Elem())
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if !known[k.Value] {
-			return &Error{Line: k.Line, Column: k.Column, Err: fmt.Errorf("unknown field %q", k.Value)}
-		}
+	if err := checkKeys(n, reflect.TypeOf(v).Elem()); err != nil {
+		return err
 	}
 	return n.Decode(v)
 }
 
-// yamlKeys lists the yaml keys of struct type t.
-func yamlKeys(t reflect.Type) map[string]bool {
-	keys := make(map[string]bool, t.NumField())
-	for i := range t.NumField() {
-		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
-			keys[tag] = true
+// checkKeys refuses keys of mapping n that struct type t has no field for,
+// and descends into nested structs that decode without a method of their
+// own (those check themselves).
+func checkKeys(n *yaml.Node, t reflect.Type) error {
+	fields := yamlFields(t)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		ft, ok := fields[k.Value]
+		if !ok {
+			return &Error{Line: k.Line, Column: k.Column, Err: fmt.Errorf("unknown field %q", k.Value)}
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() != reflect.Struct || v.Kind != yaml.MappingNode || reflect.PointerTo(ft).Implements(unmarshalerType) {
+			continue
+		}
+		if err := checkKeys(v, ft); err != nil {
+			return err
 		}
 	}
-	return keys
+	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+// yamlFields maps the yaml keys of struct type t to their field types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	fields := make(map[string]reflect.Type, t.NumField())
+	for i := range t.NumField() {
+		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			fields[tag] = t.Field(i).Type
+		}
+	}
+	return fields
 }
 
 func kindName(k yaml.Kind) string {
@@ -219,7 +319,10 @@ func (s *serviceSpec) build() (discovery.Service, *dns.Target, error) {
 	if err != nil {
 		return svc, nil, fmt.Errorf("service %s: %w", svc.Key(), err)
 	}
-	svc.Policy = discovery.TrafficPolicy{LB: lb, HashHeader: s.HashHeader, ConnectTimeout: s.ConnectTimeout}
+	svc.Policy = discovery.TrafficPolicy{LB: lb, HashHeader: s.HashHeader, ConnectTimeout: s.ConnectTimeout, Resilience: s.resilience()}
+	if err := svc.Policy.Resilience.Validate(); err != nil {
+		return svc, nil, at(s.pos, fmt.Errorf("service %s: %w", svc.Key(), err))
+	}
 	if s.HashHeader != "" && lb != discovery.LBRingHash && lb != discovery.LBMaglev {
 		return svc, nil, fmt.Errorf("service %s: hashHeader needs lb RING_HASH or MAGLEV, not %s", svc.Key(), lb)
 	}

@@ -21,6 +21,23 @@ const full = `services:
     lb: RING_HASH
     hashHeader: x-user
     connectTimeout: 2s
+    timeout: 1s
+    retries:
+      attempts: 2
+      on: [5xx, connect-failure, unavailable]
+      perTryTimeout: 200ms
+      backoff: {base: 10ms, max: 100ms}
+      statusCodes: [409]
+      budget: {percent: 25, minConcurrency: 2}
+    circuitBreaker: {maxConnections: 100, maxPendingRequests: 50, maxRequests: 10, maxRetries: 3}
+    outlierDetection:
+      consecutive5xx: 5
+      consecutiveGatewayErrors: 3
+      interval: 5s
+      baseEjectionTime: 15s
+      maxEjectionPercent: 50
+      successRate: {minimumHosts: 3, requestVolume: 20, stdevFactor: 1900}
+    fault: {delay: {percent: 10, duration: 50ms}, abort: {percent: 1.5, status: 503}}
     ports:
       - {name: grpc, port: 8080, protocol: GRPC}
     endpoints:
@@ -41,7 +58,18 @@ func TestParseFull(t *testing.T) {
 	want := &Config{
 		Static: []discovery.Service{{
 			Name: "greeter", Namespace: "default", VIP: netip.MustParseAddr("10.96.0.10"),
-			Policy: discovery.TrafficPolicy{LB: discovery.LBRingHash, HashHeader: "x-user", ConnectTimeout: 2 * time.Second},
+			Policy: discovery.TrafficPolicy{LB: discovery.LBRingHash, HashHeader: "x-user", ConnectTimeout: 2 * time.Second,
+				Resilience: discovery.Resilience{
+					Timeout: time.Second,
+					Retries: &discovery.RetryPolicy{Attempts: 2, On: []string{"5xx", "connect-failure", "unavailable"},
+						PerTryTimeout: 200 * time.Millisecond, BackoffBase: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
+						StatusCodes: []uint32{409}, BudgetPercent: 25, MinRetryConcurrency: 2},
+					CircuitBreaker: &discovery.CircuitBreaker{MaxConnections: 100, MaxPendingRequests: 50, MaxRequests: 10, MaxRetries: 3},
+					OutlierDetection: &discovery.OutlierDetection{Consecutive5xx: 5, ConsecutiveGatewayErrors: 3, Interval: 5 * time.Second,
+						BaseEjectionTime: 15 * time.Second, MaxEjectionPercent: 50, SuccessRateMinimumHosts: 3,
+						SuccessRateRequestVolume: 20, SuccessRateStdevFactor: 1900},
+					Fault: &discovery.Fault{DelayPercent: 10, Delay: 50 * time.Millisecond, AbortPercent: 1.5, AbortStatus: 503},
+				}},
 			Ports:  []discovery.Port{{Name: "grpc", Number: 8080, Protocol: discovery.ProtocolGRPC}},
 			Endpoints: []discovery.Endpoint{
 				{
@@ -107,6 +135,10 @@ func TestParseErrorsNamePosition(t *testing.T) {
 		{"both endpoints and dns", "services:\n  - name: a\n    ports: [{port: 80}]\n    endpoints: [{address: 10.0.0.1}]\n    dns: {name: a.example}\n", 2, "not both"},
 		{"srv with port", "services:\n  - name: a\n    ports: [{port: 80}]\n    dns: {name: _a._tcp.example, type: SRV, port: 80}\n", 4, "SRV"},
 		{"hashHeader without hash lb", "services:\n  - name: a\n    hashHeader: x\n    ports: [{port: 80}]\n", 2, "hashHeader needs"},
+		{"unknown retry field", "services:\n  - name: a\n    ports: [{port: 80}]\n    retries:\n      attempts: 2\n      backof: {base: 1s}\n", 6, `unknown field "backof"`},
+		{"unknown nested field", "services:\n  - name: a\n    ports: [{port: 80}]\n    fault: {abort: {percent: 5, code: 503}}\n", 4, `unknown field "code"`},
+		{"unknown retry condition", "services:\n  - name: a\n    ports: [{port: 80}]\n    retries: {attempts: 1, on: [5xx, sometimes]}\n", 2, `unknown condition "sometimes"`},
+		{"abort without status", "services:\n  - name: a\n    ports: [{port: 80}]\n    fault: {abort: {percent: 5}}\n", 2, "abort status 0"},
 		{"two documents", "services: []\n---\nservices: []\n", 0, "more than one YAML document"},
 	}
 	for _, tt := range tests {
