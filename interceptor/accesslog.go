@@ -19,32 +19,34 @@ func NewAccessLog(logger *slog.Logger) *AccessLog { return &AccessLog{logger: lo
 func (a *AccessLog) Middleware() Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if e := FromContext(r.Context()); e != nil {
+				defer a.logRequest(e, r) // also when the response breaks off
+			}
 			next.ServeHTTP(w, r)
-			e := FromContext(r.Context())
-			if e == nil {
-				return
-			}
-			attrs := a.common(e)
-			attrs = append(attrs,
-				slog.String("method", r.Method),
-				slog.String("authority", r.Host),
-				slog.String("path", r.URL.Path),
-				slog.String("protocol", r.Proto),
-				slog.Int("status", e.Status),
-			)
-			if e.GRPC {
-				attrs = append(attrs, slog.String("grpc_status", e.GRPCStatus))
-			}
-			a.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 		})
 	}
+}
+
+func (a *AccessLog) logRequest(e *Exchange, r *http.Request) {
+	attrs := a.common(e)
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("authority", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("protocol", r.Proto),
+		slog.Int("status", e.Status),
+	)
+	if e.GRPC {
+		attrs = append(attrs, slog.String("grpc_status", e.GRPCStatus))
+	}
+	a.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 // common are the fields of every line.
 func (a *AccessLog) common(e *Exchange) []slog.Attr {
 	attrs := make([]slog.Attr, 0, 20)
 	traceID := ""
-	if e.Trace.IsValid() {
+	if e.Trace.IsSampled() {
 		traceID = e.Trace.TraceID().String()
 	}
 	upstream := ""

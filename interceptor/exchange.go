@@ -1,10 +1,13 @@
 package interceptor
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,12 +61,28 @@ const PeerHeader = "X-Tender-Peer"
 func (p Peer) String() string { return p.Namespace + "/" + p.Workload }
 
 // ParsePeer reads PeerHeader's value; ok is false when it is malformed.
+// Both parts must be DNS names (lower-case letters, digits, '-' and '.'),
+// which keeps what a client can put into metric labels bounded in form.
+// The header is not authenticated.
 func ParsePeer(v string) (p Peer, ok bool) {
 	ns, wl, found := strings.Cut(v, "/")
-	if !found || ns == "" || wl == "" || strings.Contains(wl, "/") {
+	if !found || !dnsName(ns) || !dnsName(wl) {
 		return Peer{}, false
 	}
 	return Peer{Workload: wl, Namespace: ns}, true
+}
+
+func dnsName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // Flags are Envoy-style response flags: what went wrong, in short.
@@ -79,9 +98,12 @@ const (
 	FlagOverflow                                 // UO: a circuit breaker refused the request
 	FlagRetryLimit                               // URX: retries were exhausted
 	FlagNoRoute                                  // NR: no route for the destination
+	FlagFaultInjected                            // FI: the fault policy aborted the request
+	FlagDelayInjected                            // DI: the fault policy delayed the request
+	FlagRetryOverflow                            // UOX: the retry budget (or max retries) refused a retry
 )
 
-var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR"}
+var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR", "FI", "DI", "UOX"}
 
 // String renders the flags as Envoy does: comma-separated, "-" for none.
 func (f Flags) String() string {
@@ -125,6 +147,10 @@ type Exchange struct {
 	Duration      time.Duration
 	Flags         Flags
 	Retries       int
+	// Policy is the destination's resilience policy; nil for none.
+	Policy *Policy
+	// Tried lists the endpoints tried so far, so retries go elsewhere.
+	Tried []netip.AddrPort
 	// Trace is the span the sidecar recorded for the exchange, if any.
 	Trace trace.SpanContext
 }
@@ -170,23 +196,56 @@ func Observe(next http.Handler) http.Handler {
 		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &countingBody{ReadCloser: r.Body, n: &e.requestBytes}
 		}
-		next.ServeHTTP(rw, r)
-		if e.Status == 0 && !rw.wroteHeader && r.Context().Err() == nil {
-			e.Status = http.StatusOK // a handler that wrote nothing
-		}
-		if r.Context().Err() != nil && !rw.wroteHeader {
-			e.Flags |= FlagDownstreamReset
-		}
-		if e.GRPC {
-			// Trailers were copied into the header map after the body; a
-			// trailers-only response has grpc-status among the headers.
-			e.GRPCStatus = w.Header().Get("Grpc-Status")
-			if e.GRPCStatus == "" {
-				e.GRPCStatus = w.Header().Get(http.TrailerPrefix + "Grpc-Status")
+		defer func() {
+			// A response that breaks off mid-body ends in the proxy with
+			// a panic(http.ErrAbortHandler); record it, then let it go on.
+			v := recover()
+			if v != nil {
+				if r.Context().Err() != nil {
+					e.Flags |= FlagDownstreamReset
+				} else {
+					e.Flags |= FlagUpstreamReset
+				}
 			}
-		}
-		e.Duration = time.Since(e.Start)
+			finish(e, rw, r)
+			if v != nil {
+				panic(v)
+			}
+		}()
+		next.ServeHTTP(rw, r)
 	})
+}
+
+// finish records what the response told once the proxy is done with it.
+func finish(e *Exchange, rw *responseWriter, r *http.Request) {
+	if e.Status == 0 && !rw.wroteHeader && r.Context().Err() == nil && e.Flags == 0 {
+		e.Status = http.StatusOK // a handler that wrote nothing
+	}
+	if r.Context().Err() != nil && !rw.wroteHeader {
+		e.Flags |= FlagDownstreamReset
+	}
+	if e.GRPC {
+		// Trailers were copied into the header map after the body; a
+		// trailers-only response has grpc-status among the headers.
+		st := rw.Header().Get("Grpc-Status")
+		if st == "" {
+			st = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
+		}
+		e.GRPCStatus = grpcStatusLabel(st)
+	}
+	e.Duration = time.Since(e.Start)
+}
+
+// grpcStatusLabel keeps grpc-status values to the 17 codes gRPC defines:
+// the header comes from the upstream, and labels must stay bounded.
+func grpcStatusLabel(v string) string {
+	if v == "" {
+		return ""
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
+		return strconv.Itoa(n)
+	}
+	return "invalid"
 }
 
 // responseWriter counts what is written. It unwraps for
@@ -225,6 +284,17 @@ func (w *responseWriter) Flush() {
 }
 
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection over for an upgrade; the proxy then writes
+// the 101 on the raw connection, so it is recorded here.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.wroteHeader = true
+		w.e.Status = http.StatusSwitchingProtocols
+	}
+	return c, brw, err
+}
 
 type countingBody struct {
 	io.ReadCloser

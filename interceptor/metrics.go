@@ -73,10 +73,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 func (m *Metrics) Middleware() Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			next.ServeHTTP(w, r)
 			if e := FromContext(r.Context()); e != nil {
-				m.record(e)
+				// Deferred: a response broken off mid-body unwinds with a
+				// panic, and must still be counted.
+				defer m.record(e)
 			}
+			next.ServeHTTP(w, r)
 		})
 	}
 }
@@ -127,3 +129,63 @@ type TCPObserver interface {
 }
 
 var _ TCPObserver = (*Metrics)(nil)
+
+// ResilienceMetrics count the sidecar's resilience decisions per
+// destination service. A nil *ResilienceMetrics counts nothing.
+type ResilienceMetrics struct {
+	retries   *prometheus.CounterVec
+	overflows *prometheus.CounterVec
+	ejections *prometheus.CounterVec
+	timeouts  *prometheus.CounterVec
+}
+
+// NewResilienceMetrics registers the metrics with reg.
+func NewResilienceMetrics(reg prometheus.Registerer) (*ResilienceMetrics, error) {
+	m := &ResilienceMetrics{
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_upstream_retries_total", Help: "Requests sent again after a failed try.",
+		}, []string{"destination_service"}),
+		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_upstream_overflows_total",
+			Help: "Requests (limit=requests) and retries (limit=retries) refused by a circuit breaker or the retry budget.",
+		}, []string{"destination_service", "limit"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_outlier_ejections_total", Help: "Endpoints ejected by outlier detection.",
+		}, []string{"destination_service"}),
+		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_upstream_timeouts_total", Help: "Requests that ran out of their timeout (or gRPC deadline) before their response.",
+		}, []string{"destination_service"}),
+	}
+	for _, c := range []prometheus.Collector{m.retries, m.overflows, m.ejections, m.timeouts} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("resilience metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *ResilienceMetrics) retry(svc string) {
+	if m != nil {
+		m.retries.WithLabelValues(orUnknown(svc)).Inc()
+	}
+}
+
+func (m *ResilienceMetrics) overflow(svc, limit string) {
+	if m != nil {
+		m.overflows.WithLabelValues(orUnknown(svc), limit).Inc()
+	}
+}
+
+// Ejection counts an endpoint ejected from svc.
+func (m *ResilienceMetrics) Ejection(svc string) {
+	if m != nil {
+		m.ejections.WithLabelValues(orUnknown(svc)).Inc()
+	}
+}
+
+// Timeout counts a request of svc that timed out.
+func (m *ResilienceMetrics) Timeout(svc string) {
+	if m != nil {
+		m.timeouts.WithLabelValues(orUnknown(svc)).Inc()
+	}
+}

@@ -74,11 +74,13 @@ func Tracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Middle
 				r.Header.Del("X-B3-Parentspanid")
 				b3multi.Inject(ctx, carrier)
 			}
+			defer func() { // also when the response breaks off
+				if span.IsRecording() {
+					endSpan(span, e)
+				}
+				span.End()
+			}()
 			next.ServeHTTP(w, r.WithContext(ctx))
-			if span.IsRecording() {
-				endSpan(span, e)
-			}
-			span.End()
 		})
 	}
 }
@@ -86,15 +88,18 @@ func Tracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Middle
 // requestAttributes names the span and gives its attributes known before
 // the request is forwarded.
 func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyValue) {
-	host, port := r.Host, ""
-	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+	// Everything taken from the request is made valid UTF-8: OTLP refuses
+	// to encode anything else, and would drop the whole batch.
+	host, port := strings.ToValidUTF8(r.Host, "\uFFFD"), ""
+	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
+	path := strings.ToValidUTF8(r.URL.Path, "\uFFFD")
 	attrs := make([]attribute.KeyValue, 0, 16)
 	attrs = append(attrs,
 		attribute.String(attrDirection, e.Direction.String()),
-		attribute.String(attrMethod, r.Method),
-		attribute.String(attrPath, r.URL.Path),
+		attribute.String(attrMethod, strings.ToValidUTF8(r.Method, "\uFFFD")),
+		attribute.String(attrPath, path),
 		attribute.String(attrServerAddr, host),
 		attribute.String(attrProtoVersion, strconv.Itoa(r.ProtoMajor)+"."+strconv.Itoa(r.ProtoMinor)),
 		attribute.String(attrSrcWorkload, e.Source.Workload),
@@ -115,7 +120,7 @@ func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyVal
 	var name string
 	if e.GRPC || IsGRPC(r) {
 		// /package.Service/Method
-		full := strings.TrimPrefix(r.URL.Path, "/")
+		full := strings.TrimPrefix(path, "/")
 		svc, method, _ := strings.Cut(full, "/")
 		attrs = append(attrs, attribute.String(attrRPCSystem, "grpc"),
 			attribute.String(attrRPCService, svc), attribute.String(attrRPCMethod, method))
@@ -125,7 +130,7 @@ func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyVal
 		if dest == "" {
 			dest = host
 		}
-		name = r.Method + " " + dest
+		name = strings.ToValidUTF8(r.Method, "\uFFFD") + " " + dest
 	}
 	return name, attrs
 }
@@ -156,7 +161,11 @@ func endSpan(span trace.Span, e *Exchange) {
 	}
 	span.SetAttributes(attrs...)
 	if failed {
-		span.SetStatus(codes.Error, e.Flags.String())
+		desc := ""
+		if e.Flags != 0 {
+			desc = e.Flags.String()
+		}
+		span.SetStatus(codes.Error, desc)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,14 +19,64 @@ import (
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
+// recorder keeps the exchanges the chain finished, as the metrics
+// interceptor sees them (deferred, so broken-off responses count too).
+type recorder struct {
+	mu   sync.Mutex
+	done []recorded
+}
+
+type recorded struct {
+	Status int
+	Flags  interceptor.Flags
+}
+
+func (rec *recorder) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			e := interceptor.FromContext(r.Context())
+			rec.done = append(rec.done, recorded{Status: e.Status, Flags: e.Flags})
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (rec *recorder) last(t *testing.T) recorded {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		n := len(rec.done)
+		rec.mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.done) == 0 {
+		t.Fatal("no exchange recorded")
+	}
+	return rec.done[len(rec.done)-1]
+}
+
 // front serves requests through p's chain to upstream, routed as the
 // sidecar's outbound listener routes a one-endpoint cluster.
 func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Stats) {
+	fr, st, _ := frontRecorded(t, upstream)
+	return fr, st
+}
+
+func frontRecorded(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Stats, *recorder) {
 	t.Helper()
 	up := httptest.NewServer(upstream)
 	t.Cleanup(up.Close)
 	to := netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://"))
-	p := New(Options{})
+	rec := &recorder{}
+	p := New(Options{Interceptors: []interceptor.Middleware{rec.middleware, interceptor.Observe}})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -40,7 +91,7 @@ func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Sta
 	cl := &Cluster{Name: "test", Endpoints: eps, Picker: picker}
 	fr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { route(p, w, r, to, cl) }))
 	t.Cleanup(fr.Close)
-	return fr, st
+	return fr, st, rec
 }
 
 // route runs r through p's chain as an outbound request to cl (nil:
@@ -54,7 +105,7 @@ func route(p *Proxy, w http.ResponseWriter, r *http.Request, dst netip.AddrPort,
 }
 
 func TestForwardUpgrade(t *testing.T) {
-	fr, _ := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fr, _, rec := frontRecorded(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want an upgrade", http.StatusBadRequest)
 			return
@@ -84,6 +135,35 @@ func TestForwardUpgrade(t *testing.T) {
 	buf := make([]byte, len("ping over the upgraded connection"))
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping over the upgraded connection" {
 		t.Fatalf("after the upgrade: got %q, %v", buf, err)
+	}
+	c.Close()
+	if got := rec.last(t); got.Status != http.StatusSwitchingProtocols {
+		t.Errorf("recorded status %d, want 101", got.Status)
+	}
+}
+
+// TestForwardBrokenBody: an upstream that dies mid-body; the client sees
+// the response break off, and the exchange is still recorded, flagged UC.
+func TestForwardBrokenBody(t *testing.T) {
+	fr, _, rec := frontRecorded(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	resp, err := http.Get(fr.URL + "/stream")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("the client read a complete body from an upstream that died mid-body")
+	}
+	if got := rec.last(t); got.Flags&interceptor.FlagUpstreamReset == 0 || got.Status != 200 {
+		t.Errorf("recorded status %d flags %v, want 200 and UC", got.Status, got.Flags)
 	}
 }
 

@@ -203,7 +203,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
-				c.Close()
+				p.refuseTCP(c, p.tcpExchange(c, d, nil), interceptor.FlagNoRoute)
 				return
 			}
 			p.forwardTCP(c, nil, dst, nil, release, p.tcpExchange(c, d, nil))
@@ -240,10 +240,21 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	if ep == nil {
 		p.Stats.NoEndpoint.Add(1)
 		p.opts.Logger.Debug("no healthy endpoint; closing", "cluster", cl.Name)
-		c.Close()
+		p.refuseTCP(c, e, interceptor.FlagNoHealthyUpstream)
 		return
 	}
 	p.forwardTCP(c, br, ep.Addr, ep.Stats, release, e)
+}
+
+// refuseTCP closes a connection the proxy will not forward, and tells the
+// observers why.
+func (p *Proxy) refuseTCP(c net.Conn, e *interceptor.Exchange, why interceptor.Flags) {
+	c.Close()
+	e.Flags |= why
+	for _, o := range p.opts.TCPObservers {
+		o.TCPOpen(e)
+		o.TCPClose(e)
+	}
 }
 
 var unknownPeer = interceptor.Peer{Workload: interceptor.Unknown, Namespace: interceptor.Unknown}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -131,6 +132,8 @@ type spanQueue struct {
 	queueFull prometheus.Counter
 	failed    prometheus.Counter
 	lastWarn  time.Time
+	// shutdownCtx bounds the exports of the final drain.
+	shutdownCtx atomic.Pointer[context.Context]
 }
 
 func newSpanQueue(exp sdktrace.SpanExporter, o TracingOptions, reg prometheus.Registerer) (*spanQueue, error) {
@@ -170,8 +173,12 @@ func (q *spanQueue) OnEnd(s sdktrace.ReadOnlySpan) {
 		return
 	}
 	select {
-	case <-q.done:
+	case <-q.done: // shutting down: the final drain may have run
 		q.queueFull.Inc()
+		return
+	default:
+	}
+	select {
 	case q.ch <- s:
 	default:
 		q.queueFull.Inc()
@@ -224,7 +231,11 @@ func (q *spanQueue) loop() {
 }
 
 func (q *spanQueue) export(batch []sdktrace.ReadOnlySpan) {
-	ctx, cancel := context.WithTimeout(context.Background(), q.o.Timeout)
+	parent := context.Background()
+	if p := q.shutdownCtx.Load(); p != nil {
+		parent = *p // shutting down: within its deadline
+	}
+	ctx, cancel := context.WithTimeout(parent, q.o.Timeout)
 	defer cancel()
 	if err := q.exp.ExportSpans(ctx, batch); err != nil {
 		q.failed.Add(float64(len(batch)))
@@ -257,10 +268,16 @@ func (q *spanQueue) ForceFlush(ctx context.Context) error {
 }
 
 func (q *spanQueue) Shutdown(ctx context.Context) error {
-	q.stopOnce.Do(func() { close(q.done) })
+	q.stopOnce.Do(func() {
+		q.shutdownCtx.Store(&ctx)
+		close(q.done)
+	})
 	select {
 	case <-q.stopped:
 	case <-ctx.Done():
+		// The drain's exports are bounded by ctx too; they end soon.
+		<-q.stopped
+		q.exp.Shutdown(ctx) //nolint:errcheck // already failing with ctx's error
 		return ctx.Err()
 	}
 	return q.exp.Shutdown(ctx)

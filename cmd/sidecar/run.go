@@ -108,6 +108,10 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	if c.Workload == "" {
 		c.Workload = workloadOf(c.PodName)
 	}
+	// Both name the sidecar in the peer header, metrics and spans.
+	if _, ok := interceptor.ParsePeer(c.PodNamespace + "/" + c.Workload); !ok {
+		return nil, fmt.Errorf("workload %q in namespace %q: both must be DNS names (lower-case letters, digits, '-', '.')", c.Workload, c.PodNamespace)
+	}
 	if c.NodeID == "" {
 		c.NodeID = c.PodName + "." + c.PodNamespace
 	}

@@ -31,7 +31,18 @@ type Stats struct {
 	// Total counts every request sent, Failed those that failed.
 	Total  atomic.Uint64
 	Failed atomic.Uint64
+	// Outlier detection: failures in a row (any 5xx or connect failure,
+	// and gateway errors only), when the current ejection ends (Unix
+	// nanoseconds, 0 if never ejected) and how many ejections so far.
+	Consecutive5xx     atomic.Uint32
+	ConsecutiveGateway atomic.Uint32
+	EjectedUntil       atomic.Int64
+	Ejections          atomic.Uint32
 }
+
+// Ejected reports whether outlier detection keeps the endpoint out at
+// now (Unix nanoseconds).
+func (s *Stats) Ejected(now int64) bool { return s.EjectedUntil.Load() > now }
 
 // Picker chooses an endpoint. hash is the request's hash key (from a
 // header or the source address) for the hashing policies; others ignore
