@@ -70,7 +70,7 @@ func TestParseFull(t *testing.T) {
 						SuccessRateRequestVolume: 20, SuccessRateStdevFactor: 1900},
 					Fault: &discovery.Fault{DelayPercent: 10, Delay: 50 * time.Millisecond, AbortPercent: 1.5, AbortStatus: 503},
 				}},
-			Ports:  []discovery.Port{{Name: "grpc", Number: 8080, Protocol: discovery.ProtocolGRPC}},
+			Ports: []discovery.Port{{Name: "grpc", Number: 8080, Protocol: discovery.ProtocolGRPC}},
 			Endpoints: []discovery.Endpoint{
 				{
 					Address: netip.MustParseAddr("10.1.0.11"), Ports: map[string]uint32{"grpc": 18080},
