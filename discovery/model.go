@@ -196,7 +196,7 @@ func (s *Service) Validate() error {
 	if _, err := ParseLBPolicy(string(s.Policy.LB)); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, s.Key(), err)
 	}
-	if err := s.Policy.Resilience.Validate(); err != nil {
+	if err := s.Policy.Validate(); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, s.Key(), err)
 	}
 	for i := range s.Endpoints {

@@ -147,9 +147,9 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// errPerTryTimeout is a try that got no response within its per-try
+// ErrPerTryTimeout is a try that got no response within its per-try
 // timeout.
-var errPerTryTimeout = errors.New("per-try timeout")
+var ErrPerTryTimeout = errors.New("per-try timeout")
 
 // tryOnce sends one try, bounded by the per-try timeout until its
 // response headers arrive; the body then streams under the request's own
@@ -159,31 +159,48 @@ func tryOnce(next http.RoundTripper, req *http.Request, rp *RetryPolicy) (*http.
 		return next.RoundTrip(req)
 	}
 	ctx, cancel := context.WithCancelCause(req.Context())
-	t := time.AfterFunc(rp.PerTryTimeout, func() { cancel(errPerTryTimeout) })
+	t := time.AfterFunc(rp.PerTryTimeout, func() { cancel(ErrPerTryTimeout) })
 	resp, err := next.RoundTrip(req.WithContext(ctx))
 	if !t.Stop() || err != nil {
 		cancel(nil)
-		if context.Cause(ctx) == errPerTryTimeout && req.Context().Err() == nil {
+		if errors.Is(context.Cause(ctx), ErrPerTryTimeout) && req.Context().Err() == nil {
 			if resp != nil {
 				resp.Body.Close()
 			}
-			return nil, errPerTryTimeout
+			return nil, ErrPerTryTimeout
 		}
 		return resp, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	resp.Body = OnClose(resp.Body, func() { cancel(nil) })
 	return resp, nil
 }
 
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel func()
+// OnClose returns body calling done once, after it is closed. A body that
+// is also an io.Writer (the connection of a 101 Switching Protocols
+// response) stays one.
+func OnClose(body io.ReadCloser, done func()) io.ReadCloser {
+	c := &onClose{ReadCloser: body, done: done}
+	if w, ok := body.(io.Writer); ok {
+		return &onCloseRW{onClose: c, Writer: w}
+	}
+	return c
 }
 
-func (c *cancelOnClose) Close() error {
+type onClose struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (c *onClose) Close() error {
 	err := c.ReadCloser.Close()
-	c.cancel()
+	c.once.Do(c.done)
 	return err
+}
+
+type onCloseRW struct {
+	*onClose
+	io.Writer
 }
 
 // classify names the retry conditions a try's outcome meets.
@@ -192,7 +209,7 @@ func classify(resp *http.Response, err error, req *http.Request) uint32 {
 		if req.Context().Err() != nil {
 			return 0 // the request itself is over
 		}
-		if errors.Is(err, errPerTryTimeout) {
+		if errors.Is(err, ErrPerTryTimeout) {
 			return retry5xx | retryGatewayError | retryReset
 		}
 		var op *net.OpError

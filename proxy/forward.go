@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -47,12 +45,13 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 			}
 			pr.Out.Host = pr.In.Host
 		},
-		Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		// Retry wraps the tries; each try picks its endpoint.
+		Transport: interceptor.Retry(opts.Resilience)(roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 			if r.ProtoMajor == 2 {
-				return h2.RoundTrip(r)
+				return p.attempt(r, h2)
 			}
-			return h1.RoundTrip(r)
-		}),
+			return p.attempt(r, h1)
+		})),
 		FlushInterval: -1,
 		ErrorLog:      nil,
 		ModifyResponse: func(resp *http.Response) error {
@@ -72,55 +71,50 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 			}
 			if resp.StatusCode >= 500 {
 				p.Stats.Upstream5xx.Add(1)
-				if req.stats != nil {
-					req.stats.Failed.Add(1)
-				}
 			}
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			req, _ := r.Context().Value(requestKey{}).(*request)
-			if req != nil && req.stats != nil {
-				req.stats.Failed.Add(1)
-			}
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-				if req != nil {
-					req.ex.Flags |= interceptor.FlagDownstreamReset
-				}
-				return // the client went away
-			}
-			if req != nil {
-				var op *net.OpError
-				if errors.As(err, &op) && op.Op == "dial" {
-					req.ex.Flags |= interceptor.FlagUpstreamConnectFailure
-				} else {
-					req.ex.Flags |= interceptor.FlagUpstreamReset
-				}
-			}
-			opts.Logger.Debug("upstream request failed", "err", err)
-			writeError(w, r, http.StatusBadGateway, "upstream: "+err.Error())
-		},
+		ErrorHandler: p.forwardError,
+	}
+}
+
+// forwardError answers a request that got no response, as Envoy does:
+// 504 and flag UT when its timeout (or a per-try timeout) ran out, 503
+// with UH, UF or UC when there was no endpoint, no connection, or the
+// connection broke; nothing when the client itself went away (DC).
+func (p *Proxy) forwardError(w http.ResponseWriter, r *http.Request, err error) {
+	req, _ := r.Context().Value(requestKey{}).(*request)
+	var e *interceptor.Exchange
+	if req != nil {
+		e = &req.ex
+	} else {
+		e = &interceptor.Exchange{} // flags go nowhere
+	}
+	var op *net.OpError
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		e.Flags |= interceptor.FlagNoHealthyUpstream
+		interceptor.WriteError(w, r, http.StatusServiceUnavailable, "no healthy upstream for "+e.Service)
+	case errors.Is(r.Context().Err(), context.DeadlineExceeded), errors.Is(err, interceptor.ErrPerTryTimeout):
+		e.Flags |= interceptor.FlagUpstreamTimeout
+		p.opts.Resilience.Timeout(e.Service)
+		interceptor.WriteError(w, r, http.StatusGatewayTimeout, "upstream request timeout")
+	case r.Context().Err() != nil:
+		e.Flags |= interceptor.FlagDownstreamReset // the client went away
+	case errors.As(err, &op) && op.Op == "dial":
+		e.Flags |= interceptor.FlagUpstreamConnectFailure
+		p.opts.Logger.Debug("upstream connect failed", "service", e.Service, "upstream", e.Upstream, "err", err)
+		interceptor.WriteError(w, r, http.StatusServiceUnavailable, "upstream connect error: "+err.Error())
+	default:
+		e.Flags |= interceptor.FlagUpstreamReset
+		p.opts.Logger.Debug("upstream request failed", "service", e.Service, "upstream", e.Upstream, "err", err)
+		interceptor.WriteError(w, r, http.StatusServiceUnavailable, "upstream reset before response: "+err.Error())
 	}
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// writeError answers a failed request the way its client understands:
-// gRPC clients get a trailers-only UNAVAILABLE, others an HTTP status.
-func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		h := w.Header()
-		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(14)) // UNAVAILABLE
-		h.Set("Grpc-Message", msg)
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	w.Header().Set("X-Tender-Error", msg)
-	http.Error(w, "tender: "+msg, code)
-}
 
 // forwardTCP copies bytes both ways between c and to, passing on half
 // closes; br holds bytes already read from c. The kernel splices where it

@@ -66,6 +66,7 @@ func (rec *recorder) last(t *testing.T) recorded {
 // front serves requests through p's chain to upstream, routed as the
 // sidecar's outbound listener routes a one-endpoint cluster.
 func front(t *testing.T, upstream http.Handler) (*httptest.Server, *balancer.Stats) {
+	t.Helper()
 	fr, st, _ := frontRecorded(t, upstream)
 	return fr, st
 }
@@ -99,6 +100,9 @@ func frontRecorded(t *testing.T, upstream http.Handler) (*httptest.Server, *bala
 func route(p *Proxy, w http.ResponseWriter, r *http.Request, dst netip.AddrPort, cl *Cluster) *request {
 	req := &request{dst: dst, cl: cl}
 	req.ex.Direction = interceptor.Outbound
+	if cl != nil {
+		req.ex.Service, req.ex.Policy = cl.Host, cl.Resilience
+	}
 	ctx := context.WithValue(interceptor.WithExchange(r.Context(), &req.ex), requestKey{}, req)
 	p.chain.ServeHTTP(w, r.WithContext(ctx))
 	return req
@@ -220,6 +224,7 @@ func TestForwardDeadUpstream(t *testing.T) {
 		req := httptest.NewRequest(http.MethodPost, "/x", strings.NewReader("hi"))
 		if grpc {
 			req.Header.Set("Content-Type", "application/grpc")
+			req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
 		}
 		rec := httptest.NewRecorder()
 		got := route(p, rec, req, dead, nil)
@@ -229,8 +234,153 @@ func TestForwardDeadUpstream(t *testing.T) {
 		switch {
 		case grpc && (rec.Code != http.StatusOK || rec.Header().Get("Grpc-Status") != "14"):
 			t.Errorf("gRPC to a dead endpoint: got %d grpc-status %q, want 200 with grpc-status 14", rec.Code, rec.Header().Get("Grpc-Status"))
-		case !grpc && rec.Code != http.StatusBadGateway:
-			t.Errorf("HTTP to a dead endpoint: got %d, want 502", rec.Code)
+		case !grpc && rec.Code != http.StatusServiceUnavailable:
+			t.Errorf("HTTP to a dead endpoint: got %d, want 503", rec.Code)
 		}
+	}
+}
+
+// upstreams starts one server per handler and returns a cluster over them
+// with the given policy.
+func upstreams(t *testing.T, pol *interceptor.Policy, handlers ...http.Handler) *Cluster {
+	t.Helper()
+	var eps []*balancer.Endpoint
+	for _, h := range handlers {
+		up := httptest.NewServer(h)
+		t.Cleanup(up.Close)
+		eps = append(eps, &balancer.Endpoint{Addr: netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://")),
+			Stats: &balancer.Stats{}, Healthy: true, Weight: 1})
+	}
+	picker, err := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pol.State == nil {
+		pol.State = &interceptor.PolicyState{}
+	}
+	return &Cluster{Name: "test", Host: "greeter.default.svc.cluster.local", Endpoints: eps, Picker: picker, Resilience: pol}
+}
+
+func resilientProxy(t *testing.T) *Proxy {
+	t.Helper()
+	p := New(Options{DialTimeout: time.Second, Interceptors: []interceptor.Middleware{
+		interceptor.Observe, interceptor.Fault, interceptor.Timeout, interceptor.CircuitBreaker(nil)}})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return p
+}
+
+// A failing endpoint: each failed try is retried on the other endpoint,
+// and outlier detection takes the failing one out after its consecutive
+// errors.
+func TestForwardRetryElsewhereAndEject(t *testing.T) {
+	var badHits, goodHits int
+	var mu sync.Mutex
+	bad := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		badHits++
+		mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	good := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		goodHits++
+		mu.Unlock()
+		if b, _ := io.ReadAll(r.Body); string(b) != "payload" {
+			http.Error(w, "body not replayed: "+string(b), http.StatusBadRequest)
+		}
+	})
+	pol := &interceptor.Policy{
+		Retry:   &interceptor.RetryPolicy{Attempts: 1, On: interceptor.ParseRetryOn("5xx"), BackoffBase: time.Millisecond},
+		Outlier: &interceptor.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Minute, MaxEjectionPercent: 50},
+	}
+	cl := upstreams(t, pol, bad, good)
+	p := resilientProxy(t)
+	for i := range 20 {
+		req := httptest.NewRequest(http.MethodPut, "/", strings.NewReader("payload"))
+		rec := httptest.NewRecorder()
+		got := route(p, rec, req, netip.AddrPort{}, cl)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d %s (flags %v)", i, rec.Code, rec.Body, got.ex.Flags)
+		}
+		if got.ex.Retries > 0 && (len(got.ex.Tried) != 2 || got.ex.Tried[0] == got.ex.Tried[1]) {
+			t.Errorf("request %d retried on %v, want two different endpoints", i, got.ex.Tried)
+		}
+	}
+	if badHits != 3 || goodHits != 20 {
+		t.Errorf("failing endpoint got %d tries, healthy one %d; want 3 (then ejected) and 20", badHits, goodHits)
+	}
+	if !cl.Endpoints[0].Stats.Ejected(time.Now().UnixNano()) || cl.Endpoints[0].Stats.Failed.Load() != 3 {
+		t.Errorf("failing endpoint ejected=%v failed=%d, want ejected after 3", cl.Endpoints[0].Stats.Ejected(time.Now().UnixNano()),
+			cl.Endpoints[0].Stats.Failed.Load())
+	}
+	for _, ep := range cl.Endpoints {
+		if n := ep.Stats.Active.Load(); n != 0 {
+			t.Errorf("endpoint %v has %d requests still counted active", ep.Addr, n)
+		}
+	}
+}
+
+// A hanging endpoint: the route timeout answers 504 UT; with a per-try
+// timeout and a retry the request succeeds on the other endpoint in time.
+func TestForwardTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	hang := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	p := resilientProxy(t)
+
+	cl := upstreams(t, &interceptor.Policy{Timeout: 100 * time.Millisecond}, hang)
+	start := time.Now()
+	rec := httptest.NewRecorder()
+	got := route(p, rec, httptest.NewRequest(http.MethodGet, "/", nil), netip.AddrPort{}, cl)
+	if rec.Code != http.StatusGatewayTimeout || got.ex.Flags != interceptor.FlagUpstreamTimeout || time.Since(start) > 2*time.Second {
+		t.Errorf("route timeout: %d flags %v after %v; want 504 UT after about 100ms", rec.Code, got.ex.Flags, time.Since(start))
+	}
+
+	cl = upstreams(t, &interceptor.Policy{Timeout: 2 * time.Second, Retry: &interceptor.RetryPolicy{
+		Attempts: 1, On: interceptor.ParseRetryOn("5xx"), PerTryTimeout: 100 * time.Millisecond, BackoffBase: time.Millisecond}}, hang, ok)
+	for i := range 4 {
+		start = time.Now()
+		rec = httptest.NewRecorder()
+		got = route(p, rec, httptest.NewRequest(http.MethodGet, "/", nil), netip.AddrPort{}, cl)
+		if rec.Code != http.StatusOK || time.Since(start) > time.Second {
+			t.Errorf("request %d with a per-try timeout: %d flags %v after %v; want 200 within the route timeout", i, rec.Code, got.ex.Flags, time.Since(start))
+		}
+	}
+
+	// A gRPC deadline is passed on, shortened by the time spent.
+	var sent string
+	seen := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent = r.Header.Get("Grpc-Timeout")
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", "0")
+	})
+	h2 := httptest.NewUnstartedServer(seen)
+	h2.EnableHTTP2 = true
+	h2.Config.Protocols = new(http.Protocols)
+	h2.Config.Protocols.SetUnencryptedHTTP2(true)
+	h2.Start()
+	t.Cleanup(h2.Close)
+	cl = upstreams(t, &interceptor.Policy{}, seen)
+	cl.Endpoints[0].Addr = netip.MustParseAddrPort(strings.TrimPrefix(h2.URL, "http://"))
+	req := httptest.NewRequest(http.MethodPost, "/greeter.Greeter/SayHello", strings.NewReader(""))
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("Grpc-Timeout", "1S")
+	rec = httptest.NewRecorder()
+	route(p, rec, req, netip.AddrPort{}, cl)
+	d, ok2 := interceptor.ParseGRPCTimeout(sent)
+	if rec.Code != 200 || !ok2 || d >= time.Second || d < 500*time.Millisecond {
+		t.Errorf("upstream got grpc-timeout %q (status %d), want a little under 1S", sent, rec.Code)
 	}
 }

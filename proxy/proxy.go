@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type Options struct {
 	Interceptors []interceptor.Middleware
 	// TCPObservers are told about opaque TCP connections.
 	TCPObservers []interceptor.TCPObserver
+	// Resilience counts retries, overflows, ejections and timeouts; nil
+	// counts nothing.
+	Resilience *interceptor.ResilienceMetrics
 }
 
 // Stats counts what the proxy did.
@@ -284,7 +288,6 @@ type request struct {
 	// peered is set when the downstream is a sidecar that sent its
 	// identity; the inbound side then answers with its own.
 	peered bool
-	stats  *balancer.Stats
 }
 
 type requestKey struct{}
@@ -308,6 +311,7 @@ func (p *Proxy) handler(d Direction) http.Handler {
 			e.Direction, e.Source, e.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
 			if req.cl = t.ByVIP[sc.dst]; req.cl != nil {
 				e.Service = req.cl.Host
+				e.Policy = req.cl.Resilience
 				r.Header.Set(interceptor.PeerHeader, p.self)
 			}
 		} else {
@@ -327,8 +331,8 @@ func (p *Proxy) handler(d Direction) http.Handler {
 	})
 }
 
-// serveUpstream picks the endpoint and forwards; it is the innermost
-// handler of the chain.
+// serveUpstream forwards; it is the innermost handler of the chain. The
+// endpoint is picked per try, in attempt.
 func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
 	req, _ := r.Context().Value(requestKey{}).(*request)
 	if req == nil {
@@ -344,28 +348,6 @@ func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
 		// connection whose service went away: send the request where it
 		// was going.
 		e.Upstream = req.dst
-	default:
-		cl := req.cl
-		var h uint64
-		if cl.Hashing {
-			// Hash on the header, else on the client address.
-			key := r.Header.Get(cl.HashHeader)
-			if cl.HashHeader == "" {
-				key, _, _ = net.SplitHostPort(r.RemoteAddr)
-			}
-			h = balancer.HashString(key)
-		}
-		ep := cl.Picker.Pick(h)
-		if ep == nil {
-			p.Stats.NoEndpoint.Add(1)
-			e.Flags |= interceptor.FlagNoHealthyUpstream
-			writeError(w, r, http.StatusServiceUnavailable, "no healthy endpoint for "+cl.Name)
-			return
-		}
-		e.Upstream, req.stats = ep.Addr, ep.Stats
-		ep.Stats.Active.Add(1)
-		ep.Stats.Total.Add(1)
-		defer ep.Stats.Active.Add(-1)
 	}
 	if r.ProtoMajor == 1 {
 		// Stream both ways at once: an upstream may answer before it has
@@ -374,6 +356,107 @@ func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
 		http.NewResponseController(w).EnableFullDuplex() //nolint:errcheck // only fails for HTTP/2, excluded here
 	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// errNoEndpoint is a try with no endpoint to go to.
+var errNoEndpoint = errors.New("no healthy endpoint")
+
+// attempt sends one try of a request: to an endpoint it picks for a
+// registered service (another than those tried, none ejected, when it
+// can), else to the fixed upstream. It feeds the outcome to outlier
+// detection.
+func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, error) {
+	req, _ := r.Context().Value(requestKey{}).(*request)
+	if req == nil {
+		return rt.RoundTrip(r)
+	}
+	e := &req.ex
+	var ep *balancer.Endpoint
+	if req.cl != nil && e.Direction == interceptor.Outbound {
+		if ep = p.pick(req, r); ep == nil {
+			p.Stats.NoEndpoint.Add(1)
+			e.Flags |= interceptor.FlagNoHealthyUpstream
+			return nil, errNoEndpoint
+		}
+		e.Upstream = ep.Addr
+		e.Tried = append(e.Tried, ep.Addr)
+		ep.Stats.Active.Add(1)
+		ep.Stats.Total.Add(1)
+	}
+	try := *r
+	u := *r.URL
+	u.Host = e.Upstream.String()
+	try.URL = &u
+	if deadline, ok := r.Context().Deadline(); ok && interceptor.IsGRPC(r) {
+		// The upstream gets what is left of the deadline.
+		try.Header.Set("Grpc-Timeout", interceptor.FormatGRPCTimeout(time.Until(deadline)))
+	}
+	resp, err := rt.RoundTrip(&try)
+	if ep == nil {
+		return resp, err
+	}
+	status, connectFailed := 0, false
+	if err != nil {
+		var op *net.OpError
+		connectFailed = errors.As(err, &op) && op.Op == "dial"
+		status = http.StatusServiceUnavailable
+		if r.Context().Err() != nil {
+			status = 0 // the client left or the deadline passed: not the endpoint's fault
+		}
+	} else {
+		status = resp.StatusCode
+		if resp.Header.Get("Grpc-Status") == "14" { // UNAVAILABLE, trailers-only
+			status = http.StatusServiceUnavailable
+		}
+	}
+	if status >= 500 || connectFailed {
+		ep.Stats.Failed.Add(1)
+	}
+	if rs := req.cl.Resilience; rs != nil && (status != 0 || connectFailed) {
+		if o := rs.Outlier; o.RecordOutcome(ep.Stats, req.cl.Endpoints, status, connectFailed, time.Now()) {
+			p.opts.Resilience.Ejection(e.Service)
+			p.opts.Logger.Info("outlier ejected", "cluster", req.cl.Name, "endpoint", ep.Addr,
+				"ejections", ep.Stats.Ejections.Load(), "until", time.Unix(0, ep.Stats.EjectedUntil.Load()))
+		}
+	}
+	if err != nil {
+		ep.Stats.Active.Add(-1)
+		return nil, err
+	}
+	resp.Body = interceptor.OnClose(resp.Body, func() { ep.Stats.Active.Add(-1) })
+	return resp, nil
+}
+
+// pick chooses an endpoint for a try: not ejected and not tried before,
+// when the picker offers one; otherwise the first it offers (Envoy's
+// "panic mode": better a doubtful endpoint than none).
+func (p *Proxy) pick(req *request, r *http.Request) *balancer.Endpoint {
+	cl := req.cl
+	var h uint64
+	if cl.Hashing {
+		// Hash on the header, else on the client address.
+		key := r.Header.Get(cl.HashHeader)
+		if cl.HashHeader == "" {
+			key, _, _ = net.SplitHostPort(r.RemoteAddr)
+		}
+		h = balancer.HashString(key)
+	}
+	now := time.Now().UnixNano()
+	var first *balancer.Endpoint
+	for i := range len(cl.Endpoints) + 1 {
+		// Hashing pickers move off an excluded endpoint with the key.
+		ep := cl.Picker.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
+		if ep == nil {
+			return nil
+		}
+		if first == nil {
+			first = ep
+		}
+		if !ep.Stats.Ejected(now) && !slices.Contains(req.ex.Tried, ep.Addr) {
+			return ep
+		}
+	}
+	return first
 }
 
 // Shutdown drains: stops accepting, lets in-flight requests and

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/xds"
 )
@@ -29,6 +30,9 @@ type Cluster struct {
 	Hashing   bool
 	Endpoints []*balancer.Endpoint
 	Picker    balancer.Picker
+	// Resilience: timeout, retries, circuit breaker, outlier detection,
+	// fault injection.
+	Resilience *interceptor.Policy
 }
 
 // Table maps captured destinations (VIP:port) to clusters. Immutable.
@@ -67,8 +71,12 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			}
 		}
 		var old map[netip.AddrPort]*balancer.Stats
+		var state *interceptor.PolicyState
 		if prev != nil {
 			if pc := prev.Clusters[name]; pc != nil {
+				if pc.Resilience != nil {
+					state = pc.Resilience.State
+				}
 				old = make(map[netip.AddrPort]*balancer.Stats, len(pc.Endpoints))
 				for _, e := range pc.Endpoints {
 					old[e.Addr] = e.Stats
@@ -101,6 +109,9 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
 		}
 		cl.Picker = p
+		if cl.Resilience, err = buildPolicy(c, cfg.Routes[xds.RouteNameOf(c)], state); err != nil {
+			return nil, err
+		}
 		cl.Hashing = cl.Policy == "RING_HASH" || cl.Policy == "MAGLEV"
 		t.Clusters[name] = cl
 		vip := md["vip"].GetStringValue()

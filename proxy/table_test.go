@@ -8,9 +8,13 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/xds"
 )
@@ -23,7 +27,12 @@ func config(t *testing.T, services ...discovery.Service) *xds.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &xds.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}, Versions: map[string]string{resource.ClusterType: "1"}}
+	cfg := &xds.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		Routes: map[string]*routev3.RouteConfiguration{}, Versions: map[string]string{resource.ClusterType: "1", resource.RouteType: "1"}}
+	for _, r := range res[resource.RouteType] {
+		rc := r.(*routev3.RouteConfiguration)
+		cfg.Routes[rc.GetName()] = rc
+	}
 	for _, r := range res[resource.ClusterType] {
 		c := r.(*clusterv3.Cluster)
 		cfg.Clusters[c.GetName()] = c
@@ -95,5 +104,48 @@ func TestBuildTableRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("got %v, want ErrInvalidConfig for an unsupported lb policy", err)
+	}
+}
+
+// TestBuildTableResilience reads a service's resilience back from the
+// translated Cluster and RouteConfiguration.
+func TestBuildTableResilience(t *testing.T) {
+	svc := greeterService("10.0.0.1")
+	svc.Policy.Resilience = discovery.Resilience{
+		Timeout: 2 * time.Second,
+		Retries: &discovery.RetryPolicy{Attempts: 3, On: []string{"5xx", "connect-failure"}, PerTryTimeout: 200 * time.Millisecond,
+			BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, BudgetPercent: 25, MinRetryConcurrency: 2},
+		CircuitBreaker:   &discovery.CircuitBreaker{MaxRequests: 10, MaxRetries: 4},
+		OutlierDetection: &discovery.OutlierDetection{Consecutive5xx: 3, BaseEjectionTime: time.Second, MaxEjectionPercent: 50},
+		Fault:            &discovery.Fault{AbortPercent: 12.5, AbortStatus: 503, DelayPercent: 1, Delay: time.Millisecond},
+	}
+	cfg := config(t, svc)
+	if !cfg.Complete() {
+		t.Fatal("incomplete")
+	}
+	tb, err := BuildTable(cfg, nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tb.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Resilience
+	want := &interceptor.Policy{
+		Timeout: 2 * time.Second,
+		Retry: &interceptor.RetryPolicy{Attempts: 3, On: interceptor.ParseRetryOn("5xx,connect-failure"), PerTryTimeout: 200 * time.Millisecond,
+			BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond},
+		MaxRequests: 10, MaxRetries: 4, BudgetPercent: 25, MinRetryConcurrency: 2,
+		Outlier: &interceptor.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Second, MaxEjectionPercent: 50},
+		Fault:   &interceptor.FaultPolicy{AbortPercent: 12.5, AbortStatus: 503, DelayPercent: 1, Delay: time.Millisecond},
+	}
+	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(interceptor.Policy{}, "State")); diff != "" {
+		t.Errorf("policy (-want +got):\n%s", diff)
+	}
+	// The counters survive a push.
+	p.State.Active.Store(7)
+	tb2, err := BuildTable(cfg, tb, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tb2.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Resilience.State.Active.Load(); got != 7 {
+		t.Errorf("active requests after a push: %d, want 7", got)
 	}
 }

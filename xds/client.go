@@ -13,6 +13,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
@@ -27,21 +28,39 @@ import (
 type Config struct {
 	Clusters  map[string]*clusterv3.Cluster
 	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// Routes carry the services' timeouts, retries and fault injection.
+	Routes map[string]*routev3.RouteConfiguration
 	// Versions holds the control plane's version per type URL.
 	Versions map[string]string
 }
 
-// Complete reports whether every cluster has its load assignment.
+// Complete reports whether every cluster has its load assignment, and
+// every cluster of a service its route configuration.
 func (c *Config) Complete() bool {
-	if c.Versions[resource.ClusterType] == "" {
+	if c.Versions[resource.ClusterType] == "" || c.Versions[resource.RouteType] == "" {
 		return false
 	}
-	for name := range c.Clusters {
+	for name, cl := range c.Clusters {
 		if _, ok := c.Endpoints[name]; !ok {
+			return false
+		}
+		if r := RouteNameOf(cl); r != "" && c.Routes[r] == nil {
 			return false
 		}
 	}
 	return true
+}
+
+// RouteNameOf names the RouteConfiguration of a cluster the translator
+// made (its listener's name, HOST:PORT), from the cluster's metadata; ""
+// for other clusters.
+func RouteNameOf(c *clusterv3.Cluster) string {
+	md := c.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()
+	host, port := md["hostname"].GetStringValue(), md["port"].GetNumberValue()
+	if host == "" || port == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", host, int(port))
 }
 
 // ClientOptions configure a Client.
@@ -72,7 +91,7 @@ func NewClient(opts ClientOptions) *Client {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{opts: opts}
-	c.current.Store(&Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}, Versions: map[string]string{}})
+	c.current.Store(&Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}, Routes: map[string]*routev3.RouteConfiguration{}, Versions: map[string]string{}})
 	return c
 }
 
@@ -131,6 +150,12 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		InitialResourceVersions: versionsOf(cur.Clusters),
 	}
 	if err := st.Send(first); err != nil {
+		return err
+	}
+	// Every route configuration (wildcard), for the services' resilience.
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl: resource.RouteType, InitialResourceVersions: versionsOf(cur.Routes),
+	}); err != nil {
 		return err
 	}
 	subscribed := map[string]bool{}
@@ -208,6 +233,7 @@ func (c *Client) merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*
 	next := &Config{
 		Clusters:  cur.Clusters,
 		Endpoints: cur.Endpoints,
+		Routes:    cur.Routes,
 		Versions:  cloneMap(cur.Versions),
 	}
 	switch resp.GetTypeUrl() {
@@ -241,6 +267,18 @@ func (c *Client) merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*
 		}
 		for _, name := range resp.GetRemovedResources() {
 			delete(next.Endpoints, name)
+		}
+	case resource.RouteType:
+		next.Routes = cloneMap(cur.Routes)
+		for _, r := range resp.GetResources() {
+			var rc routev3.RouteConfiguration
+			if err := r.GetResource().UnmarshalTo(&rc); err != nil {
+				return nil, fmt.Errorf("%w: route configuration %s: %w", errBadResource, r.GetName(), err)
+			}
+			next.Routes[r.GetName()] = &rc
+		}
+		for _, name := range resp.GetRemovedResources() {
+			delete(next.Routes, name)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unexpected type %s", errBadResource, resp.GetTypeUrl())

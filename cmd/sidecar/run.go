@@ -146,8 +146,12 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	if err != nil {
 		return err
 	}
+	resilience, err := interceptor.NewResilienceMetrics(reg)
+	if err != nil {
+		return err
+	}
 	// The order package interceptor documents: Metrics, AccessLog,
-	// Tracing, Observe.
+	// Tracing, Observe, Fault, Timeout, CircuitBreaker.
 	chain := []interceptor.Middleware{metrics.Middleware()}
 	observers := []interceptor.TCPObserver{metrics}
 	if c.AccessLog != "off" {
@@ -185,8 +189,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		}()
 		chain = append(chain, interceptor.Tracing(tr.Provider, telemetry.Propagator()))
 	}
-	chain = append(chain, interceptor.Observe)
+	chain = append(chain, interceptor.Observe, interceptor.Fault, interceptor.Timeout, interceptor.CircuitBreaker(resilience))
 	px := proxy.New(proxy.Options{
+		Resilience:    resilience,
 		Logger:        logger.With("component", "proxy"),
 		DetectTimeout: c.DetectTimeout,
 		RegistryOnly:  c.OutboundPolicy == "registry-only",

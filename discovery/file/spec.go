@@ -320,7 +320,7 @@ func (s *serviceSpec) build() (discovery.Service, *dns.Target, error) {
 		return svc, nil, fmt.Errorf("service %s: %w", svc.Key(), err)
 	}
 	svc.Policy = discovery.TrafficPolicy{LB: lb, HashHeader: s.HashHeader, ConnectTimeout: s.ConnectTimeout, Resilience: s.resilience()}
-	if err := svc.Policy.Resilience.Validate(); err != nil {
+	if err := svc.Policy.Validate(); err != nil {
 		return svc, nil, at(s.pos, fmt.Errorf("service %s: %w", svc.Key(), err))
 	}
 	if s.HashHeader != "" && lb != discovery.LBRingHash && lb != discovery.LBMaglev {

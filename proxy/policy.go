@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"github.com/tender-mesh/tender/interceptor"
+)
+
+// buildPolicy reads a cluster's resilience from the standard fields: its
+// circuit breakers and outlier detection, and its route's timeout, retry
+// policy and fault filter config. state carries the counters over from the
+// cluster's previous version.
+func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *interceptor.PolicyState) (*interceptor.Policy, error) {
+	if state == nil {
+		state = &interceptor.PolicyState{}
+	}
+	p := &interceptor.Policy{State: state}
+	if ts := c.GetCircuitBreakers().GetThresholds(); len(ts) > 0 {
+		t := ts[0] // DEFAULT priority; tender does not route by priority
+		p.MaxRequests = int64(t.GetMaxRequests().GetValue())
+		p.MaxRetries = int64(t.GetMaxRetries().GetValue())
+		if b := t.GetRetryBudget(); b != nil {
+			p.BudgetPercent = b.GetBudgetPercent().GetValue()
+			p.MinRetryConcurrency = int64(b.GetMinRetryConcurrency().GetValue())
+		}
+	}
+	if od := c.GetOutlierDetection(); od != nil {
+		o := &interceptor.OutlierPolicy{
+			BaseEjectionTime:   od.GetBaseEjectionTime().AsDuration(),
+			MaxEjectionPercent: od.GetMaxEjectionPercent().GetValue(),
+		}
+		// Envoy's defaults: consecutive 5xx on (5, enforced), gateway
+		// errors off unless enforced.
+		if od.GetEnforcingConsecutive_5Xx() == nil || od.GetEnforcingConsecutive_5Xx().GetValue() > 0 {
+			o.Consecutive5xx = 5
+			if v := od.GetConsecutive_5Xx(); v != nil {
+				o.Consecutive5xx = v.GetValue()
+			}
+		}
+		if od.GetEnforcingConsecutiveGatewayFailure().GetValue() > 0 {
+			o.ConsecutiveGateway = 5
+			if v := od.GetConsecutiveGatewayFailure(); v != nil {
+				o.ConsecutiveGateway = v.GetValue()
+			}
+		}
+		if od.GetMaxEjectionPercent() == nil {
+			o.MaxEjectionPercent = 10
+		}
+		p.Outlier = o
+	}
+	route := firstRoute(rc)
+	if route == nil {
+		return p, nil
+	}
+	action := route.GetRoute()
+	p.Timeout = action.GetTimeout().AsDuration()
+	if rp := action.GetRetryPolicy(); rp != nil {
+		attempts := 1 // Envoy's default num_retries
+		if n := rp.GetNumRetries(); n != nil {
+			attempts = int(n.GetValue())
+		}
+		p.Retry = &interceptor.RetryPolicy{
+			Attempts:      attempts,
+			On:            interceptor.ParseRetryOn(rp.GetRetryOn()),
+			PerTryTimeout: rp.GetPerTryTimeout().AsDuration(),
+			BackoffBase:   rp.GetRetryBackOff().GetBaseInterval().AsDuration(),
+			BackoffMax:    rp.GetRetryBackOff().GetMaxInterval().AsDuration(),
+			StatusCodes:   rp.GetRetriableStatusCodes(),
+		}
+	}
+	if a := route.GetTypedPerFilterConfig()[wellknown.Fault]; a != nil {
+		var f faultv3.HTTPFault
+		if err := a.UnmarshalTo(&f); err != nil {
+			return nil, fmt.Errorf("%w: route %s: fault: %w", ErrInvalidConfig, rc.GetName(), err)
+		}
+		p.Fault = &interceptor.FaultPolicy{
+			DelayPercent: percent(f.GetDelay().GetPercentage()),
+			Delay:        f.GetDelay().GetFixedDelay().AsDuration(),
+			AbortPercent: percent(f.GetAbort().GetPercentage()),
+			AbortStatus:  int(f.GetAbort().GetHttpStatus()),
+		}
+		if p.Fault.AbortPercent > 0 && (p.Fault.AbortStatus < 200 || p.Fault.AbortStatus > 599) {
+			return nil, fmt.Errorf("%w: route %s: fault abort needs an http_status 200-599", ErrInvalidConfig, rc.GetName())
+		}
+	}
+	return p, nil
+}
+
+func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			if r.GetRoute() != nil {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// percent turns a FractionalPercent into a percentage.
+func percent(f *typev3.FractionalPercent) float64 {
+	if f == nil {
+		return 0
+	}
+	d := map[typev3.FractionalPercent_DenominatorType]float64{
+		typev3.FractionalPercent_HUNDRED: 100, typev3.FractionalPercent_TEN_THOUSAND: 10_000,
+		typev3.FractionalPercent_MILLION: 1_000_000,
+	}[f.GetDenominator()]
+	return float64(f.GetNumerator()) * 100 / d
+}
