@@ -51,9 +51,13 @@ type mesh struct {
 	client   *pod
 }
 
-func meshConfig(greeters []*pod) string {
+func meshConfig(greeters []*pod) string { return meshConfigWith(greeters, "") }
+
+// meshConfigWith is meshConfig with policy (mesh.yaml lines, such as
+// "\n    timeout: 1s") added to the greeter service.
+func meshConfigWith(greeters []*pod, policy string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "services:\n  - name: greeter\n    namespace: default\n    vip: %s\n", greeterVIP)
+	fmt.Fprintf(&b, "services:\n  - name: greeter\n    namespace: default\n    vip: %s%s\n", greeterVIP, policy)
 	b.WriteString("    ports:\n      - {name: http, port: 80, protocol: HTTP}\n      - {name: grpc, port: 9090, protocol: GRPC}\n    endpoints:\n")
 	for _, g := range greeters {
 		fmt.Fprintf(&b, "      - {address: %s, ports: {http: 8080, grpc: 9090}, zone: z1}\n", g.ip)
@@ -79,6 +83,12 @@ func meshConfig(greeters []*pod) string {
 
 func newMesh(t *testing.T, ctx context.Context, greeters int) *mesh {
 	t.Helper()
+	return newMeshWith(t, ctx, greeters)
+}
+
+// newMeshWith is newMesh with extra flags for the client's sidecar.
+func newMeshWith(t *testing.T, ctx context.Context, greeters int, clientSidecarArgs ...string) *mesh {
+	t.Helper()
 	m := &mesh{lab: newLab(t), apps: map[string]*process{}, sidecars: map[string]*process{}}
 	m.cp = m.lab.addPod("cp", 2)
 	for i := range greeters {
@@ -99,17 +109,17 @@ func newMesh(t *testing.T, ctx context.Context, greeters int) *mesh {
 		m.sidecars[g.name] = m.startSidecar(t, g)
 	}
 	m.client.run(t, "sidecar", "init")
-	m.sidecars["client"] = m.startSidecar(t, m.client)
+	m.sidecars["client"] = m.startSidecar(t, m.client, clientSidecarArgs...)
 	for _, p := range append([]*pod{m.client}, m.greeters...) {
 		waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/ready", 200)
 	}
 	return m
 }
 
-func (m *mesh) startSidecar(t *testing.T, p *pod) *process {
+func (m *mesh) startSidecar(t *testing.T, p *pod, extra ...string) *process {
 	t.Helper()
-	return p.startAs(t, proxyUID, "sidecar", "sidecar", "run", "--xds-addr", cpIP+":15010",
-		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow)
+	return p.startAs(t, proxyUID, "sidecar", "sidecar", append([]string{"run", "--xds-addr", cpIP + ":15010",
+		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow}, extra...)...)
 }
 
 // waitDropped waits until the client's sidecar no longer has g as an

@@ -18,15 +18,15 @@ type Policy struct {
 	Retry   *RetryPolicy
 	// MaxRequests caps requests in flight (circuit breaker); 0: none.
 	MaxRequests int64
-	// MaxRetries caps retries in flight; 0: only the budget applies.
-	MaxRetries int64
 	// BudgetPercent of the requests in flight may be retries, but at least
-	// MinRetryConcurrency.
+	// MinRetryConcurrency; 0: no budget, MaxRetries applies.
 	BudgetPercent       float64
 	MinRetryConcurrency int64
-	Outlier             *OutlierPolicy
-	Fault               *FaultPolicy
-	State               *PolicyState
+	// MaxRetries caps retries in flight when there is no budget; 0: none.
+	MaxRetries int64
+	Outlier    *OutlierPolicy
+	Fault      *FaultPolicy
+	State      *PolicyState
 }
 
 // PolicyState is what a destination's requests count together.

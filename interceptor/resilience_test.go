@@ -310,11 +310,13 @@ func TestRetry(t *testing.T) {
 		{name: "per-try timeout, out of tries", method: "GET",
 			policy:   &Policy{Retry: &RetryPolicy{Attempts: 1, On: ParseRetryOn("gateway-error"), PerTryTimeout: 20 * time.Millisecond}},
 			outcomes: []func(*http.Request) (*http.Response, error){hang, hang}, wantTries: 2, wantFlags: FlagRetryLimit, wantRetries: 1},
-		{name: "budget spent", method: "GET", policy: &Policy{Retry: retry5xx}, retrying: 3,
+		{name: "budget spent", method: "GET", policy: &Policy{Retry: retry5xx, BudgetPercent: 20, MinRetryConcurrency: 3}, retrying: 3,
 			outcomes: []func(*http.Request) (*http.Response, error){status(503)}, wantTries: 1, wantStatus: 503, wantFlags: FlagRetryOverflow},
 		{name: "budget grows with load", method: "GET", policy: &Policy{Retry: retry5xx, BudgetPercent: 50, MinRetryConcurrency: 1},
 			retrying: 3, outcomes: []func(*http.Request) (*http.Response, error){status(503)}, wantTries: 2, wantStatus: 200, wantRetries: 1},
-		{name: "max retries", method: "GET", policy: &Policy{Retry: retry5xx, MaxRetries: 3, BudgetPercent: 100}, retrying: 3,
+		{name: "no limit", method: "GET", policy: &Policy{Retry: retry5xx}, retrying: 100,
+			outcomes: []func(*http.Request) (*http.Response, error){status(503)}, wantTries: 2, wantStatus: 200, wantRetries: 1},
+		{name: "max retries", method: "GET", policy: &Policy{Retry: retry5xx, MaxRetries: 3}, retrying: 3,
 			outcomes: []func(*http.Request) (*http.Response, error){status(503)}, wantTries: 1, wantStatus: 503, wantFlags: FlagRetryOverflow},
 		{name: "no policy", method: "GET",
 			outcomes: []func(*http.Request) (*http.Response, error){status(503)}, wantTries: 1, wantStatus: 503},
@@ -408,40 +410,47 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestOutlier(t *testing.T) {
-	eps := make([]*balancer.Endpoint, 3)
+func newEndpoints(n int) []*balancer.Endpoint {
+	eps := make([]*balancer.Endpoint, n)
 	for i := range eps {
-		eps[i] = &balancer.Endpoint{Stats: &balancer.Stats{}}
+		eps[i] = &balancer.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 80), Stats: &balancer.Stats{}}
 	}
-	o := &OutlierPolicy{Consecutive5xx: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50}
+	return eps
+}
+
+func TestOutlierConsecutive(t *testing.T) {
+	eps := newEndpoints(3)
+	o := &OutlierPolicy{Consecutive5xx: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 50, Interval: time.Hour}
 	now := time.Now()
 	st := eps[0].Stats
 	for i := 1; i <= 4; i++ {
-		if o.RecordOutcome(st, eps, 503, false, now) {
+		if o.RecordOutcome(st, eps, 503, false, now, nil) != 0 {
 			t.Fatalf("ejected after %d errors, want 5", i)
 		}
 	}
 	// A success in between starts the count again.
-	o.RecordOutcome(st, eps, 200, false, now)
-	for i := 1; i <= 4; i++ {
-		o.RecordOutcome(st, eps, 500, false, now)
+	o.RecordOutcome(st, eps, 200, false, now, nil)
+	for range 4 {
+		o.RecordOutcome(st, eps, 500, false, now, nil)
 	}
-	if !o.RecordOutcome(st, eps, 500, false, now) || !st.Ejected(now.UnixNano()) {
-		t.Fatal("not ejected after 5 consecutive errors")
+	var told []netip.AddrPort
+	if o.RecordOutcome(st, eps, 500, false, now, func(e *balancer.Endpoint) { told = append(told, e.Addr) }) != 1 ||
+		!st.Ejected(now.UnixNano()) || len(told) != 1 || told[0] != eps[0].Addr {
+		t.Fatalf("after 5 consecutive errors: ejected %v, told %v", st.Ejected(now.UnixNano()), told)
 	}
 	if !st.Ejected(now.Add(29*time.Second).UnixNano()) || st.Ejected(now.Add(31*time.Second).UnixNano()) {
 		t.Error("the first ejection should last the base ejection time, 30s")
 	}
 	// At most 50% of 3 endpoints (one) out at once.
 	for range 5 {
-		if o.RecordOutcome(eps[1].Stats, eps, 0, true, now) {
+		if o.RecordOutcome(eps[1].Stats, eps, 0, true, now, nil) != 0 {
 			t.Fatal("ejected a second endpoint beyond max ejection percent")
 		}
 	}
 	// Back, failing again: the second ejection lasts twice as long.
 	later := now.Add(31 * time.Second)
 	for range 5 {
-		o.RecordOutcome(st, eps, 503, false, later)
+		o.RecordOutcome(st, eps, 503, false, later, nil)
 	}
 	if !st.Ejected(later.Add(59*time.Second).UnixNano()) || st.Ejected(later.Add(61*time.Second).UnixNano()) {
 		t.Errorf("second ejection until %v after its start, want 60s", time.Duration(st.EjectedUntil.Load()-later.UnixNano()))
@@ -449,17 +458,82 @@ func TestOutlier(t *testing.T) {
 	// Gateway errors alone, when only they are enforced.
 	gw := &OutlierPolicy{ConsecutiveGateway: 2, MaxEjectionPercent: 100}
 	st2 := eps[2].Stats
-	gw.RecordOutcome(st2, eps, 500, false, now)
-	gw.RecordOutcome(st2, eps, 500, false, now)
+	gw.RecordOutcome(st2, eps, 500, false, now, nil)
+	gw.RecordOutcome(st2, eps, 500, false, now, nil)
 	if st2.Ejected(now.UnixNano()) {
 		t.Error("500s ejected under a gateway-error-only policy")
 	}
-	gw.RecordOutcome(st2, eps, 502, false, now)
-	if !gw.RecordOutcome(st2, eps, 0, true, now) {
+	gw.RecordOutcome(st2, eps, 502, false, now, nil)
+	if gw.RecordOutcome(st2, eps, 0, true, now, nil) != 1 {
 		t.Error("two consecutive gateway errors did not eject")
 	}
 	var none *OutlierPolicy
-	if none.RecordOutcome(st2, eps, 503, false, now) {
+	if none.RecordOutcome(st2, eps, 503, false, now, nil) != 0 {
 		t.Error("a nil policy ejected")
+	}
+}
+
+func TestOutlierEjectionTime(t *testing.T) {
+	eps := newEndpoints(2)
+	o := &OutlierPolicy{Consecutive5xx: 1, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 25 * time.Second,
+		MaxEjectionPercent: 100, Interval: time.Second}
+	st := eps[0].Stats
+	now := time.Now()
+	for k := 1; k <= 4; k++ {
+		o.RecordOutcome(st, eps, 503, false, now, nil)
+		want := min(time.Duration(k)*10*time.Second, 25*time.Second)
+		if got := time.Duration(st.EjectedUntil.Load() - now.UnixNano()); got != want {
+			t.Errorf("ejection %d lasts %v, want %v (base × ejections, at most the max)", k, got, want)
+		}
+		now = time.Unix(0, st.EjectedUntil.Load())
+	}
+	// Healthy intervals lower the count again, one per interval.
+	for range 3 {
+		now = now.Add(1100 * time.Millisecond)
+		o.RecordOutcome(st, eps, 200, false, now, nil)
+	}
+	if k := st.Ejections.Load(); k != 1 {
+		t.Errorf("after 3 healthy intervals past the ejection: %d ejections counted, want 4-3 = 1", k)
+	}
+}
+
+func TestOutlierSuccessRate(t *testing.T) {
+	eps := newEndpoints(6)
+	o := &OutlierPolicy{MaxEjectionPercent: 50, Interval: 10 * time.Second,
+		SuccessRateStdevFactor: 1900, SuccessRateMinimumHosts: 5, SuccessRateRequestVolume: 100}
+	now := time.Now()
+	o.RecordOutcome(eps[0].Stats, eps, 200, false, now, nil) // starts the interval
+	// Endpoint 5 fails 40% of its tries, the others 1%; not in a row, so
+	// only the success rate can tell.
+	for i := range 200 {
+		for j, e := range eps {
+			code := 200
+			if (j == 5 && i%5 < 2) || (j < 5 && i%100 == 0) {
+				code = 503
+			}
+			o.RecordOutcome(e.Stats, eps, code, false, now, nil)
+		}
+	}
+	if n := o.RecordOutcome(eps[0].Stats, eps, 200, false, now.Add(9*time.Second), nil); n != 0 {
+		t.Fatalf("ejected %d before the interval ended", n)
+	}
+	var told []netip.AddrPort
+	if n := o.RecordOutcome(eps[0].Stats, eps, 200, false, now.Add(11*time.Second), func(e *balancer.Endpoint) { told = append(told, e.Addr) }); n != 1 ||
+		len(told) != 1 || told[0] != eps[5].Addr {
+		t.Errorf("after the interval: ejected %d, told %v; want endpoint 5 alone", n, told)
+	}
+	// Too few endpoints with enough volume: no verdict.
+	few := newEndpoints(3)
+	for range 150 {
+		for j, e := range few {
+			code := 200
+			if j == 2 {
+				code = 500
+			}
+			o.RecordOutcome(e.Stats, few, code, false, now.Add(12*time.Second), nil)
+		}
+	}
+	if n := o.RecordOutcome(few[0].Stats, few, 200, false, now.Add(25*time.Second), nil); n != 0 {
+		t.Errorf("ejected %d with 3 endpoints, under the 5 minimum hosts", n)
 	}
 }

@@ -94,6 +94,9 @@ func Retry(metrics *ResilienceMetrics) func(http.RoundTripper) http.RoundTripper
 			}
 			safe := optIn != "" || idempotent(req)
 			body := newReplay(req.Body)
+			st := e.Policy.State
+			// A retry is in flight, for the budget, from its admission
+			// (backoff included) until its response headers.
 			for attempt := 0; ; attempt++ {
 				try := req.Clone(req.Context())
 				try.Body = body.reader()
@@ -101,6 +104,9 @@ func Retry(metrics *ResilienceMetrics) func(http.RoundTripper) http.RoundTripper
 					try.Body = http.NoBody
 				}
 				resp, err := tryOnce(next, try, rp)
+				if attempt > 0 {
+					st.Retrying.Add(-1)
+				}
 				cond := classify(resp, err, req)
 				if resp != nil && !slices.Contains(rp.StatusCodes, uint32(resp.StatusCode)) {
 					cond &^= retryStatusCodes
@@ -126,10 +132,8 @@ func Retry(metrics *ResilienceMetrics) func(http.RoundTripper) http.RoundTripper
 				}
 				e.Retries++
 				metrics.retry(e.Service)
-				st := e.Policy.State
 				st.Retrying.Add(1)
-				wait := backoff(rp, attempt)
-				t := time.NewTimer(wait)
+				t := time.NewTimer(backoff(rp, attempt))
 				select {
 				case <-t.C:
 				case <-req.Context().Done():
@@ -137,7 +141,6 @@ func Retry(metrics *ResilienceMetrics) func(http.RoundTripper) http.RoundTripper
 					st.Retrying.Add(-1)
 					return nil, req.Context().Err()
 				}
-				st.Retrying.Add(-1)
 			}
 		})
 	}
@@ -251,23 +254,16 @@ func idempotent(req *http.Request) bool {
 	return IsGRPC(req)
 }
 
-// admitRetry applies max retries and the retry budget.
+// admitRetry applies the retry budget, when the policy has one, else max
+// retries; with neither, every retry is admitted.
 func admitRetry(p *Policy) bool {
 	st := p.State
 	retrying := st.Retrying.Load()
-	if p.MaxRetries > 0 && retrying >= p.MaxRetries {
-		return false
+	if p.BudgetPercent > 0 {
+		allowed := max(p.MinRetryConcurrency, int64(float64(st.Active.Load())*p.BudgetPercent/100))
+		return retrying < allowed
 	}
-	percent := p.BudgetPercent
-	if percent == 0 {
-		percent = 20
-	}
-	minimum := p.MinRetryConcurrency
-	if minimum == 0 {
-		minimum = 3
-	}
-	allowed := max(minimum, int64(float64(st.Active.Load())*percent/100))
-	return retrying < allowed
+	return p.MaxRetries <= 0 || retrying < p.MaxRetries
 }
 
 // backoff is the jittered wait before retry attempt+1: full jitter over

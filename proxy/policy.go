@@ -20,14 +20,27 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 	if state == nil {
 		state = &interceptor.PolicyState{}
 	}
-	p := &interceptor.Policy{State: state}
+	// Envoy's defaults for what the cluster leaves out: 1024 requests and
+	// 3 retries in flight; a budget of 20%, at least 3, when a budget is
+	// given, and then max retries does not apply.
+	p := &interceptor.Policy{State: state, MaxRequests: 1024, MaxRetries: 3}
 	if ts := c.GetCircuitBreakers().GetThresholds(); len(ts) > 0 {
 		t := ts[0] // DEFAULT priority; tender does not route by priority
-		p.MaxRequests = int64(t.GetMaxRequests().GetValue())
-		p.MaxRetries = int64(t.GetMaxRetries().GetValue())
+		if v := t.GetMaxRequests(); v != nil {
+			p.MaxRequests = int64(v.GetValue())
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			p.MaxRetries = int64(v.GetValue())
+		}
 		if b := t.GetRetryBudget(); b != nil {
-			p.BudgetPercent = b.GetBudgetPercent().GetValue()
-			p.MinRetryConcurrency = int64(b.GetMinRetryConcurrency().GetValue())
+			p.MaxRetries = 0
+			p.BudgetPercent, p.MinRetryConcurrency = 20, 3
+			if v := b.GetBudgetPercent(); v != nil {
+				p.BudgetPercent = v.GetValue()
+			}
+			if v := b.GetMinRetryConcurrency(); v != nil {
+				p.MinRetryConcurrency = int64(v.GetValue())
+			}
 		}
 	}
 	if od := c.GetOutlierDetection(); od != nil {
@@ -51,6 +64,21 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 		}
 		if od.GetMaxEjectionPercent() == nil {
 			o.MaxEjectionPercent = 10
+		}
+		o.Interval = od.GetInterval().AsDuration()
+		o.MaxEjectionTime = od.GetMaxEjectionTime().AsDuration()
+		// Success rate: on unless not enforced, with Envoy's defaults.
+		if od.GetEnforcingSuccessRate() == nil || od.GetEnforcingSuccessRate().GetValue() > 0 {
+			o.SuccessRateStdevFactor, o.SuccessRateMinimumHosts, o.SuccessRateRequestVolume = 1900, 5, 100
+			if v := od.GetSuccessRateStdevFactor(); v != nil {
+				o.SuccessRateStdevFactor = v.GetValue()
+			}
+			if v := od.GetSuccessRateMinimumHosts(); v != nil {
+				o.SuccessRateMinimumHosts = v.GetValue()
+			}
+			if v := od.GetSuccessRateRequestVolume(); v != nil {
+				o.SuccessRateRequestVolume = v.GetValue()
+			}
 		}
 		p.Outlier = o
 	}

@@ -399,9 +399,13 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 	if err != nil {
 		var op *net.OpError
 		connectFailed = errors.As(err, &op) && op.Op == "dial"
-		status = http.StatusServiceUnavailable
-		if r.Context().Err() != nil {
-			status = 0 // the client left or the deadline passed: not the endpoint's fault
+		switch {
+		case errors.Is(context.Cause(r.Context()), interceptor.ErrPerTryTimeout):
+			status = http.StatusGatewayTimeout // the endpoint was too slow
+		case r.Context().Err() != nil:
+			status = 0 // the client left or the request's deadline passed: not the endpoint's fault
+		default:
+			status = http.StatusServiceUnavailable
 		}
 	} else {
 		status = resp.StatusCode
@@ -413,11 +417,11 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 		ep.Stats.Failed.Add(1)
 	}
 	if rs := req.cl.Resilience; rs != nil && (status != 0 || connectFailed) {
-		if o := rs.Outlier; o.RecordOutcome(ep.Stats, req.cl.Endpoints, status, connectFailed, time.Now()) {
+		rs.Outlier.RecordOutcome(ep.Stats, req.cl.Endpoints, status, connectFailed, time.Now(), func(x *balancer.Endpoint) {
 			p.opts.Resilience.Ejection(e.Service)
-			p.opts.Logger.Info("outlier ejected", "cluster", req.cl.Name, "endpoint", ep.Addr,
-				"ejections", ep.Stats.Ejections.Load(), "until", time.Unix(0, ep.Stats.EjectedUntil.Load()))
-		}
+			p.opts.Logger.Info("outlier ejected", "cluster", req.cl.Name, "endpoint", x.Addr,
+				"ejections", x.Stats.Ejections.Load(), "until", time.Unix(0, x.Stats.EjectedUntil.Load()))
+		})
 	}
 	if err != nil {
 		ep.Stats.Active.Add(-1)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -132,13 +133,28 @@ func TestBuildTableResilience(t *testing.T) {
 		Timeout: 2 * time.Second,
 		Retry: &interceptor.RetryPolicy{Attempts: 3, On: interceptor.ParseRetryOn("5xx,connect-failure"), PerTryTimeout: 200 * time.Millisecond,
 			BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond},
-		MaxRequests: 10, MaxRetries: 4, BudgetPercent: 25, MinRetryConcurrency: 2,
+		// The budget overrides max retries, as in Envoy.
+		MaxRequests: 10, BudgetPercent: 25, MinRetryConcurrency: 2,
 		Outlier: &interceptor.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Second, MaxEjectionPercent: 50},
 		Fault:   &interceptor.FaultPolicy{AbortPercent: 12.5, AbortStatus: 503, DelayPercent: 1, Delay: time.Millisecond},
 	}
-	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(interceptor.Policy{}, "State")); diff != "" {
+	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(interceptor.Policy{}, "State"), cmpopts.IgnoreUnexported(interceptor.OutlierPolicy{})); diff != "" {
 		t.Errorf("policy (-want +got):\n%s", diff)
 	}
+	// Retries without a budget or a limit get tender's default budget;
+	// limits not set are lifted.
+	plain := greeterService("10.0.0.1")
+	plain.Policy.Resilience = discovery.Resilience{Retries: &discovery.RetryPolicy{Attempts: 1, On: []string{"5xx"}}}
+	tb3, err := BuildTable(config(t, plain), nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tb3.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Resilience
+	if got.BudgetPercent != 20 || got.MinRetryConcurrency != 10 || got.MaxRetries != 0 || got.MaxRequests != math.MaxUint32 || got.Timeout != 0 {
+		t.Errorf("defaults: budget %v%% min %d, max retries %d, max requests %d, timeout %v; want 20%% 10, 0, 2^32-1, none",
+			got.BudgetPercent, got.MinRetryConcurrency, got.MaxRetries, got.MaxRequests, got.Timeout)
+	}
+
 	// The counters survive a push.
 	p.State.Active.Store(7)
 	tb2, err := BuildTable(cfg, tb, balancer.Locality{})

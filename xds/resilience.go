@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"cmp"
+	"math"
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -72,27 +74,46 @@ func perMillion(percent float64) *typev3.FractionalPercent {
 	return &typev3.FractionalPercent{Numerator: uint32(percent * 10_000), Denominator: typev3.FractionalPercent_MILLION}
 }
 
+// Retry budget defaults: a service with retries but neither a budget nor
+// a max retries limit gets this budget, so that retries cannot multiply
+// the load on a failing service (Linkerd's budget is 20% too) while a few
+// retries are always allowed.
+const (
+	DefaultBudgetPercent       = 20
+	DefaultMinRetryConcurrency = 10
+)
+
+// unlimited is the threshold of a limit the mesh does not set. Envoy would
+// otherwise apply its own defaults (1024 requests, 3 retries in flight),
+// which surprise more than they protect; Istio does the same.
+const unlimited = math.MaxUint32
+
 // setClusterResilience carries circuit breakers, the retry budget and
-// outlier detection in the Cluster's standard fields.
+// outlier detection in the Cluster's standard fields. Every threshold is
+// explicit, so Envoy, proxyless clients and tender's sidecar apply the
+// same limits.
 func setClusterResilience(c *clusterv3.Cluster, r *discovery.Resilience) {
 	cb, rp := r.CircuitBreaker, r.Retries
-	if cb != nil || (rp != nil && (rp.BudgetPercent > 0 || rp.MinRetryConcurrency > 0)) {
-		t := &clusterv3.CircuitBreakers_Thresholds{Priority: corev3.RoutingPriority_DEFAULT}
-		if cb != nil {
-			t.MaxConnections = uint32Value(cb.MaxConnections)
-			t.MaxPendingRequests = uint32Value(cb.MaxPendingRequests)
-			t.MaxRequests = uint32Value(cb.MaxRequests)
-			t.MaxRetries = uint32Value(cb.MaxRetries)
-		}
-		if rp != nil && (rp.BudgetPercent > 0 || rp.MinRetryConcurrency > 0) {
-			t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}
-			if rp.BudgetPercent > 0 {
-				t.RetryBudget.BudgetPercent = &typev3.Percent{Value: rp.BudgetPercent}
-			}
-			t.RetryBudget.MinRetryConcurrency = uint32Value(rp.MinRetryConcurrency)
-		}
-		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
+	if cb == nil {
+		cb = &discovery.CircuitBreaker{}
 	}
+	t := &clusterv3.CircuitBreakers_Thresholds{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     uint32Value(cmp.Or(cb.MaxConnections, unlimited)),
+		MaxPendingRequests: uint32Value(cmp.Or(cb.MaxPendingRequests, unlimited)),
+		MaxRequests:        uint32Value(cmp.Or(cb.MaxRequests, unlimited)),
+		MaxRetries:         uint32Value(cmp.Or(cb.MaxRetries, unlimited)),
+	}
+	// A budget, when there is one, overrides max retries (as in Envoy):
+	// one is set when asked for, and by default unless max retries is.
+	if rp != nil && (rp.BudgetPercent > 0 || rp.MinRetryConcurrency > 0 || cb.MaxRetries == 0) {
+		// Both fields explicit: Envoy's own defaults (20%, 3) differ.
+		t.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: cmp.Or(rp.BudgetPercent, DefaultBudgetPercent)},
+			MinRetryConcurrency: uint32Value(cmp.Or(rp.MinRetryConcurrency, DefaultMinRetryConcurrency)),
+		}
+	}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{t}}
 	if od := r.OutlierDetection; od != nil {
 		o := &clusterv3.OutlierDetection{
 			Consecutive_5Xx:           uint32Value(od.Consecutive5xx),

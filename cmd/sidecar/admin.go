@@ -3,9 +3,13 @@ package main
 import (
 	"encoding/json"
 	"maps"
+	"net"
 	"net/http"
+	"net/http/pprof"
+	"net/netip"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,11 +49,21 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 				endpoints = append(endpoints, b)
 			}
 		}
-		out["clusters"], out["endpoints"] = clusters, endpoints
+		var routes []json.RawMessage
+		for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
+			b, err := protojson.Marshal(cfg.Routes[name])
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			routes = append(routes, b)
+		}
+		out["clusters"], out["endpoints"], out["routes"] = clusters, endpoints, routes
 		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /clusters", func(w http.ResponseWriter, _ *http.Request) {
 		t := px.Table()
+		now := time.Now().UnixNano()
 		type ep struct {
 			Address  string `json:"address"`
 			Healthy  bool   `json:"healthy"`
@@ -59,27 +73,43 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 			Active   int64  `json:"active"`
 			Total    uint64 `json:"total"`
 			Failed   uint64 `json:"failed"`
+			// Ejected is set while outlier detection keeps the endpoint
+			// out; Ejections counts how often it did.
+			Ejected   bool   `json:"ejected"`
+			Ejections uint32 `json:"ejections"`
 		}
 		type cl struct {
-			Name      string `json:"name"`
-			Protocol  string `json:"protocol,omitempty"`
-			Policy    string `json:"lb"`
-			Endpoints []ep   `json:"endpoints"`
+			Name     string `json:"name"`
+			Protocol string `json:"protocol,omitempty"`
+			Policy   string `json:"lb"`
+			// Requests and retries in flight, as the circuit breaker and
+			// the retry budget count them.
+			ActiveRequests int64 `json:"active_requests"`
+			ActiveRetries  int64 `json:"active_retries"`
+			Endpoints      []ep  `json:"endpoints"`
 		}
 		out := []cl{}
 		for _, name := range t.Names() {
 			c := t.Clusters[name]
 			o := cl{Name: name, Protocol: c.Protocol, Policy: c.Policy, Endpoints: []ep{}}
+			if r := c.Resilience; r != nil && r.State != nil {
+				o.ActiveRequests, o.ActiveRetries = r.State.Active.Load(), r.State.Retrying.Load()
+			}
 			for _, e := range c.Endpoints {
 				o.Endpoints = append(o.Endpoints, ep{
 					Address: e.Addr.String(), Healthy: e.Healthy, Weight: e.Weight, Priority: e.Priority, Zone: e.Locality.Zone,
 					Active: e.Stats.Active.Load(), Total: e.Stats.Total.Load(), Failed: e.Stats.Failed.Load(),
+					Ejected: e.Stats.Ejected(now), Ejections: e.Stats.Ejections.Load(),
 				})
 			}
 			out = append(out, o)
 		}
 		writeJSON(w, out)
 	})
+	// Go's profiles, for the sidecar's own clients only: they cost CPU and
+	// reveal internals.
+	mux.Handle("/debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		s := &px.Stats
 		writeJSON(w, map[string]uint64{
@@ -92,6 +122,18 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 		})
 	})
 	return mux
+}
+
+// loopbackOnly refuses clients from outside the pod.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if a, err := netip.ParseAddr(host); err != nil || !a.Unmap().IsLoopback() {
+			http.Error(w, "profiles are served on loopback only", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -36,6 +36,9 @@ type ServerOptions struct {
 	// Service answers Greet; nil means NewService(Instance). A frontend
 	// passes a client of its backend, such as NewHTTPClient's.
 	Service Service
+	// Fault, when set, makes the instance misbehave on purpose and serves
+	// /fault to change how; nil: no fault, no /fault.
+	Fault *Fault
 }
 
 // Server runs the greeter over HTTP (HTTP/1.1 and unencrypted HTTP/2) and
@@ -104,8 +107,12 @@ func (s *Server) Start(ctx context.Context) error {
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 		s.httpAddr = httpLn.Addr().String()
+		handler := NewHTTPHandler(endpoints, s.opts.Instance, logger)
+		if s.opts.Fault != nil {
+			handler = s.opts.Fault.HTTP(handler, s.opts.Instance)
+		}
 		s.httpSrv = &http.Server{
-			Handler:           NewHTTPHandler(endpoints, s.opts.Instance, logger),
+			Handler:           handler,
 			Protocols:         protocols,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -118,12 +125,16 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	if grpcLn != nil {
 		s.grpcAddr = grpcLn.Addr().String()
-		s.grpcSrv = grpc.NewServer(
+		opts := []grpc.ServerOption{
 			grpc.MaxRecvMsgSize(MaxMessageSize),
 			grpc.MaxSendMsgSize(MaxMessageSize),
 			// Health checks come every few seconds from probes: not traced.
 			grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithFilter(filters.Not(filters.HealthCheck())))),
-		)
+		}
+		if s.opts.Fault != nil {
+			opts = append(opts, grpc.UnaryInterceptor(s.opts.Fault.UnaryInterceptor()))
+		}
+		s.grpcSrv = grpc.NewServer(opts...)
 		pb.RegisterGreeterServer(s.grpcSrv, NewGRPCServer(endpoints, s.opts.Instance))
 		s.health = health.NewServer()
 		s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -38,6 +38,9 @@ type Stats struct {
 	ConsecutiveGateway atomic.Uint32
 	EjectedUntil       atomic.Int64
 	Ejections          atomic.Uint32
+	// Tries and successes in the current success-rate interval.
+	IntervalTries     atomic.Uint64
+	IntervalSuccesses atomic.Uint64
 }
 
 // Ejected reports whether outlier detection keeps the endpoint out at

@@ -38,6 +38,8 @@ func run() error {
 	otlpEndpoint := flag.String("otlp-endpoint", greeter.OTLPEndpointFromEnv(), "OTLP collector host:port to export traces to; empty disables tracing (default from OTEL_EXPORTER_OTLP_ENDPOINT)")
 	otlpProtocol := flag.String("otlp-protocol", cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc"), "OTLP protocol: grpc or http/protobuf")
 	serviceName := flag.String("service-name", "greeter", "service.name of the spans (e.g. frontend)")
+	failStatus := flag.Int("fail-status", 0, "answer every request but health checks with this HTTP status (gRPC: the matching code), for resilience tests; 0 answers normally. PUT /fault?status=N&delay=D changes it at run time")
+	failDelay := flag.Duration("fail-delay", 0, "stall every request but health checks this long before answering, for resilience tests")
 	flag.Parse()
 
 	var level slog.Level
@@ -72,7 +74,12 @@ func run() error {
 		}
 	}
 
+	fault := &greeter.Fault{}
+	if err := fault.Set(*failStatus, *failDelay); err != nil {
+		return fmt.Errorf("--fail-status/--fail-delay: %w", err)
+	}
 	srv := greeter.NewServer(greeter.ServerOptions{
+		Fault:    fault,
 		Instance: *instance,
 		HTTPAddr: *httpAddr,
 		GRPCAddr: *grpcAddr,
