@@ -5,6 +5,9 @@ BIN := $(CURDIR)/bin
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
 H2SPEC_VERSION := v2.2.1+incompatible
+# Helm 3.19 is built on the same Kubernetes libraries (v0.34) as the
+# kube-apiserver the tests run.
+HELM_VERSION := v3.19.0
 # Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
@@ -12,7 +15,7 @@ TEST_TIMEOUT ?= 20m
 CMDS := controlplane
 EXAMPLES := greeter greeter-client
 
-.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul demo clean proto
+.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
 
 all: build
 
@@ -43,7 +46,7 @@ lint:
 	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
 
 ## tools: build the slow external tools into .tools/ (reused when present)
-tools: tools-lint tools-h2spec tools-jaeger tools-consul
+tools: tools-lint tools-h2spec tools-jaeger tools-consul tools-kube
 
 tools-lint: $(TOOLS)/golangci-lint
 $(TOOLS)/golangci-lint:
@@ -69,6 +72,18 @@ $(TOOLS)/consul: hack/tools/consul/go.mod hack/tools/consul/go.sum hack/tools/co
 	@mkdir -p $(TOOLS)
 	@echo "building Consul into $(TOOLS)/consul (several minutes the first time)"
 	cd hack/tools/consul && GONOSUMDB=github.com/hashicorp $(GO) build -o $(TOOLS)/consul .
+
+# kube-apiserver through a wrapper module that pins k8s.io/kubernetes'
+# staging modules (about 12 minutes cold), and Helm; etcd comes from
+# Debian's etcd-server.
+tools-kube: $(TOOLS)/kube-apiserver $(TOOLS)/helm
+$(TOOLS)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum
+	@mkdir -p $(TOOLS)
+	@echo "building kube-apiserver into $(TOOLS)/kube-apiserver (several minutes the first time)"
+	cd hack/tools/kube-apiserver && $(GO) build -o $(TOOLS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+$(TOOLS)/helm:
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
 demo: build

@@ -27,6 +27,12 @@ type config struct {
 	LogLevel    string
 	LogFormat   string
 	Consul      consul.Options
+	// Kubernetes is on, off or auto (on inside a pod or with a
+	// kubeconfig).
+	Kubernetes      string
+	Kubeconfig      string
+	WatchNamespaces []string
+	KubeResync      time.Duration
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -50,6 +56,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.Consul.ZoneMetaKey, "consul-zone-meta-key", "zone", "Consul node meta key holding the zone")
 	fs.BoolVar(&c.Consul.IncludeWarning, "consul-include-warning", false, "also serve instances whose checks are warning (default: passing only)")
 	fs.DurationVar(&c.Consul.Wait, "consul-wait", time.Minute, "longest wait of one Consul blocking query")
+	fs.StringVar(&c.Kubernetes, "kubernetes", "auto", "Kubernetes source: on, off, or auto (on when running in a pod or given --kubeconfig)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster to watch; empty: the pod's service account")
+	var watchNamespaces string
+	fs.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces whose Services the Kubernetes source watches; empty: all")
+	fs.DurationVar(&c.KubeResync, "kube-resync", 10*time.Minute, "how often the Kubernetes informers re-deliver every object; 0 turns it off")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +71,26 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if dnsServers != "" {
 		c.DNSServers = strings.Split(dnsServers, ",")
+	}
+	if watchNamespaces != "" {
+		for _, ns := range strings.Split(watchNamespaces, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				c.WatchNamespaces = append(c.WatchNamespaces, ns)
+			}
+		}
+	}
+	switch c.Kubernetes {
+	case "auto":
+		c.Kubernetes = "off"
+		if c.Kubeconfig != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			c.Kubernetes = "on"
+		}
+	case "on", "off":
+	default:
+		return nil, fmt.Errorf("--kubernetes must be on, off or auto, got %q", c.Kubernetes)
+	}
+	if c.KubeResync < 0 {
+		return nil, fmt.Errorf("--kube-resync must not be negative, got %s", c.KubeResync)
 	}
 	if c.Debounce <= 0 {
 		return nil, fmt.Errorf("--debounce must be positive, got %s", c.Debounce)

@@ -12,11 +12,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/discovery/consul"
 	"github.com/tender-mesh/tender/discovery/dns"
 	"github.com/tender-mesh/tender/discovery/file"
+	"github.com/tender-mesh/tender/discovery/kube"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
@@ -41,12 +45,24 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	}
 
 	// The order is the precedence on a name two sources report: the
-	// operator's mesh.yaml, then Consul, then DNS.
+	// operator's mesh.yaml, then Kubernetes, then Consul, then DNS.
 	var sources []discovery.Source
 	var dnsSrc *dns.Source
 	if cfg.ConfigFile != "" {
 		dnsSrc = dns.New(dns.Options{Servers: cfg.DNSServers, DefaultRefresh: cfg.DNSRefresh, Logger: logger.With("source", "dns")})
 		sources = append(sources, file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}))
+	}
+	if cfg.Kubernetes == "on" {
+		client, err := kubeClient(cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		src, err := kube.New(kube.Options{Client: client, Namespaces: cfg.WatchNamespaces, Resync: cfg.KubeResync,
+			Logger: logger.With("source", "kubernetes")})
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
 	}
 	if cfg.Consul.Addr != "" {
 		cfg.Consul.Logger = logger.With("source", "consul")
@@ -60,7 +76,7 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		sources = append(sources, dnsSrc)
 	}
 	if len(sources) == 0 {
-		return errors.New("no discovery source: give --config-file, --consul-addr or both")
+		return errors.New("no discovery source: give --config-file, --kubeconfig (or run in a pod), --consul-addr, or several")
 	}
 	names := make([]string, len(sources))
 	for i, s := range sources {
@@ -145,3 +161,25 @@ func (s *countingSink) Update(source string, services []discovery.Service) {
 }
 
 var _ discovery.Sink = (*countingSink)(nil)
+
+// kubeClient connects to the cluster of kubeconfig, or to the one the pod
+// runs in.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	rc.UserAgent = "tender-controlplane"
+	rc.QPS, rc.Burst = 50, 100
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	return client, nil
+}
