@@ -22,6 +22,9 @@ type ControlPlane struct {
 	Services prometheus.Gauge
 	// Conflicts counts services reported by more than one source.
 	Conflicts prometheus.Counter
+	// Injections counts the injector's decisions by result (injected,
+	// skipped, refused).
+	Injections *prometheus.CounterVec
 	// SourceErrors counts errors reported by discovery sources.
 	SourceErrors *prometheus.CounterVec
 	// SnapshotVersion is the registry snapshot the xDS cache serves.
@@ -55,6 +58,10 @@ func NewControlPlane(reg prometheus.Registerer) (*ControlPlane, error) {
 			Name: "tender_registry_services",
 			Help: "Services in the current registry snapshot.",
 		}),
+		Injections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_injector_requests_total",
+			Help: "Pods the sidecar injector saw, by result: injected, skipped, refused.",
+		}, []string{"result"}),
 		Conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tender_registry_conflicts_total",
 			Help: "Services reported by more than one discovery source; the higher-precedence source wins.",
@@ -73,7 +80,7 @@ func NewControlPlane(reg prometheus.Registerer) (*ControlPlane, error) {
 		}, []string{"source"}),
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.ConnectedProxies, m.Pushes, m.PushSeconds, m.NACKs, m.Services, m.Conflicts, m.SourceErrors, m.SnapshotVersion, m.SourceHealthy} {
+	for _, c := range []prometheus.Collector{m.ConnectedProxies, m.Pushes, m.PushSeconds, m.NACKs, m.Services, m.Conflicts, m.Injections, m.SourceErrors, m.SnapshotVersion, m.SourceHealthy} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

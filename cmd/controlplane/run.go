@@ -52,8 +52,9 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		dnsSrc = dns.New(dns.Options{Servers: cfg.DNSServers, DefaultRefresh: cfg.DNSRefresh, Logger: logger.With("source", "dns")})
 		sources = append(sources, file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}))
 	}
+	var client kubernetes.Interface
 	if cfg.Kubernetes == "on" {
-		client, err := kubeClient(cfg.Kubeconfig)
+		client, err = kubeClient(cfg.Kubeconfig)
 		if err != nil {
 			return err
 		}
@@ -109,6 +110,13 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		return fmt.Errorf("metrics listener: %w", err)
 	}
 	defer adminLis.Close()
+	var webhookLis net.Listener
+	if client != nil && cfg.Webhook.Addr != "" {
+		if webhookLis, err = lc.Listen(ctx, "tcp", cfg.Webhook.Addr); err != nil {
+			return fmt.Errorf("webhook listener: %w", err)
+		}
+		defer webhookLis.Close()
+	}
 	admin := &http.Server{
 		Handler:           newAdmin(reg, registry, xdsServer),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -126,6 +134,11 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		})
 	}
 	g.Go(func() error { return xdsServer.Serve(ctx, xdsLis) })
+	if webhookLis != nil {
+		g.Go(func() error {
+			return serveWebhook(ctx, cfg.Webhook, client, webhookLis, metrics, logger.With("component", "injector"))
+		})
+	}
 	g.Go(func() error {
 		if err := admin.Serve(adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin server: %w", err)

@@ -32,7 +32,7 @@ var errUsage = errors.New("usage")
 
 func dispatch(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: sidecar run|init [flags]")
+		fmt.Fprintln(os.Stderr, "usage: sidecar run|init|wait [flags]")
 		return errUsage
 	}
 	switch args[0] {
@@ -48,7 +48,9 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return runInit(ctx, cfg, out)
+	case "wait":
+		return runWait(ctx, args[1:])
 	}
-	fmt.Fprintf(os.Stderr, "sidecar: unknown command %q; usage: sidecar run|init [flags]\n", args[0])
+	fmt.Fprintf(os.Stderr, "sidecar: unknown command %q; usage: sidecar run|init|wait [flags]\n", args[0])
 	return errUsage
 }

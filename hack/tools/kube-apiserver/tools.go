@@ -6,4 +6,3 @@
 package tools
 
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-

@@ -1,0 +1,316 @@
+package inject
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// Labels and annotations the injector reads and writes.
+const (
+	// NamespaceLabel on a namespace, "enabled", meshes its pods;
+	// "disabled" keeps them out whatever their annotation says.
+	NamespaceLabel = "tender-injection"
+
+	AnnotationInject             = "tender.dev/inject"                 // "true" meshes the pod, "false" keeps it out
+	AnnotationStatus             = "tender.dev/status"                 // written: "injected"
+	AnnotationNativeSidecar      = "tender.dev/native-sidecar"         // "true" | "false": override the default
+	AnnotationExcludeInbound     = "tender.dev/exclude-inbound-ports"  // comma-separated ports
+	AnnotationExcludeOutbound    = "tender.dev/exclude-outbound-ports" // comma-separated ports
+	AnnotationExcludeOutboundIPs = "tender.dev/exclude-outbound-cidrs" // comma-separated CIDRs
+	AnnotationProxyImage         = "tender.dev/proxy-image"
+	AnnotationProxyCPU           = "tender.dev/proxy-cpu"          // request
+	AnnotationProxyMemory        = "tender.dev/proxy-memory"       // request
+	AnnotationProxyCPULimit      = "tender.dev/proxy-cpu-limit"    // limit
+	AnnotationProxyMemoryLimit   = "tender.dev/proxy-memory-limit" // limit
+	AnnotationLogLevel           = "tender.dev/log-level"
+	AnnotationDrainTimeout       = "tender.dev/drain-timeout"
+
+	// LabelControlPlane marks the control plane's pods, never injected.
+	LabelControlPlane = "tender.dev/control-plane"
+
+	// ContainerProxy and ContainerInit name the containers injected.
+	ContainerProxy = "tender-proxy"
+	ContainerInit  = "tender-init"
+)
+
+// Config is what every injected pod gets, unless its annotations say
+// otherwise.
+type Config struct {
+	// Image is the sidecar image (it holds `sidecar init` too).
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
+	// XDSAddr is the control plane's xDS address.
+	XDSAddr string
+	// NativeSidecar makes the proxy an init container with restartPolicy
+	// Always (Kubernetes 1.29+): it starts before the app and does not
+	// keep a Job from completing. Off: a regular container with a
+	// postStart hook that waits until it is ready.
+	NativeSidecar bool
+	// Resources of the proxy container.
+	Resources corev1.ResourceRequirements
+	// LogLevel, AccessLog, OTLPEndpoint, TraceSampling and DrainTimeout
+	// become the proxy's flags.
+	LogLevel      string
+	AccessLog     string
+	OTLPEndpoint  string
+	TraceSampling string
+	DrainTimeout  time.Duration
+}
+
+// Decision says whether a pod is injected, and why.
+type Decision struct {
+	Inject bool
+	Reason string
+}
+
+// Decide applies the rules: never host-network pods, the control plane,
+// or pods already injected; a pod annotation tender.dev/inject decides if
+// present; otherwise the namespace label tender-injection=enabled.
+func Decide(pod *corev1.Pod, namespaceLabels map[string]string) Decision {
+	switch {
+	case pod.Spec.HostNetwork:
+		return Decision{false, "host network"}
+	case pod.Labels[LabelControlPlane] != "":
+		return Decision{false, "tender control plane"}
+	case pod.Annotations[AnnotationStatus] != "" || hasContainer(pod, ContainerProxy):
+		return Decision{false, "already injected"}
+	case namespaceLabels[NamespaceLabel] == "disabled":
+		return Decision{false, "namespace label " + NamespaceLabel + "=disabled"}
+	}
+	if v, ok := pod.Annotations[AnnotationInject]; ok {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return Decision{false, fmt.Sprintf("annotation %s=%q is not a boolean", AnnotationInject, v)}
+		}
+		if on {
+			return Decision{true, "annotation " + AnnotationInject + "=true"}
+		}
+		return Decision{false, "annotation " + AnnotationInject + "=false"}
+	}
+	if namespaceLabels[NamespaceLabel] == "enabled" {
+		return Decision{true, "namespace label " + NamespaceLabel + "=enabled"}
+	}
+	return Decision{false, "not enabled for the pod or its namespace"}
+}
+
+func hasContainer(pod *corev1.Pod, name string) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Inject returns a copy of pod with the capture init container and the
+// proxy, as cfg and the pod's annotations say. It fails on an annotation
+// it cannot apply, naming it: a pod is better refused than meshed wrong.
+func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
+	out := pod.DeepCopy()
+	a := pod.Annotations
+	image := cfg.Image
+	if v := a[AnnotationProxyImage]; v != "" {
+		image = v
+	}
+	native := cfg.NativeSidecar
+	if v, ok := a[AnnotationNativeSidecar]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s=%q: want true or false", AnnotationNativeSidecar, v)
+		}
+		native = b
+	}
+	initArgs := []string{"init"}
+	for _, x := range []struct{ key, flag string }{
+		{AnnotationExcludeInbound, "--exclude-inbound-ports"},
+		{AnnotationExcludeOutbound, "--exclude-outbound-ports"},
+	} {
+		if v, ok := a[x.key]; ok {
+			ports, err := ParsePorts(v)
+			if err != nil {
+				return nil, fmt.Errorf("annotation %s=%q: %w", x.key, v, err)
+			}
+			initArgs = append(initArgs, x.flag+"="+joinInts(ports))
+		}
+	}
+	if v, ok := a[AnnotationExcludeOutboundIPs]; ok {
+		prefixes, err := ParseCIDRs(v)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s=%q: %w", AnnotationExcludeOutboundIPs, v, err)
+		}
+		cidrs := make([]string, len(prefixes))
+		for i, p := range prefixes {
+			cidrs[i] = p.String()
+		}
+		initArgs = append(initArgs, "--exclude-outbound-cidrs="+strings.Join(cidrs, ","))
+	}
+	resources := *cfg.Resources.DeepCopy()
+	for _, x := range []struct {
+		key  string
+		list *corev1.ResourceList
+		name corev1.ResourceName
+	}{
+		{AnnotationProxyCPU, &resources.Requests, corev1.ResourceCPU},
+		{AnnotationProxyMemory, &resources.Requests, corev1.ResourceMemory},
+		{AnnotationProxyCPULimit, &resources.Limits, corev1.ResourceCPU},
+		{AnnotationProxyMemoryLimit, &resources.Limits, corev1.ResourceMemory},
+	} {
+		if v, ok := a[x.key]; ok {
+			q, err := resource.ParseQuantity(v)
+			if err != nil {
+				return nil, fmt.Errorf("annotation %s=%q: %w", x.key, v, err)
+			}
+			if *x.list == nil {
+				*x.list = corev1.ResourceList{}
+			}
+			(*x.list)[x.name] = q
+		}
+	}
+	logLevel := cfg.LogLevel
+	if v, ok := a[AnnotationLogLevel]; ok {
+		switch v {
+		case "debug", "info", "warn", "error":
+			logLevel = v
+		default:
+			return nil, fmt.Errorf("annotation %s=%q: want debug, info, warn or error", AnnotationLogLevel, v)
+		}
+	}
+	drain := cfg.DrainTimeout
+	if v, ok := a[AnnotationDrainTimeout]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("annotation %s=%q: want a duration such as 30s", AnnotationDrainTimeout, v)
+		}
+		drain = d
+	}
+
+	root, proxyUID := int64(0), int64(ProxyUID)
+	initC := corev1.Container{
+		Name:            ContainerInit,
+		Image:           image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Command:         []string{"/sidecar"},
+		Args:            initArgs,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		},
+		// Root with NET_ADMIN and NET_RAW, to write the pod's iptables
+		// rules; nothing else.
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                &root,
+			RunAsNonRoot:             new(false),
+			AllowPrivilegeEscalation: new(false),
+			ReadOnlyRootFilesystem:   new(true),
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+			},
+		},
+	}
+	args := []string{"run", "--xds-addr=" + cfg.XDSAddr, "--log-format=json"}
+	if logLevel != "" {
+		args = append(args, "--log-level="+logLevel)
+	}
+	if cfg.AccessLog != "" {
+		args = append(args, "--access-log="+cfg.AccessLog)
+	}
+	if cfg.OTLPEndpoint != "" {
+		args = append(args, "--otlp-endpoint="+cfg.OTLPEndpoint)
+	}
+	if cfg.TraceSampling != "" {
+		args = append(args, "--trace-sampling="+cfg.TraceSampling)
+	}
+	if drain > 0 {
+		args = append(args, "--drain-timeout="+drain.String())
+	}
+	fieldEnv := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+	}
+	proxy := corev1.Container{
+		Name:            ContainerProxy,
+		Image:           image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Command:         []string{"/sidecar"},
+		Args:            args,
+		Env: []corev1.EnvVar{
+			fieldEnv("POD_NAME", "metadata.name"),
+			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
+			fieldEnv("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+			fieldEnv("POD_IP", "status.podIP"),
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: "tender-admin", ContainerPort: 15000, Protocol: corev1.ProtocolTCP},
+			{Name: "tender-metrics", ContainerPort: 15090, Protocol: corev1.ProtocolTCP},
+		},
+		Resources: resources,
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(15000)}},
+			PeriodSeconds:    2,
+			FailureThreshold: 30,
+		},
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(15000)}},
+			PeriodSeconds:    1,
+			FailureThreshold: 120,
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                &proxyUID,
+			RunAsGroup:               &proxyUID,
+			RunAsNonRoot:             new(true),
+			AllowPrivilegeEscalation: new(false),
+			ReadOnlyRootFilesystem:   new(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+	if drain > 0 {
+		// Kubernetes must wait for the drain before it kills the pod.
+		grace := int64((drain + 5*time.Second).Seconds())
+		if out.Spec.TerminationGracePeriodSeconds == nil || *out.Spec.TerminationGracePeriodSeconds < grace {
+			out.Spec.TerminationGracePeriodSeconds = &grace
+		}
+	}
+	if native {
+		always := corev1.ContainerRestartPolicyAlways
+		proxy.RestartPolicy = &always
+		// The capture rules first, then the proxy, then the pod's own
+		// init containers, which thus run meshed.
+		out.Spec.InitContainers = append([]corev1.Container{initC, proxy}, out.Spec.InitContainers...)
+	} else {
+		// The app containers start after the first container's postStart
+		// hook returns: the hook waits for the proxy.
+		proxy.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{
+			Exec: &corev1.ExecAction{Command: []string{"/sidecar", "wait", "--timeout=120s"}},
+		}}
+		out.Spec.InitContainers = append([]corev1.Container{initC}, out.Spec.InitContainers...)
+		out.Spec.Containers = append([]corev1.Container{proxy}, out.Spec.Containers...)
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationStatus] = "injected"
+	// Prometheus finds the sidecar's metrics (unless the pod scrapes its
+	// own already).
+	if _, ok := out.Annotations["prometheus.io/scrape"]; !ok {
+		out.Annotations["prometheus.io/scrape"] = "true"
+		out.Annotations["prometheus.io/port"] = "15090"
+		out.Annotations["prometheus.io/path"] = "/metrics"
+	}
+	return out, nil
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
