@@ -3,7 +3,6 @@ package inject
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,7 +163,3 @@ func diffPod(before, after *corev1.Pod) []patchOp {
 	}
 	return ops
 }
-
-// ErrNotFound is what NamespaceLabels returns for a namespace it does not
-// know.
-var ErrNotFound = errors.New("namespace not found")

@@ -37,12 +37,9 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 	}
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	return &httputil.ReverseProxy{
+		// The host is set per try, in attempt.
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			req, _ := pr.In.Context().Value(requestKey{}).(*request)
 			pr.Out.URL.Scheme = "http"
-			if req != nil {
-				pr.Out.URL.Host = req.ex.Upstream.String()
-			}
 			pr.Out.Host = pr.In.Host
 		},
 		// Retry wraps the tries; each try picks its endpoint.

@@ -383,15 +383,14 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 		ep.Stats.Active.Add(1)
 		ep.Stats.Total.Add(1)
 	}
-	try := *r
-	u := *r.URL
-	u.Host = e.Upstream.String()
-	try.URL = &u
+	// r is this try's own outgoing request (the reverse proxy's copy, or
+	// Retry's clone): point it at the endpoint in place.
+	r.URL.Host = e.Upstream.String()
 	if deadline, ok := r.Context().Deadline(); ok && interceptor.IsGRPC(r) {
 		// The upstream gets what is left of the deadline.
-		try.Header.Set("Grpc-Timeout", interceptor.FormatGRPCTimeout(time.Until(deadline)))
+		r.Header.Set("Grpc-Timeout", interceptor.FormatGRPCTimeout(time.Until(deadline)))
 	}
-	resp, err := rt.RoundTrip(&try)
+	resp, err := rt.RoundTrip(r)
 	if ep == nil {
 		return resp, err
 	}
