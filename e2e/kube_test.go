@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
@@ -25,12 +26,30 @@ import (
 // apiServer is a real kube-apiserver over a real etcd, on loopback ports
 // of its own; there is no kubelet or controller manager.
 type apiServer struct {
-	kubeconfig string
-	client     kubernetes.Interface
+	dir            string
+	kubeconfig     string
+	kubeconfigText string
+	token          string // the admin's
+	rest           *rest.Config
+	client         kubernetes.Interface
 }
 
 func startAPIServer(t *testing.T, ctx context.Context) *apiServer {
 	t.Helper()
+	return startAPIServerIn(t, ctx, nil)
+}
+
+// startAPIServerIn runs etcd and kube-apiserver inside a lab pod (on its
+// loopback) when in is not nil; the test reaches them through the pod.
+func startAPIServerIn(t *testing.T, ctx context.Context, in *pod) *apiServer {
+	t.Helper()
+	run := func(name, path string, args ...string) {
+		if in == nil {
+			start(t, name, path, args...)
+		} else {
+			in.startPath(t, name, path, args...)
+		}
+	}
 	bin := tool(t, "kube-apiserver")
 	etcd, err := exec.LookPath("etcd")
 	if err != nil {
@@ -40,7 +59,7 @@ func startAPIServer(t *testing.T, ctx context.Context) *apiServer {
 	ports := freePorts(t, 3)
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	start(t, "etcd", etcd, "--data-dir", filepath.Join(dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
+	run("etcd", etcd, "--data-dir", filepath.Join(dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer)
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -52,24 +71,29 @@ func startAPIServer(t *testing.T, ctx context.Context) *apiServer {
 	writeFile(t, filepath.Join(dir, "sa.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
 	token := rand.Text()
 	writeFile(t, filepath.Join(dir, "tokens.csv"), token+",admin,admin,system:masters\n")
-	start(t, "kube-apiserver", bin, "--etcd-servers", client, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+	run("kube-apiserver", bin, "--etcd-servers", client, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", fmt.Sprint(ports[2]), "--cert-dir", filepath.Join(dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"), "--token-auth-file", filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.96.0.0/16")
 
-	a := &apiServer{kubeconfig: filepath.Join(dir, "kubeconfig")}
-	writeFile(t, a.kubeconfig, fmt.Sprintf(`apiVersion: v1
+	a := &apiServer{dir: dir, kubeconfig: filepath.Join(dir, "kubeconfig"), token: token}
+	a.kubeconfigText = fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: e2e, cluster: {server: "https://127.0.0.1:%d", insecure-skip-tls-verify: true}}]
 users: [{name: admin, user: {token: %s}}]
 contexts: [{name: e2e, context: {cluster: e2e, user: admin}}]
 current-context: e2e
-`, ports[2], token))
+`, ports[2], token)
+	writeFile(t, a.kubeconfig, a.kubeconfigText)
 	rc, err := clientcmd.BuildConfigFromFlags("", a.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if in != nil {
+		rc.Dial = in.dial
+	}
+	a.rest = rc
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// greeterSlice is the greeter Service's EndpointSlice as the
+// EndpointSlice controller writes it: each pod ready, except those
+// terminating (serving until they stop, no longer ready).
+func greeterSlice(greeters []*pod, terminating map[string]bool) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "greeter-x7k2p", Labels: map[string]string{discoveryv1.LabelServiceName: "greeter"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+	for _, g := range greeters {
+		term := terminating[g.name]
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{g.ip},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(!term), Serving: ptr.To(true), Terminating: ptr.To(term)},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: g.name},
+			Zone:       ptr.To("z1"),
+		})
+	}
+	return s
+}
+
+// TestKubernetesServiceInTheLab is the Kubernetes acceptance 3: the
+// control plane, in the lab with a kubeconfig of a real kube-apiserver,
+// turns a Service and its EndpointSlice into xDS; a lab client reaches
+// the lab's greeter pods through the Service's ClusterIP, and scaling
+// the greeters from 3 to 2 (the slice marks one terminating, then drops
+// it) moves traffic off it within 1 s with no failed request.
+func TestKubernetesServiceInTheLab(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l := newLab(t)
+	m := &mesh{lab: l, apps: map[string]*process{}, sidecars: map[string]*process{}}
+	m.cp = l.addPod("cp", 2)
+	for i := range 3 {
+		m.greeters = append(m.greeters, l.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i))
+	}
+	m.client = l.addPod("client", 20)
+
+	// etcd and the API server live in the control plane's pod: the lab
+	// stays sealed, and the control plane reaches them on its loopback.
+	api := startAPIServerIn(t, ctx, m.cp)
+	cs := api.client
+	_, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
+		Spec: corev1.ServiceSpec{ClusterIP: greeterVIP, Selector: map[string]string{"app": "greeter"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpointSlices := cs.DiscoveryV1().EndpointSlices("default")
+	if _, err := endpointSlices.Create(ctx, greeterSlice(m.greeters, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	m.cpProc = m.cp.start(t, "controlplane", "controlplane", "--kubeconfig", api.kubeconfig, "--webhook-addr", "",
+		"--xds-addr", "0.0.0.0:15010", "--metrics-addr", "0.0.0.0:15014", "--log-format", "json", "--debounce", "50ms")
+	m.cpProc.waitLog(ctx, "control plane starting")
+	for _, g := range m.greeters {
+		g.run(t, "sidecar", "init")
+		m.apps[g.name] = g.start(t, "greeter", "greeter", "--instance", g.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
+		m.sidecars[g.name] = m.startSidecar(t, g)
+	}
+	m.client.run(t, "sidecar", "init")
+	m.sidecars["client"] = m.startSidecar(t, m.client)
+	for _, p := range append([]*pod{m.client}, m.greeters...) {
+		waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/ready", 200)
+	}
+	waitUntil(ctx, t, "the client sidecar to know greeter.default.svc.cluster.local", func() bool {
+		body := waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200)
+		return strings.Count(string(body), "greeter.default.svc.cluster.local") > 0 && strings.Contains(string(body), m.greeters[2].ip)
+	})
+
+	// Steady load through the ClusterIP from the client pod.
+	log := &rpcLog{last: map[string]time.Time{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		c := m.client.httpClient(false)
+		wg.Go(func() {
+			defer c.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				log.add(greetHTTP(c))
+			}
+		})
+	}
+	stopped := false
+	stopLoad := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			wg.Wait()
+		}
+	}
+	defer stopLoad()
+	waitUntil(ctx, t, "all three greeters to answer through the ClusterIP", func() bool {
+		last, _, _ := log.snapshot()
+		return len(last) == 3
+	})
+
+	// Scale down: greeter-3 terminating, then gone.
+	scaledAt := time.Now()
+	if _, err := endpointSlices.Update(ctx, greeterSlice(m.greeters, map[string]bool{"greeter-3": true}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := endpointSlices.Update(ctx, greeterSlice(m.greeters[:2], nil), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	stopLoad()
+	last, errs, n := log.snapshot()
+	lag := last["greeter-3"].Sub(scaledAt)
+	t.Logf("greeter-3 answered its last request %v after the scale-down (%d requests, %d failed)", lag, n, len(errs))
+	if len(errs) > 0 {
+		t.Errorf("%d of %d requests failed during the scale-down, first: %v", len(errs), n, errs[0])
+	}
+	if lag > time.Second {
+		t.Errorf("greeter-3 still got requests %v after the scale-down, want traffic moved within 1 s", lag)
+	}
+	for _, g := range m.greeters[:2] {
+		if since := time.Since(last[g.name]); since > 500*time.Millisecond {
+			t.Errorf("%s last answered %v ago, want it serving", g.name, since)
+		}
+	}
+}
