@@ -212,6 +212,24 @@ func TestHelmChart(t *testing.T) {
 	}
 
 	api.namespace(ctx, t, "shop", map[string]string{"tender-injection": "enabled"})
+	// tenderctl check: what it can see is fine; the Deployment has no
+	// pods, as no kubelet runs here.
+	cmd := exec.CommandContext(ctx, binPath("tenderctl"), "check", "--kubeconfig", api.kubeconfig, "--controlplane", fmt.Sprintf("127.0.0.1:%d", ports[1]))
+	report, err := cmd.CombinedOutput()
+	for _, want := range []string{
+		"[ok]   Kubernetes API server https://127.0.0.1:", "[ok]   native sidecars supported", "[ok]   namespace tender-system exists",
+		"[FAIL] control plane Deployment tender-system/tender-controlplane: 0 of 2 replicas ready",
+		"[ok]   injector MutatingWebhookConfiguration tender-sidecar-injector has its caBundle", "[ok]   namespaces meshed: shop",
+		"[ok]   control plane http://127.0.0.1:", "1 check(s) failed",
+	} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("tenderctl check does not say %q:\n%s", want, report)
+		}
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("tenderctl check exited %d (%v), want 1 for the failed check", code, err)
+	}
+
 	pod := func(name string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "greeter:e2e"}}}}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -147,4 +148,30 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 			t.Errorf("%s last answered %v ago, want it serving", g.name, since)
 		}
 	}
+
+	// tenderctl: every sidecar in sync; the client's view of the greeter;
+	// a sidecar whose stream ends drops out of the list.
+	status := m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014")
+	for _, name := range []string{"client", "greeter-1", "greeter-2", "greeter-3"} {
+		if !regexp.MustCompile(`(?m)^` + name + `\.default\s+delta\s+SYNCED\s+SYNCED\s+SYNCED\s+NOT SENT\s`).MatchString(status) {
+			t.Errorf("proxy-status does not list %s.default as SYNCED for CDS, EDS and RDS:\n%s", name, status)
+		}
+	}
+	endpoints := m.client.run(t, "tenderctl", "proxy-config", "endpoints", "127.0.0.1", "--cluster", "greeter.default.svc.cluster.local")
+	for _, g := range m.greeters[:2] {
+		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(g.ip+":8080") + `\s+HEALTHY\s`).MatchString(endpoints) {
+			t.Errorf("proxy-config endpoints does not show %s healthy:\n%s", g.ip, endpoints)
+		}
+	}
+	if strings.Contains(endpoints, m.greeters[2].ip) {
+		t.Errorf("proxy-config endpoints still shows the scaled-down %s:\n%s", m.greeters[2].ip, endpoints)
+	}
+	clusters := m.client.run(t, "tenderctl", "proxy-config", "clusters", "127.0.0.1:15000")
+	if !regexp.MustCompile(`(?m)^greeter\.default\.svc\.cluster\.local\s+80\s+HTTP\s+\S+\s+` + regexp.QuoteMeta(greeterVIP) + `\s+2/2 healthy`).MatchString(clusters) {
+		t.Errorf("proxy-config clusters:\n%s", clusters)
+	}
+	m.sidecars["greeter-3"].kill()
+	waitUntil(ctx, t, "proxy-status to drop greeter-3", func() bool {
+		return !strings.Contains(m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014"), "greeter-3.default")
+	})
 }

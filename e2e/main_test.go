@@ -28,7 +28,7 @@ func runMain(m *testing.M) int {
 	// The binaries under test carry the race detector too.
 	sweepLabs()
 	cmd := exec.Command("go", "build", "-race", "-o", dir+string(filepath.Separator),
-		"../cmd/controlplane", "../cmd/sidecar", "../examples/greeter/cmd/greeter", "../examples/greeter/cmd/greeter-client")
+		"../cmd/controlplane", "../cmd/sidecar", "../cmd/tenderctl", "../examples/greeter/cmd/greeter", "../examples/greeter/cmd/greeter-client")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: build:", err)

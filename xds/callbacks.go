@@ -8,6 +8,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 )
 
@@ -40,17 +41,45 @@ type ProxyStatus struct {
 	Sent   map[string]string `json:"sent"`
 	Acked  map[string]string `json:"acked"`
 	NACKed map[string]string `json:"nacked,omitempty"`
+	// Status is, per type URL the control plane serves: SYNCED (the
+	// proxy acknowledged the version served now), STALE (it has not:
+	// the push is in flight, was rejected, or never came) or NOT SENT
+	// (it did not subscribe to the type).
+	Status map[string]string `json:"status"`
 }
+
+// Proxy sync states, as istioctl proxy-status names them.
+const (
+	Synced  = "SYNCED"
+	Stale   = "STALE"
+	NotSent = "NOT SENT"
+)
 
 // Proxies lists the connected proxies, sorted by node id.
 func (s *Server) Proxies() []ProxyStatus {
+	var served map[resource.Type]string
+	if cur := s.state.Load(); cur != nil {
+		served = cur.versions
+	}
 	s.mu.Lock()
 	out := make([]ProxyStatus, 0, len(s.streams))
 	for _, st := range s.streams {
-		out = append(out, ProxyStatus{
+		p := ProxyStatus{
 			Node: st.node, Mode: st.mode, Opened: st.opened,
-			Sent: clone(st.sent), Acked: clone(st.acked), NACKed: clone(st.nacked),
-		})
+			Sent: clone(st.sent), Acked: clone(st.acked), NACKed: clone(st.nacked), Status: map[string]string{},
+		}
+		for _, typ := range typeOrder {
+			_, sent := st.sent[typ]
+			switch {
+			case !sent:
+				p.Status[typ] = NotSent
+			case st.nacked[typ] == "" && st.acked[typ] == served[typ]:
+				p.Status[typ] = Synced
+			default:
+				p.Status[typ] = Stale
+			}
+		}
+		out = append(out, p)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b ProxyStatus) int { return cmp.Compare(a.Node, b.Node) })

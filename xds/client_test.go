@@ -77,9 +77,11 @@ func TestClientAppliesACKsAndNACKs(t *testing.T) {
 		cfg := c.Current()
 		return cfg.Complete() && len(cfg.Clusters) == 2 && endpointsOf(cfg, a)[0] == "10.0.0.2"
 	})
-	if ps := s.Proxies(); len(ps) != 1 || ps[0].Mode != "delta" || ps[0].Acked[resource.EndpointType] == "" {
-		t.Errorf("got proxies %+v, want one delta proxy with an ACKed endpoint version", ps)
-	}
+	waitFor(t, ctx, func() bool {
+		ps := s.Proxies()
+		return len(ps) == 1 && ps[0].Mode == "delta" && ps[0].Status[resource.ClusterType] == Synced &&
+			ps[0].Status[resource.EndpointType] == Synced && ps[0].Status[resource.ListenerType] == NotSent
+	})
 }
 
 // TestClientSurvivesControlPlaneRestart: the config stays while the

@@ -217,21 +217,39 @@ func TestNACKIsCountedAndReported(t *testing.T) {
 	if len(ps) != 1 || ps[0].Node != "sotw-1" || ps[0].NACKed[resource.ClusterType] != "cluster rejected: test" {
 		t.Fatalf("got proxies %+v, want sotw-1 with the NACK recorded", ps)
 	}
+	if st := ps[0].Status; st[resource.ClusterType] != Stale || st[resource.EndpointType] != NotSent {
+		t.Errorf("status after a NACK: %v, want Cluster STALE, ClusterLoadAssignment NOT SENT", st)
+	}
 	// A new version after the NACK is sent, and its ACK clears the NACK.
 	if err := s.Apply(snapshot(2, svc("a", "10.0.0.2"), svc("b", "10.0.0.3"))); err != nil {
 		t.Fatal(err)
 	}
-	resp2, err := st.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: resp2.GetNonce(), VersionInfo: resp2.GetVersionInfo()}); err != nil {
-		t.Fatal(err)
+	// The NACK itself may get the first version again before the new
+	// one comes: ACK each until the new one.
+	var resp2 *discoveryv3.DiscoveryResponse
+	for resp2.GetVersionInfo() != s.state.Load().versions[resource.ClusterType] {
+		if resp2, err = st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: resp2.GetNonce(), VersionInfo: resp2.GetVersionInfo()}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, ctx, func() bool {
 		ps := s.Proxies()
-		return len(ps) == 1 && ps[0].Acked[resource.ClusterType] == resp2.GetVersionInfo() && len(ps[0].NACKed) == 0
+		return len(ps) == 1 && ps[0].Acked[resource.ClusterType] == resp2.GetVersionInfo() && len(ps[0].NACKed) == 0 &&
+			ps[0].Status[resource.ClusterType] == Synced
 	})
+	// A newer version the proxy has not acknowledged: STALE.
+	if err := s.Apply(snapshot(3, svc("a", "10.0.0.2"), svc("b", "10.0.0.3"), svc("c", "10.0.0.4"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Proxies()[0].Status[resource.ClusterType]; got != Stale {
+		t.Errorf("status with a push not yet acknowledged: %s, want STALE", got)
+	}
 }
 
 // TestVersionsFollowContent checks that versions name content: the same

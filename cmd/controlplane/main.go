@@ -13,10 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-
 	"github.com/tender-mesh/tender/discovery/consul"
+	"github.com/tender-mesh/tender/inject"
 )
 
 // config holds every flag of the control plane.
@@ -44,34 +42,6 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
-}
-
-// resources reads the sidecar's requests and limits; empty: not set.
-func resources(cpu, mem, cpuLimit, memLimit string) (corev1.ResourceRequirements, error) {
-	var r corev1.ResourceRequirements
-	for _, x := range []struct {
-		flag, v string
-		list    *corev1.ResourceList
-		name    corev1.ResourceName
-	}{
-		{"--sidecar-cpu", cpu, &r.Requests, corev1.ResourceCPU},
-		{"--sidecar-memory", mem, &r.Requests, corev1.ResourceMemory},
-		{"--sidecar-cpu-limit", cpuLimit, &r.Limits, corev1.ResourceCPU},
-		{"--sidecar-memory-limit", memLimit, &r.Limits, corev1.ResourceMemory},
-	} {
-		if x.v == "" {
-			continue
-		}
-		q, err := resource.ParseQuantity(x.v)
-		if err != nil {
-			return r, fmt.Errorf("%s %q: %w", x.flag, x.v, err)
-		}
-		if *x.list == nil {
-			*x.list = corev1.ResourceList{}
-		}
-		(*x.list)[x.name] = q
-	}
-	return r, nil
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -111,21 +81,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&w.Namespace, "namespace", podNamespace, "the control plane's namespace (env POD_NAMESPACE)")
 	var webhookHosts string
 	fs.StringVar(&webhookHosts, "webhook-hosts", "", "comma-separated extra DNS names or IPs for the injector certificate")
-	fs.StringVar(&w.Inject.Image, "sidecar-image", "ghcr.io/tender-mesh/sidecar:latest", "image of the injected sidecar (and its init container)")
-	var pullPolicy string
-	fs.StringVar(&pullPolicy, "sidecar-image-pull-policy", "IfNotPresent", "pull policy of the injected containers: Always, IfNotPresent or Never")
-	fs.BoolVar(&w.Inject.NativeSidecar, "native-sidecar", true, "inject the sidecar as a native sidecar (init container with restartPolicy Always, Kubernetes 1.29+); false: a regular container with a postStart wait")
-	fs.StringVar(&w.Inject.XDSAddr, "sidecar-xds-addr", "", "xDS address injected sidecars connect to (default tender-controlplane.NAMESPACE.svc:15010)")
-	fs.StringVar(&w.Inject.LogLevel, "sidecar-log-level", "info", "log level of injected sidecars")
-	fs.StringVar(&w.Inject.AccessLog, "sidecar-access-log", "off", "access log of injected sidecars: off, json or text")
-	fs.StringVar(&w.Inject.OTLPEndpoint, "sidecar-otlp-endpoint", "", "OTLP collector host:port injected sidecars send spans to; empty: no tracing")
-	fs.StringVar(&w.Inject.TraceSampling, "sidecar-trace-sampling", "", "--trace-sampling of injected sidecars (default theirs)")
-	fs.DurationVar(&w.Inject.DrainTimeout, "sidecar-drain-timeout", 30*time.Second, "drain timeout of injected sidecars (the pod's grace period is raised to fit)")
-	var cpu, mem, cpuLimit, memLimit string
-	fs.StringVar(&cpu, "sidecar-cpu", "50m", "CPU request of injected sidecars")
-	fs.StringVar(&mem, "sidecar-memory", "32Mi", "memory request of injected sidecars")
-	fs.StringVar(&cpuLimit, "sidecar-cpu-limit", "", "CPU limit of injected sidecars; empty: none")
-	fs.StringVar(&memLimit, "sidecar-memory-limit", "256Mi", "memory limit of injected sidecars; empty: none")
+	var sidecar inject.Flags
+	sidecar.Register(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -164,20 +121,11 @@ func parseFlags(args []string) (*config, error) {
 	if (w.CertFile == "") != (w.KeyFile == "") {
 		return nil, errors.New("--webhook-cert-file and --webhook-key-file go together")
 	}
-	switch p := corev1.PullPolicy(pullPolicy); p {
-	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
-		w.Inject.ImagePullPolicy = p
-	default:
-		return nil, fmt.Errorf("--sidecar-image-pull-policy must be Always, IfNotPresent or Never, got %q", pullPolicy)
-	}
-	if w.Inject.XDSAddr == "" {
-		w.Inject.XDSAddr = "tender-controlplane." + w.Namespace + ".svc:15010"
-	}
-	res, err := resources(cpu, mem, cpuLimit, memLimit)
+	inj, err := sidecar.Config(w.Namespace)
 	if err != nil {
 		return nil, err
 	}
-	w.Inject.Resources = res
+	w.Inject = inj
 	if c.KubeResync < 0 {
 		return nil, fmt.Errorf("--kube-resync must not be negative, got %s", c.KubeResync)
 	}

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/tender-mesh/tender/xds" // registers the Any types the dump holds
+)
+
+// sidecarDump is a sidecar's /config_dump.
+type sidecarDump struct {
+	Versions     map[string]string `json:"versions"`
+	XDSConnected bool              `json:"xdsConnected"`
+	Clusters     []json.RawMessage `json:"clusters"`
+	Endpoints    []json.RawMessage `json:"endpoints"`
+	Routes       []json.RawMessage `json:"routes"`
+}
+
+// sidecarCluster is one entry of a sidecar's /clusters.
+type sidecarCluster struct {
+	Name           string `json:"name"`
+	Protocol       string `json:"protocol"`
+	LB             string `json:"lb"`
+	ActiveRequests int64  `json:"active_requests"`
+	Endpoints      []struct {
+		Address   string `json:"address"`
+		Healthy   bool   `json:"healthy"`
+		Weight    uint32 `json:"weight"`
+		Priority  uint32 `json:"priority"`
+		Zone      string `json:"zone"`
+		Active    int64  `json:"active"`
+		Total     uint64 `json:"total"`
+		Failed    uint64 `json:"failed"`
+		Ejected   bool   `json:"ejected"`
+		Ejections uint32 `json:"ejections"`
+	} `json:"endpoints"`
+}
+
+var unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+func proxyConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("proxy-config", stderr)
+	cluster := fs.String("cluster", "", "only this cluster (its name or its service's FQDN)")
+	output := fs.String("o", "table", "output: table or json")
+	// Flags may come after the positional arguments, as with kubectl.
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		return usageErr("proxy-config clusters|endpoints|listeners|routes ADMIN_ADDR")
+	}
+	what, admin := pos[0], baseURL(pos[1], "15000")
+	if *output != "table" && *output != "json" {
+		return usageErr("-o must be table or json, got %q", *output)
+	}
+	body, err := get(admin+"/config_dump", 200)
+	if err != nil {
+		return fmt.Errorf("sidecar: %w", err)
+	}
+	var dump sidecarDump
+	if err := json.Unmarshal(body, &dump); err != nil {
+		return fmt.Errorf("sidecar /config_dump: %w", err)
+	}
+	var clusters []*clusterv3.Cluster
+	for _, raw := range dump.Clusters {
+		c := &clusterv3.Cluster{}
+		if err := unmarshal.Unmarshal(raw, c); err != nil {
+			return fmt.Errorf("sidecar /config_dump: cluster: %w", err)
+		}
+		if match(*cluster, c.GetName(), meta(c)["hostname"]) {
+			clusters = append(clusters, c)
+		}
+	}
+	var live []sidecarCluster
+	if what == "clusters" || what == "endpoints" {
+		b, err := get(admin+"/clusters", 200)
+		if err != nil {
+			return fmt.Errorf("sidecar: %w", err)
+		}
+		if err := json.Unmarshal(b, &live); err != nil {
+			return fmt.Errorf("sidecar /clusters: %w", err)
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	row := func(cols ...any) {
+		for i, c := range cols {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprintln(tw)
+	}
+	switch what {
+	case "clusters":
+		if *output == "json" {
+			return writeRaw(stdout, dump.Clusters)
+		}
+		row("SERVICE FQDN", "PORT", "PROTOCOL", "LB", "VIP", "ENDPOINTS", "ACTIVE", "CLUSTER")
+		for _, c := range clusters {
+			m := meta(c)
+			healthy, total, active := 0, 0, int64(0)
+			for _, l := range live {
+				if l.Name == c.GetName() {
+					active = l.ActiveRequests
+					for _, e := range l.Endpoints {
+						total++
+						if e.Healthy && !e.Ejected {
+							healthy++
+						}
+					}
+				}
+			}
+			row(m["hostname"], m["port"], m["protocol"], m["lb"], dash(m["vip"]), fmt.Sprintf("%d/%d healthy", healthy, total), active, c.GetName())
+		}
+	case "endpoints":
+		if *output == "json" {
+			return writeRaw(stdout, dump.Endpoints)
+		}
+		row("ENDPOINT", "STATUS", "WEIGHT", "PRIORITY", "ZONE", "ACTIVE", "REQUESTS", "FAILED", "CLUSTER")
+		for _, l := range live {
+			if !match(*cluster, l.Name, hostOf(l.Name)) {
+				continue
+			}
+			for _, e := range l.Endpoints {
+				status := "HEALTHY"
+				switch {
+				case e.Ejected:
+					status = fmt.Sprintf("EJECTED (%d)", e.Ejections)
+				case !e.Healthy:
+					status = "UNHEALTHY"
+				}
+				row(e.Address, status, e.Weight, e.Priority, dash(e.Zone), e.Active, e.Total, e.Failed, l.Name)
+			}
+		}
+	case "listeners":
+		// The sidecar captures every connection on one port and matches
+		// its original destination to a service: these are the
+		// destinations it matches.
+		if *output == "json" {
+			return writeRaw(stdout, dump.Clusters)
+		}
+		row("ADDRESS", "PORT", "PROTOCOL", "DESTINATION")
+		for _, c := range clusters {
+			m := meta(c)
+			row(dash(m["vip"]), m["port"], m["protocol"], c.GetName())
+		}
+	case "routes":
+		if *output == "json" {
+			return writeRaw(stdout, dump.Routes)
+		}
+		row("NAME", "DOMAINS", "TIMEOUT", "RETRIES", "FAULT")
+		for _, raw := range dump.Routes {
+			rc := &routev3.RouteConfiguration{}
+			if err := unmarshal.Unmarshal(raw, rc); err != nil {
+				return fmt.Errorf("sidecar /config_dump: route: %w", err)
+			}
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					if !match(*cluster, r.GetRoute().GetCluster(), hostOf(r.GetRoute().GetCluster())) {
+						continue
+					}
+					row(rc.GetName(), domains(vh.GetDomains()), timeout(r.GetRoute()), retries(r.GetRoute().GetRetryPolicy()),
+						yesNo(len(r.GetTypedPerFilterConfig()) > 0))
+				}
+			}
+		}
+	default:
+		return usageErr("proxy-config: unknown kind %q: clusters, endpoints, listeners or routes", what)
+	}
+	if !dump.XDSConnected {
+		fmt.Fprintln(stderr, "note: the sidecar is not connected to the control plane; this is its last known config")
+	}
+	return nil
+}
+
+func writeRaw(w io.Writer, items []json.RawMessage) error {
+	if items == nil {
+		items = []json.RawMessage{}
+	}
+	b, err := json.MarshalIndent(items, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// meta is a cluster's tender.dev metadata as strings.
+func meta(c *clusterv3.Cluster) map[string]string {
+	out := map[string]string{}
+	for k, v := range c.GetMetadata().GetFilterMetadata()[xds.MetadataKey].GetFields() {
+		switch {
+		case v.GetStringValue() != "":
+			out[k] = v.GetStringValue()
+		case v.GetNumberValue() != 0:
+			out[k] = fmt.Sprint(v.GetNumberValue())
+		}
+	}
+	return out
+}
+
+// hostOf is the service FQDN in a cluster name outbound|PORT||HOST.
+func hostOf(cluster string) string {
+	if i := strings.LastIndex(cluster, "|"); i >= 0 {
+		return cluster[i+1:]
+	}
+	return cluster
+}
+
+func match(filter string, names ...string) bool {
+	if filter == "" {
+		return true
+	}
+	for _, n := range names {
+		if n == filter {
+			return true
+		}
+	}
+	return false
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func domains(ds []string) string {
+	if len(ds) <= 2 {
+		return strings.Join(ds, ",")
+	}
+	return fmt.Sprintf("%s,%s +%d more", ds[0], ds[1], len(ds)-2)
+}
+
+func timeout(r *routev3.RouteAction) string {
+	if r.GetTimeout() == nil {
+		return "-"
+	}
+	return r.GetTimeout().AsDuration().String()
+}
+
+func retries(p *routev3.RetryPolicy) string {
+	if p == nil {
+		return "-"
+	}
+	n := uint32(1) // Envoy's default when num_retries is absent
+	if p.GetNumRetries() != nil {
+		n = p.GetNumRetries().GetValue()
+	}
+	return fmt.Sprintf("%d on %s", n, p.GetRetryOn())
+}

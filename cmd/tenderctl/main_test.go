@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+func runCmd(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const workloads = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: web:1}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+  annotations: {tender.dev/inject: "false"}
+spec:
+  containers: [{name: batch, image: batch:1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{port: 80}]
+`
+
+func TestInject(t *testing.T) {
+	out, errOut, code := runCmd(t, "inject", "-f", write(t, "app.yaml", workloads), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 3 {
+		t.Fatalf("got %d documents, want 3:\n%s", len(docs), out)
+	}
+	var d appsv1.Deployment
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &d); err != nil {
+		t.Fatal(err)
+	}
+	spec := d.Spec.Template.Spec
+	if len(spec.InitContainers) != 1 || spec.InitContainers[0].Name != "tender-init" || len(spec.Containers) != 2 ||
+		spec.Containers[0].Name != "tender-proxy" || spec.Containers[0].Image != "reg/sidecar:1" {
+		t.Errorf("Deployment template not injected as a classic sidecar: %+v", spec)
+	}
+	if !strings.Contains(strings.Join(spec.Containers[0].Args, " "), "--xds-addr=tender-controlplane.tender-system.svc:15010") {
+		t.Errorf("sidecar args %v", spec.Containers[0].Args)
+	}
+	var p corev1.Pod
+	if err := yaml.Unmarshal([]byte(docs[1]), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Spec.Containers) != 1 || len(p.Spec.InitContainers) != 0 {
+		t.Errorf("opted-out pod was injected: %+v", p.Spec)
+	}
+	if !strings.Contains(docs[2], "kind: Service") {
+		t.Errorf("Service not passed through: %s", docs[2])
+	}
+
+	// Injecting the output again changes nothing.
+	again, _, code := runCmd(t, "inject", "-f", write(t, "injected.yaml", out), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false")
+	if code != 0 || again != out {
+		t.Errorf("second injection changed the output (exit %d)", code)
+	}
+
+	// A misspelt field or a bad annotation is an error naming it.
+	_, errOut, code = runCmd(t, "inject", "-f", write(t, "bad.yaml", "kind: Pod\nmetadata: {name: x}\nspec: {containerz: []}\n"))
+	if code != 1 || !strings.Contains(errOut, "containerz") {
+		t.Errorf("misspelt field: exit %d, %q", code, errOut)
+	}
+	_, errOut, code = runCmd(t, "inject", "-f", write(t, "bad.yaml",
+		"kind: Pod\nmetadata: {name: x, annotations: {tender.dev/exclude-inbound-ports: http}}\nspec: {containers: [{name: a, image: a}]}\n"))
+	if code != 1 || !strings.Contains(errOut, "tender.dev/exclude-inbound-ports") {
+		t.Errorf("bad annotation: exit %d, %q", code, errOut)
+	}
+	if _, _, code := runCmd(t, "inject"); code != 2 {
+		t.Errorf("inject without -f: exit %d, want 2", code)
+	}
+}
+
+func TestCheckMeshFile(t *testing.T) {
+	good := write(t, "mesh.yaml", "services:\n  - name: greeter\n    vip: 10.96.0.10\n    ports: [{name: http, port: 80}]\n    endpoints: [{address: 10.0.0.1}, {address: 10.0.0.2}]\n")
+	// No control plane listens on this port.
+	out, _, code := runCmd(t, "check", "--config-file", good, "--controlplane", "127.0.0.1:1")
+	if code != 1 || !strings.Contains(out, "[ok]   mesh.yaml "+good+": 1 services with 2 endpoints") ||
+		!strings.Contains(out, "[FAIL] control plane http://127.0.0.1:1") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	bad := write(t, "mesh.yaml", "services:\n  - name: greeter\n    portz: []\n")
+	out, _, _ = runCmd(t, "check", "--config-file", bad, "--controlplane", "127.0.0.1:1")
+	if !strings.Contains(out, "[FAIL] mesh.yaml") || !strings.Contains(out, "portz") {
+		t.Errorf("bad mesh.yaml:\n%s", out)
+	}
+}
+
+func TestBaseURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.0.0.1":              "http://10.0.0.1:15000",
+		"10.0.0.1:9000":         "http://10.0.0.1:9000",
+		"[fd00::1]":             "http://[fd00::1]:15000",
+		"fd00::1":               "http://[fd00::1]:15000",
+		"https://cp.example/x/": "https://cp.example/x",
+	} {
+		if got := baseURL(in, "15000"); got != want {
+			t.Errorf("baseURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
