@@ -77,10 +77,14 @@ $(TOOLS)/consul: hack/tools/consul/go.mod hack/tools/consul/go.sum hack/tools/co
 # staging modules (about 12 minutes cold), and Helm; etcd comes from
 # Debian's etcd-server.
 tools-kube: $(TOOLS)/kube-apiserver $(TOOLS)/helm
-$(TOOLS)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum
+# The version it reports (/version; Helm checks a chart's kubeVersion
+# against it), as Kubernetes' own build stamps it.
+KUBE_VERSION_LDFLAGS = -X k8s.io/component-base/version.gitVersion=v1.34.4 \
+  -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34
+$(TOOLS)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum Makefile
 	@mkdir -p $(TOOLS)
 	@echo "building kube-apiserver into $(TOOLS)/kube-apiserver (several minutes the first time)"
-	cd hack/tools/kube-apiserver && $(GO) build -o $(TOOLS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	cd hack/tools/kube-apiserver && $(GO) build -ldflags "$(KUBE_VERSION_LDFLAGS)" -o $(TOOLS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 $(TOOLS)/helm:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -166,7 +166,7 @@ func TestHelmChart(t *testing.T) {
 	values := []string{"--set", "injector.url=https://" + webhookAddr + "/inject", "--set", "injector.extraHosts={127.0.0.1}",
 		"--set", "sidecar.image.tag=e2e"}
 	api.namespace(ctx, t, releaseNS, nil)
-	rendered := api.helm(ctx, t, append([]string{"template", releaseName, chartDir, "-n", releaseNS}, values...)...)
+	rendered := api.helm(ctx, t, append([]string{"template", releaseName, chartDir, "-n", releaseNS, "--kube-version", "1.34.0"}, values...)...)
 	kinds := api.strictDryRun(ctx, t, rendered)
 	for _, want := range []string{"Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
 		"MutatingWebhookConfiguration", "ConfigMap", "Secret", "PodDisruptionBudget"} {

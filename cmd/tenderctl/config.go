@@ -115,10 +115,10 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		row("SERVICE FQDN", "PORT", "PROTOCOL", "LB", "VIP", "ENDPOINTS", "ACTIVE", "CLUSTER")
 		for _, c := range clusters {
 			m := meta(c)
-			healthy, total, active := 0, 0, int64(0)
+			healthy, total, active, lb := 0, 0, int64(0), m["lb"]
 			for _, l := range live {
 				if l.Name == c.GetName() {
-					active = l.ActiveRequests
+					active, lb = l.ActiveRequests, l.LB
 					for _, e := range l.Endpoints {
 						total++
 						if e.Healthy && !e.Ejected {
@@ -127,7 +127,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 					}
 				}
 			}
-			row(m["hostname"], m["port"], m["protocol"], m["lb"], dash(m["vip"]), fmt.Sprintf("%d/%d healthy", healthy, total), active, c.GetName())
+			row(m["hostname"], m["port"], dash(m["protocol"]), dash(lb), dash(m["vip"]), fmt.Sprintf("%d/%d healthy", healthy, total), active, c.GetName())
 		}
 	case "endpoints":
 		if *output == "json" {
@@ -159,7 +159,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		row("ADDRESS", "PORT", "PROTOCOL", "DESTINATION")
 		for _, c := range clusters {
 			m := meta(c)
-			row(dash(m["vip"]), m["port"], m["protocol"], c.GetName())
+			row(dash(m["vip"]), m["port"], dash(m["protocol"]), c.GetName())
 		}
 	case "routes":
 		if *output == "json" {
