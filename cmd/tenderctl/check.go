@@ -25,7 +25,9 @@ type checker struct {
 	failed int
 }
 
-func (c *checker) ok(format string, a ...any) { fmt.Fprintf(c.w, "[ok]   %s\n", fmt.Sprintf(format, a...)) }
+func (c *checker) ok(format string, a ...any) {
+	fmt.Fprintf(c.w, "[ok]   %s\n", fmt.Sprintf(format, a...))
+}
 
 func (c *checker) warn(format string, a ...any) {
 	fmt.Fprintf(c.w, "[warn] %s\n", fmt.Sprintf(format, a...))

@@ -97,7 +97,6 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
 	row := func(cols ...any) {
 		for i, c := range cols {
 			if i > 0 {
@@ -183,6 +182,9 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		}
 	default:
 		return usageErr("proxy-config: unknown kind %q: clusters, endpoints, listeners or routes", what)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
 	}
 	if !dump.XDSConnected {
 		fmt.Fprintln(stderr, "note: the sidecar is not connected to the control plane; this is its last known config")
