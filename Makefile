@@ -28,6 +28,8 @@ build:
 ## test: the whole suite (unit, race, e2e) — what CI runs
 test: lint build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@echo "each Go benchmark once, so they cannot rot (numbers: make bench)"
+	$(GO) test -run '^$$' -bench . -benchtime 1x $$($(GO) list ./... | grep -v /e2e)
 
 ## test-unit: everything but e2e, fast
 test-unit:
@@ -90,7 +92,7 @@ $(TOOLS)/helm:
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
-demo: build
+demo: build tools-jaeger
 	./hack/demo.sh
 
 ## proto: regenerate examples/greeter/pb

@@ -91,3 +91,35 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSniff measures protocol detection on a connection's first
+// bytes: an HTTP/1.1 request line, the HTTP/2 preface and opaque bytes.
+func BenchmarkSniff(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		first []byte
+	}{
+		{"http1", []byte("GET /greet HTTP/1.1\r\nHost: greeter\r\n\r\n")},
+		{"h2", h2Preface},
+		{"tcp", []byte("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			client, server := net.Pipe()
+			defer client.Close()
+			defer server.Close()
+			go func() {
+				for {
+					if _, err := client.Write(bc.first); err != nil {
+						return
+					}
+				}
+			}()
+			br := bufio.NewReaderSize(server, 4096)
+			b.ReportAllocs()
+			for b.Loop() {
+				sniff(server, br, time.Second)
+				br.Discard(len(bc.first)) //nolint:errcheck // the writer keeps the buffer full
+			}
+		})
+	}
+}

@@ -22,6 +22,8 @@ const usage = `tenderctl: the tender mesh's operator tool
   tenderctl proxy-config clusters|endpoints|listeners|routes ADMIN_ADDR [--cluster NAME] [-o table|json]
       a sidecar's config from its admin port (host[:15000]; in Kubernetes,
       kubectl port-forward POD 15000 first)
+  tenderctl stat [--prometheus URL] [--window 30s] [--watch 5s]
+      each service's request rate, success rate and p50/p99 latency per workload, from Prometheus
   tenderctl check [--config-file mesh.yaml] [--kubeconfig FILE] [--controlplane URL]
       checks a mesh.yaml, a cluster and a control plane, a line per check
   tenderctl inject -f pod.yaml [--namespace NS] [--sidecar-* flags as the control plane's]
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = proxyStatus(args[1:], stdout, stderr)
 	case "proxy-config":
 		err = proxyConfig(args[1:], stdout, stderr)
+	case "stat":
+		err = stat(args[1:], stdout, stderr)
 	case "check":
 		err = check(args[1:], stdout, stderr)
 	case "inject":
