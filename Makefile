@@ -8,6 +8,7 @@ H2SPEC_VERSION := v2.2.1+incompatible
 # Helm 3.19 is built on the same Kubernetes libraries (v0.34) as the
 # kube-apiserver the tests run.
 HELM_VERSION := v3.19.0
+FORTIO_VERSION := v1.66.1
 # Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
@@ -15,7 +16,7 @@ TEST_TIMEOUT ?= 20m
 CMDS := controlplane
 EXAMPLES := greeter greeter-client
 
-.PHONY: all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
+.PHONY: bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
 
 all: build
 
@@ -90,6 +91,18 @@ $(TOOLS)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiser
 $(TOOLS)/helm:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+# fortio (Istio's load generator) for make bench; newer versions need a
+# module the proxy refuses.
+tools-fortio: $(TOOLS)/fortio
+$(TOOLS)/fortio:
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install fortio.org/fortio@$(FORTIO_VERSION)
+
+## bench: tender against direct traffic, nginx and HAProxy in the lab, and
+## the control plane at scale (root; about 10 minutes); writes bench/RESULTS.md
+bench: build tools-fortio
+	./bench/run.sh
 
 ## demo: a small mesh on loopback: control plane, three greeters, a client
 demo: build tools-jaeger

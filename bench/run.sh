@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make bench: the data-plane comparison in the lab (tender, nginx, HAProxy,
+# direct, the mesh path) and the control plane at scale; writes
+# bench/RESULTS.md. Needs root. BENCH_DURATION (10s) is each load run;
+# BENCH_CP_CLIENTS ("100 1000") the numbers of simulated proxies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, iptables)" >&2; exit 1; }
+missing=()
+for p in nginx haproxy; do command -v "$p" >/dev/null || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+out=bench/RESULTS.md
+go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DURATION:-10s}" --out "$out"
+{
+  echo "## Control plane"
+  echo
+  echo "\`bench/xdsload\`: the control plane binary serving a mesh.yaml of 1,000 services × 10 endpoints to simulated"
+  echo "proxies (one gRPC connection each, in one process on the same 2 cores), each subscribing to every cluster"
+  echo "and its endpoints and ACKing. One endpoint is changed in mesh.yaml, five times; \"change → last proxy\" runs from"
+  echo "the file's write (the control plane watches it, parses all of it, waits --debounce 10ms) until the last proxy"
+  echo "received the new endpoints."
+  echo
+  header=-header
+  for n in ${BENCH_CP_CLIENTS:-100 1000}; do
+    for mode in delta sotw; do
+      echo "bench: control plane, $n $mode proxies..." >&2
+      go run ./bench/xdsload --controlplane bin/controlplane --clients "$n" --mode "$mode" -markdown $header
+      header=
+    done
+  done
+  echo
+} >>"$out"
+echo "bench: wrote $out"

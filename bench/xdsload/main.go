@@ -1,0 +1,426 @@
+// Command xdsload measures the control plane at scale: it runs the real
+// controlplane binary over a mesh.yaml of many services, connects N
+// simulated proxies (delta or state-of-the-world ADS clients that
+// subscribe to every cluster and its endpoints and ACK what they get),
+// changes one endpoint, and reports how long until the last proxy has
+// the change, what each push cost on the wire, and the control plane's
+// memory and CPU per connected proxy.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+)
+
+type options struct {
+	bin       string
+	clients   int
+	services  int
+	endpoints int
+	mode      string
+	changes   int
+	debounce  time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "controlplane", "bin/controlplane", "control plane binary")
+	flag.IntVar(&o.clients, "clients", 1000, "simulated proxies")
+	flag.IntVar(&o.services, "services", 1000, "services in the mesh")
+	flag.IntVar(&o.endpoints, "endpoints", 10, "endpoints per service")
+	flag.StringVar(&o.mode, "mode", "delta", "ADS flavour of the proxies: delta or sotw")
+	flag.IntVar(&o.changes, "changes", 5, "endpoint changes to time")
+	flag.DurationVar(&o.debounce, "debounce", 10*time.Millisecond, "the control plane's --debounce (part of every measured push)")
+	md := flag.Bool("markdown", false, "print a markdown table row (after a header with -header)")
+	header := flag.Bool("header", false, "with -markdown: print the table's header first")
+	flag.Parse()
+	res, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xdsload:", err)
+		os.Exit(1)
+	}
+	if !*md {
+		fmt.Println(res)
+		return
+	}
+	if *header {
+		fmt.Println("| ADS | proxies | services × endpoints | all synced after | change → last proxy p50 | p99 | max | control plane RSS idle → loaded (MiB) | RSS per proxy (KiB) | CPU per proxy connect (ms) | bytes per proxy per push | bytes per proxy at connect |")
+		fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	}
+	r := res
+	fmt.Printf("| %s | %d | %d × %d | %s | %s | %s | %s | %.1f → %.1f | %.1f | %.2f | %.0f | %.0f |\n", o.mode, o.clients, o.services, o.endpoints,
+		r.connect.Round(time.Millisecond), r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.max.Round(time.Millisecond),
+		float64(r.idleRSS)/(1<<20), float64(r.loadedRSS)/(1<<20), float64(r.loadedRSS-r.idleRSS)/1024/float64(o.clients),
+		float64(r.cpuPerClient.Microseconds())/1000, r.bytesPerPush, r.initialBytesPerClient)
+}
+
+// result is one run's numbers, printed as a line of key=value pairs.
+type result struct {
+	o                     options
+	connect               time.Duration
+	p50, p99, max         time.Duration
+	idleRSS, loadedRSS    int64
+	cpuPerClient          time.Duration
+	bytesPerPush          float64
+	initialBytesPerClient float64
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("mode=%s clients=%d services=%d endpoints=%d connect_all=%s push_p50=%s push_p99=%s push_max=%s "+
+		"cp_rss_idle_mib=%.1f cp_rss_mib=%.1f cp_rss_per_client_kib=%.1f cp_cpu_per_client_ms=%.2f push_bytes_per_client=%.0f initial_bytes_per_client=%.0f",
+		r.o.mode, r.o.clients, r.o.services, r.o.endpoints, r.connect.Round(time.Millisecond), r.p50.Round(time.Millisecond),
+		r.p99.Round(time.Millisecond), r.max.Round(time.Millisecond), float64(r.idleRSS)/(1<<20), float64(r.loadedRSS)/(1<<20),
+		float64(r.loadedRSS-r.idleRSS)/1024/float64(r.o.clients), float64(r.cpuPerClient.Microseconds())/1000,
+		r.bytesPerPush, r.initialBytesPerClient)
+}
+
+func writeMesh(path string, o options, changed int) error {
+	var b strings.Builder
+	b.WriteString("services:\n")
+	for s := range o.services {
+		fmt.Fprintf(&b, "  - name: svc-%d\n    vip: 10.%d.%d.%d\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n",
+			s, 100+s/65536, s/256%256, s%256)
+		for e := range o.endpoints {
+			last := e + 1
+			if s == 0 && e == 0 {
+				last = 100 + changed // the endpoint that changes
+			}
+			fmt.Fprintf(&b, "      - {address: 10.200.%d.%d, port: 8080}\n", s%250, last)
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// proc reads a process's RSS and CPU time from /proc.
+func proc(pid int) (rss int64, cpu time.Duration, err error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			rss = kb * 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return rss, time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func run(o options) (result, error) {
+	r := result{o: o}
+	if o.mode != "delta" && o.mode != "sotw" {
+		return r, fmt.Errorf("--mode must be delta or sotw, got %q", o.mode)
+	}
+	// Every proxy is a connection: raise the descriptor limit to the hard
+	// one (the control plane inherits it).
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim) //nolint:errcheck // the run fails visibly if too low
+	}
+	dir, err := os.MkdirTemp("", "xdsload-")
+	if err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(dir)
+	mesh := filepath.Join(dir, "mesh.yaml")
+	if err := writeMesh(mesh, o, 0); err != nil {
+		return r, err
+	}
+	xdsAddr, err := freeAddr()
+	if err != nil {
+		return r, err
+	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return r, err
+	}
+	cp := exec.Command(o.bin, "--config-file", mesh, "--xds-addr", xdsAddr, "--metrics-addr", metricsAddr,
+		"--kubernetes", "off", "--debounce", o.debounce.String(), "--log-level", "warn")
+	cp.Stderr = os.Stderr
+	if err := cp.Start(); err != nil {
+		return r, err
+	}
+	defer func() {
+		cp.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may be gone
+		cp.Wait()                          //nolint:errcheck // its exit status is not the measure
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for {
+		c, err := net.Dial("tcp", xdsAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if ctx.Err() != nil {
+			return r, fmt.Errorf("control plane did not listen on %s", xdsAddr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the first snapshot
+	r.idleRSS, _, _ = proc(cp.Process.Pid)
+	_, cpu0, _ := proc(cp.Process.Pid)
+
+	clients := make([]*client, o.clients)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, o.clients)
+	sem := make(chan struct{}, 64) // connects at once
+	for i := range clients {
+		clients[i] = &client{id: i, mode: o.mode, services: o.services, synced: make(chan struct{})}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(c *client) {
+			defer wg.Done()
+			err := c.connect(ctx, xdsAddr)
+			<-sem
+			if err != nil {
+				errs <- err
+				return
+			}
+			go func() {
+				if err := c.loop(ctx); err != nil && ctx.Err() == nil {
+					errs <- fmt.Errorf("proxy %d: %w", c.id, err)
+				}
+			}()
+		}(clients[i])
+	}
+	wg.Wait()
+	for _, c := range clients {
+		select {
+		case <-c.synced:
+		case err := <-errs:
+			return r, err
+		case <-ctx.Done():
+			return r, errors.New("proxies did not sync in time")
+		}
+	}
+	r.connect = time.Since(start)
+	var initial int64
+	for _, c := range clients {
+		initial += c.bytes.Load()
+	}
+	r.initialBytesPerClient = float64(initial) / float64(o.clients)
+	time.Sleep(time.Second)
+	r.loadedRSS, _, _ = proc(cp.Process.Pid)
+	_, cpu1, _ := proc(cp.Process.Pid)
+	r.cpuPerClient = (cpu1 - cpu0) / time.Duration(o.clients)
+
+	var lat []time.Duration
+	var pushBytes int64
+	for n := 1; n <= o.changes; n++ {
+		before := make([]int64, len(clients))
+		for i, c := range clients {
+			c.changed.Store(0)
+			before[i] = c.bytes.Load()
+			c.epoch.Store(int64(n))
+		}
+		t0 := time.Now()
+		if err := writeMesh(mesh, o, n); err != nil {
+			return r, err
+		}
+		var last time.Duration
+		for _, c := range clients {
+			for c.changed.Load() == 0 {
+				select {
+				case err := <-errs:
+					return r, err
+				case <-ctx.Done():
+					return r, fmt.Errorf("change %d did not reach proxy %d", n, c.id)
+				case <-time.After(time.Millisecond):
+				}
+			}
+			last = max(last, time.Duration(c.changed.Load()-t0.UnixNano()))
+		}
+		lat = append(lat, last)
+		time.Sleep(200 * time.Millisecond) // stragglers' bytes
+		for i, c := range clients {
+			pushBytes += c.bytes.Load() - before[i]
+		}
+	}
+	slices.Sort(lat)
+	r.p50, r.p99, r.max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
+	r.bytesPerPush = float64(pushBytes) / float64(o.changes) / float64(o.clients)
+	cancel()
+	for _, c := range clients {
+		c.conn.Close()
+	}
+	return r, nil
+}
+
+// client is one simulated proxy.
+type client struct {
+	id       int
+	mode     string
+	services int
+	conn     *grpc.ClientConn
+	sotw     discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	delta    discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	synced   chan struct{}
+	once     sync.Once
+	bytes    atomic.Int64
+	epoch    atomic.Int64 // the change being timed
+	changed  atomic.Int64 // unix nanos the current change arrived
+	clusters []string
+}
+
+func (c *client) node() *corev3.Node {
+	return &corev3.Node{Id: fmt.Sprintf("load-%d.bench", c.id), Locality: &corev3.Locality{Zone: "z1"}}
+}
+
+func (c *client) connect(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	if c.mode == "delta" {
+		c.delta, err = ads.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return err
+		}
+		return c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: c.node(), TypeUrl: resource.ClusterType})
+	}
+	c.sotw, err = ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	return c.sotw.Send(&discoveryv3.DiscoveryRequest{Node: c.node(), TypeUrl: resource.ClusterType})
+}
+
+func (c *client) loop(ctx context.Context) error {
+	if c.mode == "delta" {
+		return c.loopDelta(ctx)
+	}
+	return c.loopSotW(ctx)
+}
+
+// arrived records a push that carries endpoints after the first sync.
+func (c *client) arrived() {
+	if c.epoch.Load() > 0 && c.changed.Load() == 0 {
+		c.changed.Store(time.Now().UnixNano())
+	}
+}
+
+func (c *client) loopSotW(context.Context) error {
+	edsVersion := ""
+	for {
+		resp, err := c.sotw.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		c.bytes.Add(int64(proto.Size(resp)))
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
+		switch resp.GetTypeUrl() {
+		case resource.ClusterType:
+			if c.clusters == nil {
+				c.clusters = clusterNames(c.services)
+				if err := c.sotw.Send(ack); err != nil {
+					return err
+				}
+				ack = &discoveryv3.DiscoveryRequest{TypeUrl: resource.EndpointType, ResourceNames: c.clusters}
+			}
+		case resource.EndpointType:
+			if edsVersion != "" && resp.GetVersionInfo() != edsVersion {
+				c.arrived()
+			}
+			edsVersion = resp.GetVersionInfo()
+			ack.ResourceNames = c.clusters
+			c.once.Do(func() { close(c.synced) })
+		}
+		if err := c.sotw.Send(ack); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *client) loopDelta(context.Context) error {
+	subscribed := false
+	for {
+		resp, err := c.delta.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		c.bytes.Add(int64(proto.Size(resp)))
+		if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			return err
+		}
+		switch resp.GetTypeUrl() {
+		case resource.ClusterType:
+			if !subscribed {
+				subscribed = true
+				if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.EndpointType,
+					ResourceNamesSubscribe: clusterNames(c.services)}); err != nil {
+					return err
+				}
+			}
+		case resource.EndpointType:
+			select {
+			case <-c.synced:
+				c.arrived()
+			default:
+				close(c.synced)
+			}
+		}
+	}
+}
+
+// clusterNames are the clusters of the generated mesh (tender names a
+// service port's cluster outbound|PORT||NAME.NAMESPACE.svc.cluster.local).
+func clusterNames(services int) []string {
+	out := make([]string, 0, services)
+	for s := range services {
+		out = append(out, fmt.Sprintf("outbound|80||svc-%d.default.svc.cluster.local", s))
+	}
+	return out
+}
