@@ -2,7 +2,8 @@
 # make bench: the data-plane comparison in the lab (tender, nginx, HAProxy,
 # direct, the mesh path) and the control plane at scale; writes
 # bench/RESULTS.md. Needs root. BENCH_DURATION (10s) is each load run;
-# BENCH_CP_CLIENTS ("100 1000") the numbers of simulated proxies.
+# BENCH_CP_CLIENTS ("100 1000") the numbers of simulated proxies;
+# BENCH_PROFILE=DIR keeps CPU profiles of the sidecar's flat-out runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, iptables)" >&2; exit 1; }
@@ -13,7 +14,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 out=bench/RESULTS.md
-go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DURATION:-10s}" --out "$out"
+profile=()
+if [ -n "${BENCH_PROFILE:-}" ]; then mkdir -p "$BENCH_PROFILE"; profile=(--profile "$BENCH_PROFILE"); fi
+go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DURATION:-10s}" --out "$out" "${profile[@]}"
 {
   echo "## Control plane"
   echo

@@ -1,7 +1,5 @@
-// Package inject holds what turns a pod into a meshed pod: the iptables
-// rules that capture its traffic (used by `sidecar init` and by the
-// injector webhook to describe the init container).
-//
-// It only generates rules and runs the iptables-restore binary it is
-// given; it never touches the network namespace it is not asked to.
+// Package inject turns a pod into a meshed pod: the mutation the
+// injector webhook applies (capture init container, sidecar, annotations),
+// the webhook itself and its serving certificate. The capture rules live
+// in inject/capture.
 package inject

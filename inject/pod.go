@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/tender-mesh/tender/inject/capture"
 )
 
 // Labels and annotations the injector reads and writes.
@@ -134,7 +136,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		{AnnotationExcludeOutbound, "--exclude-outbound-ports"},
 	} {
 		if v, ok := a[x.key]; ok {
-			ports, err := ParsePorts(v)
+			ports, err := capture.ParsePorts(v)
 			if err != nil {
 				return nil, fmt.Errorf("annotation %s=%q: %w", x.key, v, err)
 			}
@@ -142,7 +144,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		}
 	}
 	if v, ok := a[AnnotationExcludeOutboundIPs]; ok {
-		prefixes, err := ParseCIDRs(v)
+		prefixes, err := capture.ParseCIDRs(v)
 		if err != nil {
 			return nil, fmt.Errorf("annotation %s=%q: %w", AnnotationExcludeOutboundIPs, v, err)
 		}
@@ -192,7 +194,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		drain = d
 	}
 
-	root, proxyUID := int64(0), int64(ProxyUID)
+	root, proxyUID := int64(0), int64(capture.ProxyUID)
 	initC := corev1.Container{
 		Name:            ContainerInit,
 		Image:           image,

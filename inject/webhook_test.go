@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/tender-mesh/tender/inject/capture"
 )
 
 var testConfig = Config{
@@ -123,8 +125,8 @@ func TestWebhookInject(t *testing.T) {
 			!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || *sc.AllowPrivilegeEscalation {
 			t.Errorf("init container security context %+v", sc)
 		}
-		if psc := proxy.SecurityContext; *psc.RunAsUser != ProxyUID || !*psc.RunAsNonRoot || len(psc.Capabilities.Add) != 0 {
-			t.Errorf("proxy security context %+v; want UID %d, non-root, no capabilities", psc, ProxyUID)
+		if psc := proxy.SecurityContext; *psc.RunAsUser != capture.ProxyUID || !*psc.RunAsNonRoot || len(psc.Capabilities.Add) != 0 {
+			t.Errorf("proxy security context %+v; want UID %d, non-root, no capabilities", psc, capture.ProxyUID)
 		}
 		var env []string
 		for _, e := range proxy.Env {

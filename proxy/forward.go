@@ -49,7 +49,11 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 			}
 			return p.attempt(r, h1)
 		})),
-		FlushInterval: -1,
+		// 0: a response with a length is written in one go when it ends
+		// (a flush per write cost a syscall per write, a quarter of the
+		// sidecar's CPU at full load); ReverseProxy still flushes every
+		// write of streaming responses (no length: gRPC, chunked, SSE).
+		FlushInterval: 0,
 		ErrorLog:      nil,
 		ModifyResponse: func(resp *http.Response) error {
 			req, _ := resp.Request.Context().Value(requestKey{}).(*request)

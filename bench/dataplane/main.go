@@ -39,6 +39,7 @@ const (
 
 type config struct {
 	bin, fortio, out string
+	profile          string
 	duration         time.Duration
 	prefix           string
 }
@@ -50,6 +51,7 @@ func main() {
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "markdown file to write")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each load run")
 	flag.StringVar(&c.prefix, "prefix", "tbench", "lab namespace prefix")
+	flag.StringVar(&c.profile, "profile", "", "directory to write CPU profiles of the client's sidecar during its flat-out runs (pprof)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -423,7 +425,23 @@ backend tcp
 					cpu0 += c
 				}
 				fmt.Fprintf(os.Stderr, "bench: %s %s %s...\n", t.name, proto, load.name)
+				var profiled chan struct{}
+				if c.profile != "" && t.name == "tender (one sidecar)" && load.qps == 0 {
+					profiled = make(chan struct{})
+					go func() {
+						defer close(profiled)
+						secs := strconv.Itoa(max(1, int(c.duration.Seconds())-2))
+						out := filepath.Join(c.profile, "sidecar-"+proto+".pprof")
+						if b, err := exec.Command("ip", "netns", "exec", l.ns("client"), "curl", "-sf", "-o", out,
+							"http://127.0.0.1:15000/debug/pprof/profile?seconds="+secs).CombinedOutput(); err != nil {
+							fmt.Fprintf(os.Stderr, "bench: profile: %v: %s\n", err, b)
+						}
+					}()
+				}
 				r, err := l.fortio(ctx, c, load.qps, load.conns, proto, target)
+				if profiled != nil {
+					<-profiled
+				}
 				if err != nil {
 					return err
 				}

@@ -7,13 +7,13 @@ import (
 	"io"
 	"os/exec"
 
-	"github.com/tender-mesh/tender/inject"
+	"github.com/tender-mesh/tender/inject/capture"
 )
 
 // initConfig holds the flags of `sidecar init`.
 type initConfig struct {
-	Capture inject.CaptureOptions
-	Mode    inject.Mode
+	Capture capture.CaptureOptions
+	Mode    capture.Mode
 	IPv6    bool
 	DryRun  bool
 	Cleanup bool
@@ -27,9 +27,9 @@ func parseInitFlags(args []string) (*initConfig, error) {
 	fs.StringVar(&exOutPorts, "exclude-outbound-ports", "", "comma-separated destination ports never captured outbound")
 	fs.StringVar(&exInPorts, "exclude-inbound-ports", "", "comma-separated ports never captured inbound")
 	fs.StringVar(&inPorts, "include-inbound-ports", "", "comma-separated ports: capture only these inbound (default: all)")
-	fs.IntVar(&c.Capture.ProxyUID, "proxy-uid", inject.ProxyUID, "UID of the sidecar, whose traffic is not captured")
-	fs.IntVar(&c.Capture.OutboundPort, "outbound-port", inject.OutboundPort, "port of the sidecar's outbound listener")
-	fs.IntVar(&c.Capture.InboundPort, "inbound-port", inject.InboundPort, "port of the sidecar's inbound listener")
+	fs.IntVar(&c.Capture.ProxyUID, "proxy-uid", capture.ProxyUID, "UID of the sidecar, whose traffic is not captured")
+	fs.IntVar(&c.Capture.OutboundPort, "outbound-port", capture.OutboundPort, "port of the sidecar's outbound listener")
+	fs.IntVar(&c.Capture.InboundPort, "inbound-port", capture.InboundPort, "port of the sidecar's inbound listener")
 	fs.StringVar(&mode, "iptables-mode", "auto", "iptables backend: auto (detect what the node uses), nft or legacy")
 	fs.BoolVar(&c.IPv6, "ipv6", true, "also write the ip6tables rules (skipped when ip6tables is missing)")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "print the rules (iptables-restore input) instead of applying them")
@@ -38,34 +38,34 @@ func parseInitFlags(args []string) (*initConfig, error) {
 		return nil, err
 	}
 	var err error
-	if c.Capture.ExcludeOutboundCIDRs, err = inject.ParseCIDRs(exOutCIDRs); err != nil {
+	if c.Capture.ExcludeOutboundCIDRs, err = capture.ParseCIDRs(exOutCIDRs); err != nil {
 		return nil, fmt.Errorf("--exclude-outbound-cidrs: %w", err)
 	}
-	if c.Capture.ExcludeOutboundPorts, err = inject.ParsePorts(exOutPorts); err != nil {
+	if c.Capture.ExcludeOutboundPorts, err = capture.ParsePorts(exOutPorts); err != nil {
 		return nil, fmt.Errorf("--exclude-outbound-ports: %w", err)
 	}
-	if c.Capture.ExcludeInboundPorts, err = inject.ParsePorts(exInPorts); err != nil {
+	if c.Capture.ExcludeInboundPorts, err = capture.ParsePorts(exInPorts); err != nil {
 		return nil, fmt.Errorf("--exclude-inbound-ports: %w", err)
 	}
-	if c.Capture.IncludeInboundPorts, err = inject.ParsePorts(inPorts); err != nil {
+	if c.Capture.IncludeInboundPorts, err = capture.ParsePorts(inPorts); err != nil {
 		return nil, fmt.Errorf("--include-inbound-ports: %w", err)
 	}
 	if err := c.Capture.Validate(); err != nil {
 		return nil, err
 	}
-	c.Mode = inject.Mode(mode)
+	c.Mode = capture.Mode(mode)
 	return c, nil
 }
 
 func runInit(ctx context.Context, c *initConfig, out io.Writer) error {
 	if c.DryRun {
-		fmt.Fprintf(out, "# iptables (IPv4)\n%s", inject.Rules(c.Capture, false))
+		fmt.Fprintf(out, "# iptables (IPv4)\n%s", capture.Rules(c.Capture, false))
 		if c.IPv6 {
-			fmt.Fprintf(out, "# ip6tables (IPv6)\n%s", inject.Rules(c.Capture, true))
+			fmt.Fprintf(out, "# ip6tables (IPv6)\n%s", capture.Rules(c.Capture, true))
 		}
 		return nil
 	}
-	t, err := inject.NewTables(ctx, c.Mode, nil)
+	t, err := capture.NewTables(ctx, c.Mode, nil)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)
 	}

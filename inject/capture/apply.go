@@ -1,4 +1,4 @@
-package inject
+package capture
 
 import (
 	"bytes"
