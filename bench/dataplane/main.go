@@ -282,7 +282,7 @@ func run(ctx context.Context, c config, l *lab) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(dir) //nolint:errcheck // a temporary directory
 	bin := func(b string) string { return filepath.Join(c.bin, b) }
 
 	// Servers: fortio on core 1 (sharing with the proxy: the proxy's time

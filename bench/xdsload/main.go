@@ -163,7 +163,7 @@ func run(o options) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(dir) //nolint:errcheck // a temporary directory
 	mesh := filepath.Join(dir, "mesh.yaml")
 	if err := writeMesh(mesh, o, 0); err != nil {
 		return r, err
@@ -285,7 +285,7 @@ func run(o options) (result, error) {
 	r.bytesPerPush = float64(pushBytes) / float64(o.changes) / float64(o.clients)
 	cancel()
 	for _, c := range clients {
-		c.conn.Close()
+		c.conn.Close() //nolint:errcheck // the run is over
 	}
 	return r, nil
 }
