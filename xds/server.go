@@ -198,10 +198,18 @@ func (groupHash) ID(*corev3.Node) string { return nodeGroup }
 var _ cachev3.NodeHash = groupHash{}
 
 // cacheLogger adapts slog to go-control-plane's logger; its chatter goes
-// to debug.
+// to debug. A message is formatted only when its level is on: the cache
+// logs every delta response with its resource maps, which formatted cost
+// a fifth of the control plane's CPU in a push to 1,000 proxies.
 type cacheLogger struct{ l *slog.Logger }
 
-func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) logf(level slog.Level, f string, a []any) {
+	if c.l.Enabled(context.Background(), level) {
+		c.l.Log(context.Background(), level, fmt.Sprintf(f, a...))
+	}
+}
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.logf(slog.LevelWarn, f, a) }
+func (c cacheLogger) Errorf(f string, a ...any) { c.logf(slog.LevelError, f, a) }

@@ -2,9 +2,11 @@ package xds
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,5 +332,27 @@ func TestSotWNamedRequests(t *testing.T) {
 		if n := len(resp.GetResources()); resp.GetTypeUrl() != req.typeURL || n != 1 {
 			t.Errorf("asked for %s %s, got %d resources of %s", req.typeURL, req.name, n, resp.GetTypeUrl())
 		}
+	}
+}
+
+// countingStringer counts how often it is formatted.
+type countingStringer struct{ n *int }
+
+func (c countingStringer) String() string { *c.n++; return "x" }
+
+// TestCacheLoggerFormatsOnlyEnabledLevels: go-control-plane's chatter is
+// not formatted unless debug logging is on.
+func TestCacheLoggerFormatsOnlyEnabledLevels(t *testing.T) {
+	var buf strings.Builder
+	n := 0
+	l := cacheLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	l.Infof("respond %v", countingStringer{&n})
+	l.Debugf("respond %v", countingStringer{&n})
+	if n != 0 || buf.Len() != 0 {
+		t.Errorf("debug chatter at warn level: formatted %d times, logged %q", n, buf.String())
+	}
+	l.Warnf("warn %v", countingStringer{&n})
+	if n != 1 || !strings.Contains(buf.String(), "warn x") {
+		t.Errorf("a warning: formatted %d times, logged %q", n, buf.String())
 	}
 }

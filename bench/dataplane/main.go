@@ -193,6 +193,7 @@ type measure struct {
 	p50, p90, p99, p999   float64 // seconds
 	errors                int64
 	proxyCPU, proxyRSSMiB float64 // CPU seconds per 1,000 requests; RSS under load
+	wrkQPS                float64 // HTTP only
 }
 
 func (l *lab) fortio(ctx context.Context, c config, qps, conns int, proto, target string) (fortioResult, error) {
@@ -221,6 +222,30 @@ func (l *lab) fortio(ctx context.Context, c config, qps, conns int, proto, targe
 		return r, err
 	}
 	return r, nil
+}
+
+// wrk runs wrk (one thread, 32 connections) with a 1 KiB POST body
+// against target and returns its requests per second: a second load
+// generator's view of HTTP/1.1 throughput.
+func (l *lab) wrk(ctx context.Context, c config, dir, target string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.duration+time.Minute)
+	defer cancel()
+	script := filepath.Join(dir, "post.lua")
+	body := strings.Repeat("x", 1024)
+	if err := os.WriteFile(script, []byte("wrk.method = \"POST\"\nwrk.body = \""+body+"\"\n"), 0o600); err != nil {
+		return 0, err
+	}
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.ns("client"), "taskset", "-c", "0", "wrk", "-t1", "-c32",
+		"-d"+c.duration.String(), "-s", script, "http://"+target+"/echo").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk %s: %w: %s", target, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Requests/sec:" {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("wrk %s: no Requests/sec in %s", target, out)
 }
 
 // procStat reads a process's CPU time and RSS.
@@ -270,9 +295,9 @@ func run(ctx context.Context, c config, l *lab) error {
 	if runtime.NumCPU() < 2 {
 		return errors.New("needs 2 cores: one for the load generator, one for the proxy")
 	}
-	for _, b := range []string{"nginx", "haproxy", "taskset", "setpriv"} {
+	for _, b := range []string{"nginx", "haproxy", "wrk", "taskset", "setpriv"} {
 		if _, err := exec.LookPath(b); err != nil {
-			return fmt.Errorf("needs %s (apt-get install nginx haproxy util-linux)", b)
+			return fmt.Errorf("needs %s (apt-get install nginx haproxy wrk util-linux)", b)
 		}
 	}
 	if err := l.up(map[string]int{"cp": 2, "proxy": 5, "server": 11, "mesh": 12, "client": 20}); err != nil {
@@ -457,6 +482,12 @@ backend tcp
 					m.proxyCPU = (cpu1 - cpu0) / n * 1000
 					m.proxyRSSMiB = rss
 				}
+				if proto == "http" && load.qps == 0 {
+					fmt.Fprintf(os.Stderr, "bench: %s http throughput (wrk)...\n", t.name)
+					if m.wrkQPS, err = l.wrk(ctx, c, dir, target); err != nil {
+						return err
+					}
+				}
 				results[key{t.name, proto, load.name}] = m
 			}
 		}
@@ -487,9 +518,20 @@ backend tcp
 	}
 	for _, proto := range []string{"http", "grpc", "tcp"} {
 		title := map[string]string{"http": "HTTP/1.1, 1 KiB POST body", "grpc": "gRPC unary (h2, fortio ping)", "tcp": "TCP echo, 1 KiB"}[proto]
-		fmt.Fprintf(&b, "## %s\n\nAt 1,000 QPS over 16 connections (latency, ms) and flat out over 32 connections (QPS):\n\n", title)
-		b.WriteString("| path | p50 | p90 | p99 | p99.9 | added p50 vs direct | max QPS | QPS / direct | QPS / HAProxy | QPS / nginx | proxy CPU s per 1k req | proxy RSS MiB | errors |\n")
-		b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		gen := "fortio"
+		if proto == "http" {
+			gen = "fortio, and wrk"
+		}
+		fmt.Fprintf(&b, "## %s\n\nAt 1,000 QPS over 16 connections (latency, ms) and flat out over 32 connections (QPS, %s):\n\n", title, gen)
+		b.WriteString("| path | p50 | p90 | p99 | p99.9 | added p50 vs direct | max QPS | QPS / direct | QPS / HAProxy | QPS / nginx | proxy CPU s per 1k req | proxy RSS MiB | errors |")
+		if proto == "http" {
+			b.WriteString(" wrk QPS | wrk / HAProxy |")
+		}
+		b.WriteString("\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+		if proto == "http" {
+			b.WriteString(" --- | --- |")
+		}
+		b.WriteString("\n")
 		direct := results[key{"direct", proto, "latency"}]
 		directT := results[key{"direct", proto, "throughput"}]
 		haT := results[key{"HAProxy", proto, "throughput"}]
@@ -505,8 +547,12 @@ backend tcp
 			if t.proxy != nil {
 				cpu, rss = fmt.Sprintf("%.3f", thr.proxyCPU), fmt.Sprintf("%.1f", thr.proxyRSSMiB)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d |\n", t.name, ms(lat.p50), ms(lat.p90), ms(lat.p99), ms(lat.p999),
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %d |", t.name, ms(lat.p50), ms(lat.p90), ms(lat.p99), ms(lat.p999),
 				ms(lat.p50-direct.p50), thr.qps, ratio(thr.qps, directT.qps), ratio(thr.qps, haT.qps), ratio(thr.qps, ngT.qps), cpu, rss, lat.errors+thr.errors)
+			if proto == "http" {
+				fmt.Fprintf(&b, " %.0f | %s |", thr.wrkQPS, ratio(thr.wrkQPS, haT.wrkQPS))
+			}
+			b.WriteString("\n")
 		}
 		b.WriteString("\n")
 	}

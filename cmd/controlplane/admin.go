@@ -9,11 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
 
 // newAdmin serves /metrics, /healthz, /readyz, /debug/config and
-// /debug/proxies.
+// /debug/proxies, and Go profiles on /debug/pprof/ for loopback clients.
 func newAdmin(reg *prometheus.Registry, registry *discovery.Registry, srv *xds.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
@@ -42,6 +43,7 @@ func newAdmin(reg *prometheus.Registry, registry *discovery.Registry, srv *xds.S
 	mux.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, srv.Proxies())
 	})
+	telemetry.HandleProfiles(mux)
 	return mux
 }
 

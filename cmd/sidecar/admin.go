@@ -3,10 +3,7 @@ package main
 import (
 	"encoding/json"
 	"maps"
-	"net"
 	"net/http"
-	"net/http/pprof"
-	"net/netip"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tender-mesh/tender/proxy"
+	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
 
@@ -108,8 +106,7 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 	})
 	// Go's profiles, for the sidecar's own clients only: they cost CPU and
 	// reveal internals.
-	mux.Handle("/debug/pprof/", loopbackOnly(http.HandlerFunc(pprof.Index)))
-	mux.Handle("/debug/pprof/profile", loopbackOnly(http.HandlerFunc(pprof.Profile)))
+	telemetry.HandleProfiles(mux)
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		s := &px.Stats
 		writeJSON(w, map[string]uint64{
@@ -122,18 +119,6 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 		})
 	})
 	return mux
-}
-
-// loopbackOnly refuses clients from outside the pod.
-func loopbackOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if a, err := netip.ParseAddr(host); err != nil || !a.Unmap().IsLoopback() {
-			http.Error(w, "profiles are served on loopback only", http.StatusForbidden)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
