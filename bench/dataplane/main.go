@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tender-mesh/tender/bench/internal/procstat"
 )
 
 const (
@@ -248,23 +250,10 @@ func (l *lab) wrk(ctx context.Context, c config, dir, target string) (float64, e
 	return 0, fmt.Errorf("wrk %s: no Requests/sec in %s", target, out)
 }
 
-// procStat reads a process's CPU time and RSS.
+// procStat is a process's CPU seconds and RSS in MiB (zero when gone).
 func procStat(pid int) (cpu float64, rssMiB float64) {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		cpu = (ut + st) / 100
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				rssMiB = kb / 1024
-			}
-		}
-	}
-	return cpu, rssMiB
+	c, rss, _ := procstat.Read(pid) //nolint:errcheck // a process gone counts as zero
+	return c.Seconds(), float64(rss) / (1 << 20)
 }
 
 // pidsIn finds the processes named name running in pod (nginx's

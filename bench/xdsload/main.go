@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +31,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tender-mesh/tender/bench/internal/procstat"
 )
 
 type options struct {
@@ -119,28 +120,6 @@ func writeMesh(path string, o options, changed int) error {
 	return os.Rename(tmp, path)
 }
 
-// proc reads a process's RSS and CPU time from /proc.
-func proc(pid int) (rss int64, cpu time.Duration, err error) {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			rss = kb * 1024
-		}
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return rss, time.Duration(utime+stime) * time.Second / 100, nil // USER_HZ is 100 on Linux
-}
-
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -202,9 +181,9 @@ func run(o options) (result, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // the first snapshot
-	r.idleRSS, _, _ = proc(cp.Process.Pid)
-	_, cpu0, _ := proc(cp.Process.Pid)
+	time.Sleep(time.Second)                        // the first snapshot
+	cpu0, idle, _ := procstat.Read(cp.Process.Pid) //nolint:errcheck // zero if unreadable
+	r.idleRSS = idle
 
 	clients := make([]*client, o.clients)
 	start := time.Now()
@@ -247,8 +226,8 @@ func run(o options) (result, error) {
 	}
 	r.initialBytesPerClient = float64(initial) / float64(o.clients)
 	time.Sleep(time.Second)
-	r.loadedRSS, _, _ = proc(cp.Process.Pid)
-	_, cpu1, _ := proc(cp.Process.Pid)
+	cpu1, loaded, _ := procstat.Read(cp.Process.Pid) //nolint:errcheck // zero if unreadable
+	r.loadedRSS = loaded
 	r.cpuPerClient = (cpu1 - cpu0) / time.Duration(o.clients)
 
 	profiled := make(chan error, 1)
