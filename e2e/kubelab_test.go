@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,31 +89,16 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 	})
 
 	// Steady load through the ClusterIP from the client pod.
-	log := &rpcLog{last: map[string]time.Time{}}
+	c := m.client.httpClient(false)
+	defer c.CloseIdleConnections()
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		c := m.client.httpClient(false)
-		wg.Go(func() {
-			defer c.CloseIdleConnections()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-ctx.Done():
-					return
-				default:
-				}
-				log.add(greetHTTP(c))
-			}
-		})
-	}
+	log, done := loadWith(ctx, stop, 4, func() (string, error) { return greetHTTP(c) })
 	stopped := false
 	stopLoad := func() {
 		if !stopped {
 			stopped = true
 			close(stop)
-			wg.Wait()
+			<-done
 		}
 	}
 	defer stopLoad()

@@ -187,21 +187,33 @@ func (l *rpcLog) snapshot() (map[string]time.Time, []error, int) {
 
 // load sends RPCs back to back until stop is closed (bounded by ctx).
 func load(ctx context.Context, c pb.GreeterClient, stop <-chan struct{}) (*rpcLog, <-chan struct{}) {
+	return loadWith(ctx, stop, 1, func() (string, error) { return greet(ctx, c) })
+}
+
+// loadWith runs call back to back in workers goroutines until stop is
+// closed (bounded by ctx), logging each answering instance; done closes
+// when every worker has returned.
+func loadWith(ctx context.Context, stop <-chan struct{}, workers int, call func() (string, error)) (*rpcLog, <-chan struct{}) {
 	l := &rpcLog{last: map[string]time.Time{}}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-ctx.Done():
-				return
-			default:
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-ctx.Done():
+					return
+				default:
+				}
+				l.add(call())
 			}
-			inst, err := greet(ctx, c)
-			l.add(inst, err)
-		}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(done)
 	}()
 	return l, done
 }

@@ -137,7 +137,6 @@ func (l *lab) teardown() {
 		p.Wait()         //nolint:errcheck // killed
 	}
 	for _, p := range l.pods {
-		exec.Command("ip", "netns", "pids", l.ns(p)).Run() //nolint:errcheck // best effort
 		if out, err := exec.Command("ip", "netns", "pids", l.ns(p)).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				if pid, err := strconv.Atoi(f); err == nil {
