@@ -109,6 +109,10 @@ type Endpoint struct {
 	Priority uint32            `json:"priority,omitempty"`
 	Health   Health            `json:"health"`
 	Labels   map[string]string `json:"labels,omitempty"`
+	// Meshed says a tender sidecar (or another proxy holding a mesh
+	// certificate) runs in front of the endpoint: clients reach it over
+	// mutual TLS.
+	Meshed bool `json:"meshed,omitempty"`
 }
 
 // TargetPort returns the port this endpoint serves p on.

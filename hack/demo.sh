@@ -56,6 +56,7 @@ cleanup() {
   for n in "${NETNS[@]}"; do
     ip netns del "$PREFIX-$n" 2>/dev/null || true
   done
+  rm -rf "${SECRETS:-}"
   say "stopped: namespaces, their iptables rules and processes are gone; logs are in $DIR"
 }
 trap cleanup EXIT
@@ -109,8 +110,12 @@ run() {
 sidecar() {
   ip netns exec "$PREFIX-$1" "$BIN/sidecar" init --exclude-outbound-ports 4317,4318 >"$DIR/$1-init.log" 2>&1 ||
     die "sidecar init in $1 failed: $(cat "$DIR/$1-init.log")"
+  # Mutual TLS: xDS and the certificate over the control plane's TLS
+  # port, the workload's bootstrap token proving who it is.
+  printf 'demo-token-%s\n' "$2" >"$SECRETS/$2.token"
   run "$1-sidecar" "$1" setpriv --reuid=1337 --regid=1337 --clear-groups --pdeathsig SIGKILL \
-    "$BIN/sidecar" run --xds-addr "$CP:15010" --pod-name "$1" --pod-namespace default --workload "$2" \
+    "$BIN/sidecar" run --xds-addr "$CP:15012" --xds-tls --ca-root-file "$SECRETS/root-cert.pem" --token-file "$SECRETS/$2.token" \
+    --pod-name "$1" --pod-namespace default --workload "$2" \
     --otlp-endpoint "$OBS:4317" --trace-sampling 1 --log-format json
 }
 # wait_http POD URL WHAT: poll until URL answers 200 inside POD.
@@ -125,11 +130,29 @@ wait_http() {
   die "$3 did not come up; see $DIR/*.log"
 }
 
+# What the sidecars (UID 1337) read: their tokens and the CA's root, in a
+# directory they can reach wherever the checkout is.
+SECRETS=$(mktemp -d /tmp/tender-demo.XXXXXX)
+chmod 755 "$SECRETS"
+cat >"$DIR/bootstrap-tokens" <<TOKENS
+# token namespace service-account: who a sidecar outside Kubernetes is
+demo-token-greeter default greeter
+demo-token-frontend default frontend
+demo-token-client default client
+TOKENS
 cat >"$DIR/mesh.yaml" <<YAML
+mtls:
+  mode: STRICT
+authorization:
+  - name: greeter-from-frontend
+    services: [greeter]
+    rules:
+      - from: [{principals: ["spiffe://cluster.local/ns/default/sa/frontend"]}]
 services:
   - name: greeter
     namespace: default
     vip: $GREETER_VIP
+    meshed: true
     ports: [{name: http, port: 80, protocol: HTTP}]
     endpoints:
       - {address: $SUBNET.11, port: 8080}
@@ -138,6 +161,7 @@ services:
   - name: frontend
     namespace: default
     vip: $FRONTEND_VIP
+    meshed: true
     ports: [{name: http, port: 80, protocol: HTTP}]
     endpoints:
       - {address: $SUBNET.15, port: 8080}
@@ -157,12 +181,14 @@ scrape_configs:
 YAML
 
 say "starting the control plane, Jaeger and Prometheus"
-run controlplane cp "$BIN/controlplane" --config-file "$DIR/mesh.yaml" --xds-addr 0.0.0.0:15010 --metrics-addr 0.0.0.0:15014 --debounce 50ms
+run controlplane cp "$BIN/controlplane" --config-file "$DIR/mesh.yaml" --xds-addr 0.0.0.0:15010 --xds-tls-addr 0.0.0.0:15012 \
+  --metrics-addr 0.0.0.0:15014 --debounce 50ms --ca-dir "$DIR/ca" --bootstrap-tokens-file "$DIR/bootstrap-tokens"
 run jaeger obs env JAEGER_LISTEN_HOST=0.0.0.0 "$TOOLS/jaeger"
 rm -rf "$DIR/prometheus-data"
 run prometheus obs "$PROMETHEUS" --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prometheus-data" \
   --web.listen-address=0.0.0.0:9090 --log.level=warn
 wait_http cp "http://127.0.0.1:15014/readyz" "the control plane"
+cp "$DIR/ca/root-cert.pem" "$SECRETS/root-cert.pem"
 
 say "starting three greeters and a frontend, each with its sidecar"
 for i in 1 2 3; do
@@ -197,6 +223,9 @@ ip netns exec, as you would kubectl exec into a pod):
   one trace         ip netns exec $PREFIX-obs curl -s http://127.0.0.1:16686/api/traces/${TRACE:-TRACE_ID}
   sidecars in sync  ip netns exec $PREFIX-cp $BIN/tenderctl proxy-status
   client's config   ip netns exec $PREFIX-client $BIN/tenderctl proxy-config endpoints 127.0.0.1
+  client's identity ip netns exec $PREFIX-client curl -s http://127.0.0.1:15000/certs
+  mTLS and policy   every hop is mutual TLS (STRICT); only the frontend may call the greeter:
+                    ip netns exec $PREFIX-client curl -s http://$GREETER_VIP/greet?name=x   (403 RBAC: access denied)
   mesh config       $DIR/mesh.yaml (edit it: the change is pushed within ~100 ms)
   logs              $DIR/*.log
 

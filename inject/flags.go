@@ -3,6 +3,7 @@ package inject
 import (
 	"flag"
 	"fmt"
+	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,9 @@ type Flags struct {
 	logLevel, accessLog, otlp, ratio string
 	drain                            time.Duration
 	cpu, mem, cpuLimit, memLimit     string
+	mtls                             bool
+	caAddr, rootFile                 string
+	audience                         string
 }
 
 // Register adds the --sidecar-* and --native-sidecar flags to fs.
@@ -34,6 +38,10 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.mem, "sidecar-memory", "32Mi", "memory request of injected sidecars")
 	fs.StringVar(&f.cpuLimit, "sidecar-cpu-limit", "", "CPU limit of injected sidecars; empty: none")
 	fs.StringVar(&f.memLimit, "sidecar-memory-limit", "256Mi", "memory limit of injected sidecars; empty: none")
+	fs.BoolVar(&f.mtls, "sidecar-mtls", true, "injected sidecars get a workload certificate and speak mutual TLS (xDS over TLS, a projected service-account token); false: plaintext")
+	fs.StringVar(&f.caAddr, "sidecar-ca-addr", "", "the control plane's TLS address injected sidecars connect to (default tender-controlplane.NAMESPACE.svc:15012)")
+	fs.StringVar(&f.audience, "sidecar-token-audience", "tender", "audience of the service-account token injected sidecars present to the CA")
+	fs.StringVar(&f.rootFile, "sidecar-ca-root-file", "", "PEM root certificate injected sidecars check the control plane with (tenderctl inject; the control plane uses its own CA's)")
 }
 
 // Config checks the parsed flags; the xDS address defaults to the
@@ -42,6 +50,17 @@ func (f *Flags) Config(namespace string) (Config, error) {
 	c := Config{
 		Image: f.image, XDSAddr: f.xdsAddr, NativeSidecar: f.native, LogLevel: f.logLevel, AccessLog: f.accessLog,
 		OTLPEndpoint: f.otlp, TraceSampling: f.ratio, DrainTimeout: f.drain,
+		MTLS: f.mtls, CAAddr: f.caAddr, TokenAudience: f.audience, TrustDomain: "cluster.local",
+	}
+	if c.CAAddr == "" {
+		c.CAAddr = "tender-controlplane." + namespace + ".svc:15012"
+	}
+	if f.rootFile != "" {
+		roots, err := os.ReadFile(f.rootFile)
+		if err != nil {
+			return c, fmt.Errorf("--sidecar-ca-root-file: %w", err)
+		}
+		c.RootCAs = func() []byte { return roots }
 	}
 	switch p := corev1.PullPolicy(f.pullPolicy); p {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

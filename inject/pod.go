@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -63,7 +64,27 @@ type Config struct {
 	OTLPEndpoint  string
 	TraceSampling string
 	DrainTimeout  time.Duration
+	// MTLS gives the sidecar what the mesh's mutual TLS needs: the
+	// control plane's TLS address (CAAddr), its root certificates, its
+	// identity, and a projected service-account token of audience
+	// TokenAudience. Off: the sidecar speaks plaintext on XDSAddr.
+	MTLS          bool
+	CAAddr        string
+	TrustDomain   string
+	TokenAudience string
+	// RootCAs returns the trust bundle (PEM) at injection time; the
+	// sidecar gets later bundles over SDS.
+	RootCAs func() []byte
+	// ControlPlaneID is the SPIFFE ID the sidecar checks the control
+	// plane by; empty: any of the trust domain.
+	ControlPlaneID string
 }
+
+// Where the injected sidecar finds its token.
+const (
+	tokenVolume = "tender-token"
+	tokenDir    = "/var/run/secrets/tokens"
+)
 
 // Decision says whether a pod is injected, and why.
 type Decision struct {
@@ -219,6 +240,20 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		},
 	}
 	args := []string{"run", "--xds-addr=" + cfg.XDSAddr, "--log-format=json"}
+	var roots []byte
+	if cfg.MTLS {
+		if cfg.RootCAs != nil {
+			roots = cfg.RootCAs()
+		}
+		if len(roots) == 0 {
+			return nil, errors.New("mutual TLS is on but there is no CA root certificate for the sidecar (give --sidecar-ca-root-file, or --sidecar-mtls=false)")
+		}
+		args = []string{"run", "--xds-addr=" + cfg.CAAddr, "--xds-tls", "--trust-domain=" + cfg.TrustDomain,
+			"--token-file=" + tokenDir + "/" + tokenVolume, "--log-format=json"}
+		if cfg.ControlPlaneID != "" {
+			args = append(args, "--controlplane-identity="+cfg.ControlPlaneID)
+		}
+	}
 	if logLevel != "" {
 		args = append(args, "--log-level="+logLevel)
 	}
@@ -272,6 +307,19 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 			ReadOnlyRootFilesystem:   new(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
+	}
+	if cfg.MTLS {
+		// The root to check the control plane with, and a token of the
+		// pod's service account for the CA only (audience), which the
+		// kubelet renews.
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "TENDER_CA_ROOT", Value: string(roots)})
+		proxy.VolumeMounts = append(proxy.VolumeMounts, corev1.VolumeMount{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true})
+		expiry := int64(3600)
+		out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: tokenVolume, VolumeSource: corev1.VolumeSource{
+			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
+				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: cfg.TokenAudience, ExpirationSeconds: &expiry, Path: tokenVolume},
+			}}},
+		}})
 	}
 	if drain > 0 {
 		// Kubernetes must wait for the drain before it kills the pod.

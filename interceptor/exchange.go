@@ -101,9 +101,11 @@ const (
 	FlagFaultInjected                            // FI: the fault policy aborted the request
 	FlagDelayInjected                            // DI: the fault policy delayed the request
 	FlagRetryOverflow                            // UOX: the retry budget (or max retries) refused a retry
+	FlagRBACDenied                               // RBAC: an authorization policy denied the request
+	FlagNoMTLS                                   // NMTLS: refused plaintext (the service is STRICT); Envoy has no code of its own for it
 )
 
-var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR", "FI", "DI", "UOX"}
+var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR", "FI", "DI", "UOX", "RBAC", "NMTLS"}
 
 // String renders the flags as Envoy does: comma-separated, "-" for none.
 func (f Flags) String() string {
@@ -130,6 +132,11 @@ type Exchange struct {
 	Start       time.Time
 	Source      Peer
 	Destination Peer
+	// SourcePrincipal and DestinationPrincipal are the peers' SPIFFE IDs
+	// where mutual TLS proved them; empty otherwise.
+	SourcePrincipal, DestinationPrincipal string
+	// MTLS is set when the hop between the two sidecars was mutual TLS.
+	MTLS bool
 	// Service is the destination service's host name; empty when the
 	// destination is not in the registry.
 	Service string
@@ -153,6 +160,15 @@ type Exchange struct {
 	Tried []netip.AddrPort
 	// Trace is the span the sidecar recorded for the exchange, if any.
 	Trace trace.SpanContext
+}
+
+// SecurityPolicy is the connection_security_policy label: mutual_tls or
+// none.
+func (e *Exchange) SecurityPolicy() string {
+	if e.MTLS {
+		return "mutual_tls"
+	}
+	return "none"
 }
 
 // RequestBytes returns the request body bytes read so far. The transport

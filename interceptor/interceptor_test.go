@@ -226,8 +226,8 @@ func TestMetrics(t *testing.T) {
 	for _, path := range []string{"/a", "/b", "/fail"} {
 		serve(h, httptest.NewRequest(http.MethodGet, path, nil), Outbound)
 	}
-	ok := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, "200", "")
-	failed := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, "500", "")
+	ok := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, Unknown, Unknown, "none", "200", "")
+	failed := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, Unknown, Unknown, "none", "500", "")
 	if testutil.ToFloat64(ok) != 2 || testutil.ToFloat64(failed) != 1 {
 		t.Errorf("requests: 200=%v 500=%v, want 2 and 1 (paths must not be labels)", testutil.ToFloat64(ok), testutil.ToFloat64(failed))
 	}
@@ -254,12 +254,14 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("lint: %v %v", err, problems)
 	}
 
-	e := &Exchange{Direction: Inbound, Source: Peer{Unknown, Unknown}, Destination: Peer{"greeter", "default"}, Service: "echo.default.svc.cluster.local"}
+	e := &Exchange{Direction: Inbound, Source: Peer{Unknown, Unknown}, Destination: Peer{"greeter", "default"}, Service: "echo.default.svc.cluster.local",
+		SourcePrincipal: "spiffe://cluster.local/ns/default/sa/client", MTLS: true}
 	m.TCPOpen(e)
 	e.AddRequestBytes(100)
 	e.ResponseBytes = 300
 	m.TCPClose(e)
-	lv := []string{"inbound", Unknown, Unknown, "echo.default.svc.cluster.local", "greeter"}
+	lv := []string{"inbound", Unknown, Unknown, "echo.default.svc.cluster.local", "greeter",
+		"spiffe://cluster.local/ns/default/sa/client", Unknown, "mutual_tls"}
 	if o, c, r, s := testutil.ToFloat64(m.tcpOpen.WithLabelValues(lv...)), testutil.ToFloat64(m.tcpClose.WithLabelValues(lv...)),
 		testutil.ToFloat64(m.tcpRecv.WithLabelValues(lv...)), testutil.ToFloat64(m.tcpSent.WithLabelValues(lv...)); o != 1 || c != 1 || r != 100 || s != 300 {
 		t.Errorf("tcp opened %v closed %v received %v sent %v, want 1 1 100 300", o, c, r, s)

@@ -11,9 +11,11 @@ import (
 // Label names of the request and TCP metrics. Cardinality is bounded by
 // the mesh's workloads and services: no paths, no pod addresses.
 var (
-	requestLabels = []string{"direction", "source_workload", "source_namespace", "destination_service",
-		"destination_workload", "response_code", "grpc_status"}
-	tcpLabels = requestLabels[:5]
+	// The peers' SPIFFE IDs and connection_security_policy (mutual_tls or
+	// none) come from the mesh's mutual TLS, as in Istio's metrics.
+	tcpLabels = []string{"direction", "source_workload", "source_namespace", "destination_service",
+		"destination_workload", "source_principal", "destination_principal", "connection_security_policy"}
+	requestLabels = append(tcpLabels[:len(tcpLabels):len(tcpLabels)], "response_code", "grpc_status")
 )
 
 // Metrics holds the sidecar's request and connection metrics.
@@ -85,7 +87,8 @@ func (m *Metrics) Middleware() Middleware {
 
 func (m *Metrics) record(e *Exchange) {
 	lv := [...]string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service),
-		e.Destination.Workload, strconv.Itoa(e.Status), e.GRPCStatus}
+		e.Destination.Workload, orUnknown(e.SourcePrincipal), orUnknown(e.DestinationPrincipal), e.SecurityPolicy(),
+		strconv.Itoa(e.Status), e.GRPCStatus}
 	labels := lv[:]
 	var ex prometheus.Labels
 	if e.Trace.IsSampled() {
@@ -118,7 +121,8 @@ func (m *Metrics) TCPClose(e *Exchange) {
 }
 
 func tcpLabelValues(e *Exchange) []string {
-	return []string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service), e.Destination.Workload}
+	return []string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service), e.Destination.Workload,
+		orUnknown(e.SourcePrincipal), orUnknown(e.DestinationPrincipal), e.SecurityPolicy()}
 }
 
 // TCPObserver is told about opaque TCP connections: when they open, and
@@ -187,5 +191,58 @@ func (m *ResilienceMetrics) Ejection(svc string) {
 func (m *ResilienceMetrics) Timeout(svc string) {
 	if m != nil {
 		m.timeouts.WithLabelValues(orUnknown(svc)).Inc()
+	}
+}
+
+// SecurityMetrics count what the mesh's security refused. A nil
+// *SecurityMetrics counts nothing.
+type SecurityMetrics struct {
+	handshakes *prometheus.CounterVec
+	plaintext  *prometheus.CounterVec
+	denied     *prometheus.CounterVec
+}
+
+// NewSecurityMetrics registers the metrics with reg.
+func NewSecurityMetrics(reg prometheus.Registerer) (*SecurityMetrics, error) {
+	m := &SecurityMetrics{
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_mtls_handshake_failures_total",
+			Help: "Mutual TLS handshakes that failed: a peer certificate expired, of another CA or trust domain, or none.",
+		}, []string{"direction"}),
+		plaintext: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_mtls_plaintext_refused_total",
+			Help: "Plaintext connections refused because the destination is STRICT.",
+		}, []string{"destination_service"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tender_authz_denied_total",
+			Help: "Requests and TCP connections an authorization policy denied, by the policy that decided (\"\" when no ALLOW policy matched).",
+		}, []string{"destination_service", "policy"}),
+	}
+	for _, c := range []prometheus.Collector{m.handshakes, m.plaintext, m.denied} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("security metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// HandshakeFailed counts a failed mutual TLS handshake.
+func (m *SecurityMetrics) HandshakeFailed(d Direction) {
+	if m != nil {
+		m.handshakes.WithLabelValues(d.String()).Inc()
+	}
+}
+
+// PlaintextRefused counts a plaintext connection refused by STRICT mode.
+func (m *SecurityMetrics) PlaintextRefused(svc string) {
+	if m != nil {
+		m.plaintext.WithLabelValues(orUnknown(svc)).Inc()
+	}
+}
+
+// Denied counts a request or connection denied by policy.
+func (m *SecurityMetrics) Denied(svc, policy string) {
+	if m != nil {
+		m.denied.WithLabelValues(orUnknown(svc), policy).Inc()
 	}
 }

@@ -36,6 +36,9 @@ const (
 	attrRetries      = "tender.retry.count"
 	attrFlags        = "tender.response_flags"
 	attrDirection    = "tender.direction"
+	attrSrcPrincipal = "tender.source.principal"
+	attrDstPrincipal = "tender.destination.principal"
+	attrSecurity     = "tender.connection_security_policy"
 )
 
 // Tracing records a span per request: a client span on the outbound side,
@@ -142,6 +145,13 @@ func endSpan(span trace.Span, e *Exchange) {
 		attribute.String(attrDstNS, e.Destination.Namespace),
 		attribute.Int(attrRetries, e.Retries),
 		attribute.String(attrFlags, e.Flags.String()),
+		attribute.String(attrSecurity, e.SecurityPolicy()),
+	}
+	if e.SourcePrincipal != "" {
+		attrs = append(attrs, attribute.String(attrSrcPrincipal, e.SourcePrincipal))
+	}
+	if e.DestinationPrincipal != "" {
+		attrs = append(attrs, attribute.String(attrDstPrincipal, e.DestinationPrincipal))
 	}
 	if e.Status != 0 {
 		attrs = append(attrs, attribute.Int(attrStatus, e.Status))

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -36,6 +37,14 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 		HTTP2:              &http.HTTP2Config{MaxReceiveBufferPerStream: 4 << 20, MaxReceiveBufferPerConnection: 16 << 20},
 	}
 	h2.Protocols.SetUnencryptedHTTP2(true)
+	// The same over the mesh's mutual TLS: the tunnel is the transports'
+	// "plain" connection, its ALPN value says what runs inside.
+	h1m, h2m := h1, h2
+	if p.clientTLS != nil {
+		h1m, h2m = h1.Clone(), h2.Clone()
+		h1m.DialContext = p.meshDialer(dialer, alpnHTTP1)
+		h2m.DialContext = p.meshDialer(dialer, alpnHTTP2)
+	}
 	return &httputil.ReverseProxy{
 		// The host is set per try, in attempt.
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -45,9 +54,9 @@ func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
 		// Retry wraps the tries; each try picks its endpoint.
 		Transport: interceptor.Retry(opts.Resilience)(roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 			if r.ProtoMajor == 2 {
-				return p.attempt(r, h2)
+				return p.attempt(r, h2, h2m)
 			}
-			return p.attempt(r, h1)
+			return p.attempt(r, h1, h1m)
 		})),
 		// 0: a response with a length is written in one go when it ends
 		// (a flush per write cost a syscall per write, a quarter of the
@@ -113,6 +122,21 @@ func (p *Proxy) forwardError(w http.ResponseWriter, r *http.Request, err error) 
 	}
 }
 
+// meshDialer dials an upstream over the mesh's mutual TLS, offering alpn,
+// and remembers the SPIFFE ID the upstream presented.
+func (p *Proxy) meshDialer(d *net.Dialer, alpn string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, _, addr string) (net.Conn, error) {
+		tc, id, err := p.dialMTLS(ctx, d, addr, alpn)
+		if err != nil {
+			p.opts.Security.HandshakeFailed(interceptor.Outbound)
+			p.opts.Logger.Warn("mTLS to upstream failed", "upstream", addr, "err", err)
+			return nil, err
+		}
+		p.peerIDs.Store(addr, id)
+		return upstreamConn{tc}, nil
+	}
+}
+
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -121,7 +145,7 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 // closes; br holds bytes already read from c. The kernel splices where it
 // can (io.Copy between TCP connections). registered is called once the
 // connection is tracked for draining; e describes it to the TCP observers.
-func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, registered func(), e *interceptor.Exchange) {
+func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, meshed bool, registered func(), e *interceptor.Exchange) {
 	p.mu.Lock()
 	p.tcp[c] = struct{}{}
 	p.tcpWG.Add(1)
@@ -149,7 +173,21 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 		st.Total.Add(1)
 		defer st.Active.Add(-1)
 	}
-	up, err := net.DialTimeout("tcp", to.String(), p.opts.DialTimeout)
+	var up net.Conn
+	var err error
+	if meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready() {
+		ctx, cancel := context.WithTimeout(context.Background(), p.opts.DialTimeout)
+		var tc *tls.Conn
+		tc, e.DestinationPrincipal, err = p.dialMTLS(ctx, &net.Dialer{}, to.String(), alpnTCP)
+		cancel()
+		if err == nil {
+			up, e.MTLS = tc, true
+		} else {
+			p.opts.Security.HandshakeFailed(interceptor.Outbound)
+		}
+	} else {
+		up, err = net.DialTimeout("tcp", to.String(), p.opts.DialTimeout)
+	}
 	if err != nil {
 		if st != nil {
 			st.Failed.Add(1)

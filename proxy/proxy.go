@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 // Direction says which listener a connection came through.
@@ -50,6 +52,12 @@ type Options struct {
 	// Resilience counts retries, overflows, ejections and timeouts; nil
 	// counts nothing.
 	Resilience *interceptor.ResilienceMetrics
+	// MTLS makes the sidecar speak mutual TLS to meshed endpoints and
+	// accept it inbound; nil: plaintext only, and no STRICT mode.
+	MTLS MeshTLS
+	// Security counts handshake failures, refused plaintext and denied
+	// requests; nil counts nothing.
+	Security *interceptor.SecurityMetrics
 }
 
 // Stats counts what the proxy did.
@@ -81,6 +89,12 @@ type Proxy struct {
 	// server or registered as TCP; Shutdown waits for it so no accepted
 	// connection is dropped between the two.
 	handoff sync.WaitGroup
+
+	// With Options.MTLS: the inbound side's config, the outbound side's by
+	// ALPN value, and the SPIFFE ID each upstream address presented.
+	serverTLS *tls.Config
+	clientTLS map[string]*tls.Config
+	peerIDs   sync.Map // "ip:port" → SPIFFE ID
 }
 
 // New returns a Proxy with an empty table.
@@ -101,6 +115,13 @@ func New(opts Options) *Proxy {
 		opts.Self = unknownPeer
 	}
 	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, self: opts.Self.String()}
+	if opts.MTLS != nil {
+		p.serverTLS = opts.MTLS.ServerConfig()
+		p.clientTLS = map[string]*tls.Config{}
+		for _, alpn := range []string{alpnHTTP1, alpnHTTP2, alpnTCP} {
+			p.clientTLS[alpn] = opts.MTLS.ClientConfig(alpn)
+		}
+	}
 	p.table.Store(NewTable())
 	p.rp = p.newReverseProxy()
 	p.chain = interceptor.Chain(http.HandlerFunc(p.serveUpstream), opts.Interceptors...)
@@ -174,6 +195,10 @@ type sniffedConn struct {
 	br  *bufio.Reader
 	dst netip.AddrPort
 	dir Direction
+	// mtls: the connection came over the mesh's mutual TLS from peer (a
+	// SPIFFE ID).
+	mtls bool
+	peer string
 }
 
 func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
@@ -210,7 +235,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 				p.refuseTCP(c, p.tcpExchange(c, d, nil), interceptor.FlagNoRoute)
 				return
 			}
-			p.forwardTCP(c, nil, dst, nil, release, p.tcpExchange(c, d, nil))
+			p.forwardTCP(c, nil, dst, nil, false, release, p.tcpExchange(c, d, nil))
 			return
 		}
 		protocol = cl.Protocol
@@ -218,6 +243,25 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		cl = t.ByEndpoint[dst]
 	}
 	br := bufio.NewReaderSize(c, 16<<10)
+	var peer string
+	secure := false
+	if d == Inbound {
+		var tc *tls.Conn
+		tc, peer, ok = p.inboundSecurity(c, br, dst, t)
+		if !ok {
+			return
+		}
+		if tc != nil {
+			// The app protocol is inside the tunnel, named by ALPN.
+			c, br, secure = tc, bufio.NewReaderSize(tc, 16<<10), true
+			switch tc.ConnectionState().NegotiatedProtocol {
+			case alpnTCP:
+				protocol = "TCP"
+			default:
+				protocol = "HTTP"
+			}
+		}
+	}
 	switch protocol {
 	case "HTTP", "HTTP2", "GRPC":
 		protocol = detectHTTP
@@ -226,13 +270,21 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		protocol = sniff(c, br, p.opts.DetectTimeout)
 	}
 	if protocol == detectHTTP {
-		p.lis[d].push(&sniffedConn{Conn: c, br: br, dst: dst, dir: d})
+		p.lis[d].push(&sniffedConn{Conn: c, br: br, dst: dst, dir: d, mtls: secure, peer: peer})
 		release()
 		return
 	}
 	e := p.tcpExchange(c, d, cl)
 	if d == Inbound {
-		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, release, e)
+		e.MTLS, e.SourcePrincipal = secure, peer
+		if cl != nil {
+			if dec := cl.Authz.Evaluate(authz.Request{Principal: peer, TCP: true}); !dec.Allowed {
+				p.deny(e, dec, "", "")
+				p.refuseTCP(c, e, interceptor.FlagRBACDenied)
+				return
+			}
+		}
+		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, false, release, e)
 		return
 	}
 	var h uint64
@@ -247,7 +299,52 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		p.refuseTCP(c, e, interceptor.FlagNoHealthyUpstream)
 		return
 	}
-	p.forwardTCP(c, br, ep.Addr, ep.Stats, release, e)
+	p.forwardTCP(c, br, ep.Addr, ep.Stats, ep.Meshed, release, e)
+}
+
+// inboundSecurity terminates the mesh's mutual TLS on an inbound
+// connection, or holds one without it to the destination's mode. It
+// returns the TLS connection (nil for plaintext, or an app's own TLS) and
+// the client's SPIFFE ID; ok is false when it refused the connection and
+// closed it.
+func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort, t *Table) (tc *tls.Conn, peer string, ok bool) {
+	if p.serverTLS != nil {
+		c.SetReadDeadline(time.Now().Add(p.opts.DetectTimeout)) //nolint:errcheck // a failed deadline shows as a read error
+		mesh := meshALPN(br)
+		c.SetReadDeadline(time.Time{}) //nolint:errcheck // likewise
+		if mesh {
+			tc, peer, err := p.acceptMTLS(c, br)
+			if err != nil {
+				p.opts.Security.HandshakeFailed(interceptor.Inbound)
+				p.opts.Logger.Warn("mTLS handshake refused", "remote", c.RemoteAddr().String(), "dst", dst, "err", err)
+				c.Close()
+				return nil, "", false
+			}
+			return tc, peer, true
+		}
+	}
+	if t.Strict(dst) {
+		cl := t.ByEndpoint[dst]
+		e := p.tcpExchange(c, Inbound, cl)
+		p.opts.Security.PlaintextRefused(e.Service)
+		p.opts.Logger.Info("plaintext connection refused: the destination takes mutual TLS only (STRICT)",
+			"remote", c.RemoteAddr().String(), "dst", dst, "service", e.Service)
+		p.refuseTCP(c, e, interceptor.FlagNoMTLS)
+		return nil, "", false
+	}
+	return nil, "", true
+}
+
+// deny records a request or connection an authorization policy refused.
+func (p *Proxy) deny(e *interceptor.Exchange, dec authz.Decision, method, path string) {
+	e.Flags |= interceptor.FlagRBACDenied
+	p.opts.Security.Denied(e.Service, dec.Policy)
+	principal := e.SourcePrincipal
+	if principal == "" {
+		principal = "(plaintext)"
+	}
+	p.opts.Logger.Info("denied by authorization policy", "service", e.Service, "source_principal", principal,
+		"source", e.Source.String(), "method", method, "path", path, "policy", dec.Policy, "reason", dec.Reason)
 }
 
 // refuseTCP closes a connection the proxy will not forward, and tells the
@@ -316,14 +413,15 @@ func (p *Proxy) handler(d Direction) http.Handler {
 			}
 		} else {
 			e.Direction, e.Source, e.Destination = interceptor.Inbound, unknownPeer, p.opts.Self
+			e.MTLS, e.SourcePrincipal = sc.mtls, sc.peer
 			if v := r.Header.Get(interceptor.PeerHeader); v != "" {
 				if peer, ok := interceptor.ParsePeer(v); ok {
 					e.Source, req.peered = peer, true
 				}
 				r.Header.Del(interceptor.PeerHeader)
 			}
-			if cl := t.ByEndpoint[sc.dst]; cl != nil {
-				e.Service = cl.Host
+			if req.cl = t.ByEndpoint[sc.dst]; req.cl != nil {
+				e.Service = req.cl.Host
 			}
 		}
 		ctx := context.WithValue(interceptor.WithExchange(r.Context(), e), requestKey{}, req)
@@ -342,6 +440,13 @@ func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
 	e := &req.ex
 	switch {
 	case e.Direction == interceptor.Inbound:
+		if req.cl != nil {
+			if dec := req.cl.Authz.Evaluate(authz.Request{Principal: e.SourcePrincipal, Method: r.Method, Path: r.URL.Path}); !dec.Allowed {
+				p.deny(e, dec, r.Method, r.URL.Path)
+				interceptor.WriteError(w, r, http.StatusForbidden, "RBAC: access denied")
+				return
+			}
+		}
 		e.Upstream = netip.AddrPortFrom(p.opts.InboundAddr, req.dst.Port())
 	case req.cl == nil:
 		// Not (or no longer) a registered service, e.g. a kept-alive
@@ -365,12 +470,13 @@ var errNoEndpoint = errors.New("no healthy endpoint")
 // registered service (another than those tried, none ejected, when it
 // can), else to the fixed upstream. It feeds the outcome to outlier
 // detection.
-func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, error) {
+func (p *Proxy) attempt(r *http.Request, plain, meshed http.RoundTripper) (*http.Response, error) {
 	req, _ := r.Context().Value(requestKey{}).(*request)
 	if req == nil {
-		return rt.RoundTrip(r)
+		return plain.RoundTrip(r)
 	}
 	e := &req.ex
+	rt := plain
 	var ep *balancer.Endpoint
 	if req.cl != nil && e.Direction == interceptor.Outbound {
 		if ep = p.pick(req, r); ep == nil {
@@ -380,6 +486,9 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 		}
 		e.Upstream = ep.Addr
 		e.Tried = append(e.Tried, ep.Addr)
+		if e.MTLS = p.meshed(ep); e.MTLS {
+			rt = meshed
+		}
 		ep.Stats.Active.Add(1)
 		ep.Stats.Total.Add(1)
 	}
@@ -393,6 +502,11 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 	resp, err := rt.RoundTrip(r)
 	if ep == nil {
 		return resp, err
+	}
+	if e.MTLS {
+		if id, ok := p.peerIDs.Load(r.URL.Host); ok {
+			e.DestinationPrincipal = id.(string)
+		}
 	}
 	status, connectFailed := 0, false
 	if err != nil {
@@ -428,6 +542,13 @@ func (p *Proxy) attempt(r *http.Request, rt http.RoundTripper) (*http.Response, 
 	}
 	resp.Body = interceptor.OnClose(resp.Body, func() { ep.Stats.Active.Add(-1) })
 	return resp, nil
+}
+
+// meshed reports whether the sidecar reaches ep over mutual TLS: ep takes
+// it and the sidecar has a certificate (before its first one it speaks
+// plaintext, which PERMISSIVE endpoints take).
+func (p *Proxy) meshed(ep *balancer.Endpoint) bool {
+	return ep.Meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready()
 }
 
 // pick chooses an endpoint for a try: not ejected and not tried before,

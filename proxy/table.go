@@ -9,8 +9,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/xds"
 )
 
@@ -33,6 +35,12 @@ type Cluster struct {
 	// Resilience: timeout, retries, circuit breaker, outlier detection,
 	// fault injection.
 	Resilience *interceptor.Policy
+	// MTLSMode is what the service's own sidecars accept inbound:
+	// PERMISSIVE or STRICT.
+	MTLSMode string
+	// Authz holds the service's authorization policies, enforced on the
+	// inbound side; nil allows everything.
+	Authz *authz.Engine
 }
 
 // Table maps captured destinations (VIP:port) to clusters. Immutable.
@@ -43,6 +51,17 @@ type Table struct {
 	// side can name the service a request was sent to. An address in two
 	// clusters maps to the first by name.
 	ByEndpoint map[netip.AddrPort]*Cluster
+	// StrictAddrs are the endpoint IPs of STRICT services: their ports
+	// outside any service refuse plaintext too.
+	StrictAddrs map[netip.Addr]bool
+}
+
+// Strict reports whether the inbound side refuses plaintext to dst.
+func (t *Table) Strict(dst netip.AddrPort) bool {
+	if cl := t.ByEndpoint[dst]; cl != nil {
+		return cl.MTLSMode == string(discovery.MTLSStrict)
+	}
+	return t.StrictAddrs[dst.Addr()]
 }
 
 // ErrInvalidConfig wraps every reason a config is rejected.
@@ -63,6 +82,14 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			Protocol:   md["protocol"].GetStringValue(),
 			HashHeader: md["hashHeader"].GetStringValue(),
 			Policy:     md["lb"].GetStringValue(),
+			MTLSMode:   md["mtls"].GetStringValue(),
+		}
+		switch discovery.MTLSMode(cl.MTLSMode) {
+		case "":
+			cl.MTLSMode = string(discovery.MTLSPermissive)
+		case discovery.MTLSPermissive, discovery.MTLSStrict:
+		default:
+			return nil, fmt.Errorf("%w: cluster %s: mtls mode %q", ErrInvalidConfig, name, cl.MTLSMode)
 		}
 		if cl.Policy == "" {
 			cl.Policy = c.GetLbPolicy().String()
@@ -99,6 +126,7 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 				e.Weight = lb.GetLoadBalancingWeight().GetValue()
 				e.Priority = lle.GetPriority()
 				e.Locality = loc
+				e.Meshed = lb.GetMetadata().GetFilterMetadata()[xds.TransportSocketMatch].GetFields()["tlsMode"].GetStringValue() == xds.TLSModeMesh
 				hs := lb.GetHealthStatus()
 				e.Healthy = hs == corev3.HealthStatus_HEALTHY || hs == corev3.HealthStatus_UNKNOWN
 				cl.Endpoints = append(cl.Endpoints, e)
@@ -109,8 +137,14 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
 		}
 		cl.Picker = p
-		if cl.Resilience, err = buildPolicy(c, cfg.Routes[xds.RouteNameOf(c)], state); err != nil {
+		rc := cfg.Routes[xds.RouteNameOf(c)]
+		if cl.Resilience, err = buildPolicy(c, rc, state); err != nil {
 			return nil, err
+		}
+		if vhs := rc.GetVirtualHosts(); len(vhs) > 0 {
+			if cl.Authz, err = authz.FromRoute(vhs[0].GetTypedPerFilterConfig()); err != nil {
+				return nil, fmt.Errorf("%w: route %s: %w", ErrInvalidConfig, rc.GetName(), err)
+			}
 		}
 		cl.Hashing = cl.Policy == "RING_HASH" || cl.Policy == "MAGLEV"
 		t.Clusters[name] = cl
@@ -126,9 +160,13 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 		t.ByVIP[netip.AddrPortFrom(ip, uint16(port))] = cl
 	}
 	for _, name := range t.Names() {
-		for _, e := range t.Clusters[name].Endpoints {
+		cl := t.Clusters[name]
+		for _, e := range cl.Endpoints {
 			if _, ok := t.ByEndpoint[e.Addr]; !ok {
-				t.ByEndpoint[e.Addr] = t.Clusters[name]
+				t.ByEndpoint[e.Addr] = cl
+			}
+			if cl.MTLSMode == string(discovery.MTLSStrict) {
+				t.StrictAddrs[e.Addr.Addr()] = true
 			}
 		}
 	}
@@ -138,9 +176,10 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 // NewTable returns an empty table.
 func NewTable() *Table {
 	return &Table{
-		ByVIP:      map[netip.AddrPort]*Cluster{},
-		Clusters:   map[string]*Cluster{},
-		ByEndpoint: map[netip.AddrPort]*Cluster{},
+		ByVIP:       map[netip.AddrPort]*Cluster{},
+		Clusters:    map[string]*Cluster{},
+		ByEndpoint:  map[netip.AddrPort]*Cluster{},
+		StrictAddrs: map[netip.Addr]bool{},
 	}
 }
 

@@ -24,7 +24,7 @@ import (
 // checks both sides of the resource shapes against each other.
 func config(t *testing.T, services ...discovery.Service) *xds.Config {
 	t.Helper()
-	res, err := xds.Translate(services)
+	res, err := xds.Translate(services, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

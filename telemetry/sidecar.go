@@ -22,7 +22,12 @@ type Sidecar struct {
 	LastUpdate prometheus.Gauge
 	// Clusters is the number of clusters in the applied config.
 	Clusters prometheus.Gauge
-	versions *prometheus.GaugeVec
+	// CertExpiry is when the workload certificate expires; CertRenewals
+	// counts renewals, CertFailures failed certificate requests.
+	CertExpiry   prometheus.Gauge
+	CertRenewals prometheus.Counter
+	CertFailures prometheus.Counter
+	versions     *prometheus.GaugeVec
 }
 
 // NewSidecar registers the sidecar's health metrics and the Go and process
@@ -45,12 +50,25 @@ func NewSidecar(reg prometheus.Registerer) (*Sidecar, error) {
 			Name: "tender_sidecar_clusters",
 			Help: "Clusters in the config the sidecar runs.",
 		}),
+		CertExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tender_workload_cert_expiry_timestamp_seconds",
+			Help: "Unix time the workload certificate expires (0: none yet, or no mutual TLS).",
+		}),
+		CertRenewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tender_workload_cert_renewals_total",
+			Help: "Workload certificates renewed (not counting the first).",
+		}),
+		CertFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tender_workload_cert_request_failures_total",
+			Help: "Certificate requests to the CA that failed (refused token, CA unreachable).",
+		}),
 		versions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tender_sidecar_config_version_info",
 			Help: "The xDS version the sidecar runs, per resource type (always 1).",
 		}, []string{"type", "version"}),
 	}
 	for _, c := range []prometheus.Collector{m.XDSConnected, m.ConfigRejected, m.LastUpdate, m.Clusters, m.versions,
+		m.CertExpiry, m.CertRenewals, m.CertFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("sidecar metrics: %w", err)

@@ -14,11 +14,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
@@ -30,6 +32,9 @@ type Config struct {
 	Endpoints map[string]*endpointv3.ClusterLoadAssignment
 	// Routes carry the services' timeouts, retries and fault injection.
 	Routes map[string]*routev3.RouteConfiguration
+	// Secrets holds the SDS secrets the client asked for: the trust
+	// bundle, RootCAName.
+	Secrets map[string]*tlsv3.Secret
 	// Versions holds the control plane's version per type URL.
 	Versions map[string]string
 }
@@ -67,7 +72,12 @@ func RouteNameOf(c *clusterv3.Cluster) string {
 type ClientOptions struct {
 	// Addr is the control plane's xDS address.
 	Addr string
-	Node *corev3.Node
+	// Credentials secure the channel (TLS to the control plane's :15012);
+	// nil: plaintext.
+	Credentials credentials.TransportCredentials
+	// PerRPC adds the sidecar's token to every stream; nil: none.
+	PerRPC credentials.PerRPCCredentials
+	Node   *corev3.Node
 	// Apply validates and installs a new config. An error rejects it: the
 	// client NACKs with the error and keeps the previous config.
 	Apply  func(*Config) error
@@ -91,7 +101,8 @@ func NewClient(opts ClientOptions) *Client {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{opts: opts}
-	c.current.Store(&Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{}, Routes: map[string]*routev3.RouteConfiguration{}, Versions: map[string]string{}})
+	c.current.Store(&Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		Routes: map[string]*routev3.RouteConfiguration{}, Secrets: map[string]*tlsv3.Secret{}, Versions: map[string]string{}})
 	return c
 }
 
@@ -100,10 +111,19 @@ func (c *Client) Current() *Config { return c.current.Load() }
 
 // Run keeps a stream to the control plane until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := c.opts.Credentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256 << 20)),
+	}
+	if c.opts.PerRPC != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(c.opts.PerRPC))
+	}
+	conn, err := grpc.NewClient(c.opts.Addr, opts...)
 	if err != nil {
 		return fmt.Errorf("xds client: %w", err)
 	}
@@ -155,6 +175,13 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	// Every route configuration (wildcard), for the services' resilience.
 	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
 		TypeUrl: resource.RouteType, InitialResourceVersions: versionsOf(cur.Routes),
+	}); err != nil {
+		return err
+	}
+	// The trust bundle, to verify peers with as it changes (root rotation).
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
+		TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{RootCAName},
+		InitialResourceVersions: versionsOf(cur.Secrets),
 	}); err != nil {
 		return err
 	}
@@ -234,6 +261,7 @@ func (c *Client) merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*
 		Clusters:  cur.Clusters,
 		Endpoints: cur.Endpoints,
 		Routes:    cur.Routes,
+		Secrets:   cur.Secrets,
 		Versions:  cloneMap(cur.Versions),
 	}
 	switch resp.GetTypeUrl() {
@@ -279,6 +307,18 @@ func (c *Client) merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*
 		}
 		for _, name := range resp.GetRemovedResources() {
 			delete(next.Routes, name)
+		}
+	case resource.SecretType:
+		next.Secrets = cloneMap(cur.Secrets)
+		for _, r := range resp.GetResources() {
+			var sec tlsv3.Secret
+			if err := r.GetResource().UnmarshalTo(&sec); err != nil {
+				return nil, fmt.Errorf("%w: secret %s: %w", errBadResource, r.GetName(), err)
+			}
+			next.Secrets[r.GetName()] = &sec
+		}
+		for _, name := range resp.GetRemovedResources() {
+			delete(next.Secrets, name)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unexpected type %s", errBadResource, resp.GetTypeUrl())

@@ -47,3 +47,11 @@ func domains(s *discovery.Service, p discovery.Port) []string {
 	}
 	return out
 }
+
+// TransportSocketMatch is the endpoint metadata key Envoy's
+// transport_socket_matches read; TLSModeMesh under "tlsMode" marks an
+// endpoint that takes the mesh's mutual TLS.
+const (
+	TransportSocketMatch = "envoy.transport_socket_match"
+	TLSModeMesh          = "tender"
+)

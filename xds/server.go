@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -35,7 +38,7 @@ import (
 const nodeGroup = "mesh"
 
 // typeOrder is the order resource types are hashed and listed in.
-var typeOrder = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType}
+var typeOrder = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
 
 // Options configure a Server.
 type Options struct {
@@ -57,6 +60,11 @@ type Server struct {
 
 	mu      sync.Mutex // guards streams
 	streams map[int64]*stream
+
+	applyMu  sync.Mutex // serializes translations; guards the fields below
+	last     *discovery.Snapshot
+	security map[string]discovery.Security // by source
+	trust    Security                      // TrustDomain and RootCAs
 }
 
 // state is what one Apply produced; immutable.
@@ -76,7 +84,7 @@ func NewServer(opts Options) *Server {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 5 * time.Second
 	}
-	s := &Server{opts: opts, streams: make(map[int64]*stream)}
+	s := &Server{opts: opts, streams: make(map[int64]*stream), security: map[string]discovery.Security{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Not the cache's ADS mode: it answers a request that names resources
 	// only when the names cover every resource of that type in the
@@ -93,7 +101,75 @@ func NewServer(opts Options) *Server {
 // whose content did not change keep their version, so clients get nothing
 // for them; delta clients get only the resources that changed.
 func (s *Server) Apply(snap *discovery.Snapshot) error {
-	res, err := Translate(snap.Services)
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.last = snap
+	return s.applyLocked()
+}
+
+// UpdateSecurity replaces the mTLS modes and authorization policies
+// source reported, and serves the result. It implements
+// discovery.SecuritySink.
+func (s *Server) UpdateSecurity(source string, sec discovery.Security) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.security[source] = sec
+	s.reapplyLocked("security config from " + source)
+}
+
+// SetTrust sets the trust domain policies are written in and the trust
+// bundle served as the SDS secret RootCAName, and serves the result.
+func (s *Server) SetTrust(trustDomain string, rootCAs []byte) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.trust = Security{TrustDomain: trustDomain, RootCAs: rootCAs}
+	s.reapplyLocked("trust bundle")
+}
+
+func (s *Server) reapplyLocked(what string) {
+	if s.last == nil {
+		return // served with the first snapshot
+	}
+	if err := s.applyLocked(); err != nil {
+		s.opts.Logger.Error("xds: new "+what+" rejected; still serving the previous config", "err", err)
+	}
+}
+
+// mergedSecurity joins what every source reported: mesh.yaml's mTLS modes,
+// and the policies of all sources; on a policy two sources name alike,
+// mesh.yaml wins.
+func (s *Server) mergedSecurity() *Security {
+	out := s.trust
+	sources := make([]string, 0, len(s.security))
+	for src := range s.security {
+		sources = append(sources, src)
+	}
+	rank := func(src string) int {
+		if src == "file" {
+			return 0
+		}
+		return 1
+	}
+	slices.SortFunc(sources, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b)) })
+	seen := map[string]bool{}
+	for _, src := range sources {
+		sec := s.security[src]
+		if out.MTLS == nil {
+			out.MTLS = sec.MTLS
+		}
+		for _, p := range sec.Authorization {
+			if key := p.Namespace + "/" + p.Name; !seen[key] {
+				seen[key] = true
+				out.Authorization = append(out.Authorization, p)
+			}
+		}
+	}
+	return &out
+}
+
+func (s *Server) applyLocked() error {
+	snap := s.last
+	res, err := Translate(snap.Services, s.mergedSecurity())
 	if err != nil {
 		return err
 	}
@@ -148,16 +224,27 @@ func hashResources(items []cachetypes.Resource) (string, error) {
 // Serve answers xDS on lis until ctx is done, then stops gracefully within
 // Options.ShutdownGrace.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	g := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1<<16),
+	return s.ServeWith(ctx, lis, nil)
+}
+
+// ServeWith is Serve with more: server options (TLS credentials,
+// interceptors that authenticate), and register adds other services on the
+// same gRPC server (the CA).
+func (s *Server) ServeWith(ctx context.Context, lis net.Listener, register func(*grpc.Server), extra ...grpc.ServerOption) error {
+	g := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(1 << 16),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	}, extra...)...)
+	if register != nil {
+		register(g)
+	}
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
 	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()

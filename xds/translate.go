@@ -14,6 +14,7 @@ import (
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 // DefaultConnectTimeout is a cluster's connect timeout when the service
@@ -33,29 +35,70 @@ const DefaultConnectTimeout = 5 * time.Second
 // Resources are the xDS resources of one registry snapshot, by type URL.
 type Resources map[resource.Type][]types.Resource
 
+// Security is what the translator adds for mutual TLS and authorization.
+// The zero value adds nothing but the default mode, PERMISSIVE.
+type Security struct {
+	// TrustDomain of the SPIFFE IDs policies name; default cluster.local.
+	TrustDomain string
+	// MTLS sets each service's inbound mode, carried in its clusters'
+	// metadata.
+	MTLS *discovery.MTLSPolicy
+	// Authorization policies go on the services' route configurations as
+	// Envoy RBAC (per-route config of the RBAC HTTP filter).
+	Authorization []authz.Policy
+	// RootCAs is the mesh's trust bundle (PEM), served as the SDS secret
+	// RootCAName; empty: no secret.
+	RootCAs []byte
+}
+
+// RootCAName names the SDS secret that holds the trust bundle, as Istio
+// names it.
+const RootCAName = "ROOTCA"
+
 // Translate builds the xDS resources for services: for every service port
 // a Listener (API listener), a RouteConfiguration, a Cluster (EDS) and a
-// ClusterLoadAssignment. The output is deterministic: the same services
-// give the same resources in the same order.
-func Translate(services []discovery.Service) (Resources, error) {
+// ClusterLoadAssignment; and the trust bundle as an SDS Secret. The output
+// is deterministic: the same input gives the same resources in the same
+// order.
+func Translate(services []discovery.Service, sec *Security) (Resources, error) {
+	if sec == nil {
+		sec = &Security{}
+	}
+	td := sec.TrustDomain
+	if td == "" {
+		td = "cluster.local"
+	}
 	out := Resources{
 		resource.ListenerType: nil,
 		resource.RouteType:    nil,
 		resource.ClusterType:  nil,
 		resource.EndpointType: nil,
+		resource.SecretType:   nil,
+	}
+	if len(sec.RootCAs) > 0 {
+		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
+			Name: RootCAName,
+			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.RootCAs}},
+			}},
+		})
 	}
 	for i := range services {
 		s := &services[i]
+		rbac, err := authz.ForService(sec.Authorization, s.Namespace, s.Name, td)
+		if err != nil {
+			return nil, fmt.Errorf("xds: translate %s: authorization: %w", s.Key(), err)
+		}
 		for _, p := range s.Ports {
 			lis, err := buildListener(s, p)
 			if err != nil {
 				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
 			}
-			c, err := buildCluster(s, p)
+			c, err := buildCluster(s, p, sec.MTLS.For(s.Namespace, s.Name))
 			if err != nil {
 				return nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
 			}
-			rc, err := buildRoute(s, p)
+			rc, err := buildRoute(s, p, rbac)
 			if err != nil {
 				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
 			}
@@ -109,7 +152,7 @@ func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener
 	}, nil
 }
 
-func buildRoute(s *discovery.Service, p discovery.Port) (*routev3.RouteConfiguration, error) {
+func buildRoute(s *discovery.Service, p discovery.Port, rbac map[string]*anypb.Any) (*routev3.RouteConfiguration, error) {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p)},
 	}
@@ -134,11 +177,14 @@ func buildRoute(s *discovery.Service, p discovery.Port) (*routev3.RouteConfigura
 			Name:    name,
 			Domains: domains(s, p),
 			Routes:  []*routev3.Route{route},
+			// The destination's sidecar enforces these; clients' filter
+			// chains have no RBAC filter and skip them (optional).
+			TypedPerFilterConfig: rbac,
 		}},
 	}, nil
 }
 
-func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, error) {
+func buildCluster(s *discovery.Service, p discovery.Port, mode discovery.MTLSMode) (*clusterv3.Cluster, error) {
 	name := ClusterName(s, p)
 	timeout := s.Policy.ConnectTimeout
 	if timeout <= 0 {
@@ -164,6 +210,7 @@ func buildCluster(s *discovery.Service, p discovery.Port) (*clusterv3.Cluster, e
 		"vip":        vipString(s),
 		"lb":         string(s.Policy.LB),
 		"hashHeader": s.Policy.HashHeader,
+		"mtls":       string(mode),
 	})
 	if err != nil {
 		return nil, err
@@ -218,13 +265,21 @@ func buildLoadAssignment(s *discovery.Service, p discovery.Port) *endpointv3.Clu
 			priorities[e.Priority] = true
 		}
 		w := max(e.Weight, 1)
-		lle.LbEndpoints = append(lle.LbEndpoints, &endpointv3.LbEndpoint{
+		lbe := &endpointv3.LbEndpoint{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: socketAddress(e.Address.String(), e.TargetPort(p)),
 			}},
 			HealthStatus:        healthStatus(e.Health),
 			LoadBalancingWeight: wrapperspb.UInt32(w),
-		})
+		}
+		if e.Meshed {
+			// Where Envoy's transport_socket_matches look, as Istio marks
+			// endpoints that take its mTLS.
+			lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				TransportSocketMatch: {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(TLSModeMesh)}},
+			}}
+		}
+		lle.LbEndpoints = append(lle.LbEndpoints, lbe)
 	}
 	// Priorities must be contiguous from 0 (grpc-go rejects gaps): map the
 	// sources' priorities onto 0..n-1 keeping their order.

@@ -36,7 +36,8 @@ func loadServices(t *testing.T, name string) *file.Config {
 // per type, compared after normalising protojson's unstable spacing.
 func TestTranslateGolden(t *testing.T) {
 	cfg := loadServices(t, "mesh.yaml")
-	res, err := Translate(cfg.Static)
+	res, err := Translate(cfg.Static, &Security{MTLS: cfg.Security.MTLS, Authorization: cfg.Security.Authorization,
+		RootCAs: []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")})
 	if err != nil {
 		t.Fatalf("Translate: %v", err)
 	}
@@ -81,7 +82,7 @@ func compact(t *testing.T, b []byte) []byte {
 
 func TestTranslateCounts(t *testing.T) {
 	cfg := loadServices(t, "mesh.yaml")
-	res, err := Translate(cfg.Static)
+	res, err := Translate(cfg.Static, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +91,9 @@ func TestTranslateCounts(t *testing.T) {
 		ports += len(s.Ports)
 	}
 	for _, typ := range typeOrder {
+		if typ == resource.SecretType {
+			continue // the trust bundle, when there is one
+		}
 		if got := len(res[typ]); got != ports {
 			t.Errorf("%s: got %d resources, want one per service port (%d)", shortType(typ), got, ports)
 		}
@@ -104,7 +108,7 @@ func TestLBPolicyReadableByGRPC(t *testing.T) {
 		clusterv3.Cluster_ROUND_ROBIN: true, clusterv3.Cluster_LEAST_REQUEST: true, clusterv3.Cluster_RING_HASH: true,
 	}
 	cfg := loadServices(t, "mesh.yaml")
-	res, err := Translate(cfg.Static)
+	res, err := Translate(cfg.Static, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ type config struct {
 	WatchNamespaces []string
 	KubeResync      time.Duration
 	Webhook         webhookConfig
+	CA              caConfig
 }
 
 func envOr(key, def string) string {
@@ -81,6 +82,20 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&w.Namespace, "namespace", podNamespace, "the control plane's namespace (env POD_NAMESPACE)")
 	var webhookHosts string
 	fs.StringVar(&webhookHosts, "webhook-hosts", "", "comma-separated extra DNS names or IPs for the injector certificate")
+	ca := &c.CA
+	fs.StringVar(&ca.Addr, "xds-tls-addr", ":15012", "address of the TLS xDS server and the CA (sidecars send a token); empty: off, and no mutual TLS in the mesh")
+	fs.StringVar(&ca.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's identities")
+	fs.StringVar(&ca.CertFile, "ca-cert-file", "", "the operator's signing certificate (a root, or an intermediate followed by its chain), PEM; reloaded when it changes; empty: the control plane makes its own root")
+	fs.StringVar(&ca.KeyFile, "ca-key-file", "", "the key of --ca-cert-file, PEM")
+	fs.StringVar(&ca.RootsFile, "ca-roots-file", "", "more trusted roots, PEM (the previous root while a rotation overlaps; the root of an intermediate --ca-cert-file); reloaded when it changes")
+	fs.StringVar(&ca.Dir, "ca-dir", "", "directory the self-made root is kept in (root-cert.pem, root-key.pem) across restarts")
+	fs.StringVar(&ca.Secret, "ca-secret", "", "Secret (in the control plane's namespace) the self-made root is kept in and shared between replicas")
+	fs.DurationVar(&ca.WorkloadTTL, "workload-cert-ttl", 24*time.Hour, "validity of workload certificates when the sidecar asks for none")
+	fs.DurationVar(&ca.MaxWorkloadTTL, "max-workload-cert-ttl", 7*24*time.Hour, "longest validity a sidecar may ask for")
+	fs.StringVar(&ca.BootstrapTokens, "bootstrap-tokens-file", "", "file of lines TOKEN NAMESPACE SERVICE_ACCOUNT: tokens sidecars outside Kubernetes prove their identity with; re-read when it changes")
+	var audiences string
+	fs.StringVar(&audiences, "token-audiences", "tender", "comma-separated audiences a service-account token must be for (TokenReview)")
+	fs.StringVar(&ca.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "tender-controlplane"), "the control plane's service account: its SPIFFE ID on the TLS xDS port (env SERVICE_ACCOUNT)")
 	var sidecar inject.Flags
 	sidecar.Register(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -110,6 +125,17 @@ func parseFlags(args []string) (*config, error) {
 	case "on", "off":
 	default:
 		return nil, fmt.Errorf("--kubernetes must be on, off or auto, got %q", c.Kubernetes)
+	}
+	for _, a := range strings.Split(audiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			ca.TokenAudiences = append(ca.TokenAudiences, a)
+		}
+	}
+	if (ca.CertFile == "") != (ca.KeyFile == "") {
+		return nil, errors.New("--ca-cert-file and --ca-key-file go together")
+	}
+	if ca.WorkloadTTL <= 0 || ca.MaxWorkloadTTL < ca.WorkloadTTL {
+		return nil, fmt.Errorf("--workload-cert-ttl (%s) must be positive and at most --max-workload-cert-ttl (%s)", ca.WorkloadTTL, ca.MaxWorkloadTTL)
 	}
 	if webhookHosts != "" {
 		for _, h := range strings.Split(webhookHosts, ",") {

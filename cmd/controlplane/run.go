@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -21,6 +22,8 @@ import (
 	"github.com/tender-mesh/tender/discovery/dns"
 	"github.com/tender-mesh/tender/discovery/file"
 	"github.com/tender-mesh/tender/discovery/kube"
+	"github.com/tender-mesh/tender/security/authz"
+	seckube "github.com/tender-mesh/tender/security/kube"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
@@ -53,8 +56,9 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		sources = append(sources, file.New(file.Options{Path: cfg.ConfigFile, DNS: dnsSrc, Logger: logger.With("source", "file")}))
 	}
 	var client kubernetes.Interface
+	var dyn dynamic.Interface
 	if cfg.Kubernetes == "on" {
-		client, err = kubeClient(cfg.Kubeconfig)
+		client, dyn, err = kubeClient(cfg.Kubeconfig)
 		if err != nil {
 			return err
 		}
@@ -91,6 +95,24 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	})
 	xdsServer := xds.NewServer(xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics})
 	defer xdsServer.Close() //nolint:errcheck // Close only cancels streams
+	var ca *mesh
+	if cfg.CA.Addr == "" {
+		cfg.Webhook.Inject.MTLS = false // no CA: injected sidecars speak plaintext
+	} else {
+		cfg.CA.Hosts = cfg.Webhook.hosts()
+		if ca, err = newMesh(ctx, cfg.CA, cfg.Webhook.Namespace, client, reg, logger.With("component", "ca")); err != nil {
+			return err
+		}
+		xdsServer.SetTrust(ca.ca.TrustDomain(), ca.ca.Bundle())
+		// Injected sidecars check this control plane with the bundle and
+		// its identity.
+		inj := &cfg.Webhook.Inject
+		inj.RootCAs, inj.TrustDomain, inj.ControlPlaneID = ca.ca.Bundle, ca.ca.TrustDomain(), ca.self.String()
+		ca.ca.OnBundleChange(func() {
+			logger.Info("trust bundle changed; pushing it to the sidecars (SDS ROOTCA)")
+			xdsServer.SetTrust(ca.ca.TrustDomain(), ca.ca.Bundle())
+		})
+	}
 	registry.Subscribe(func(snap *discovery.Snapshot) {
 		if err := xdsServer.Apply(snap); err != nil {
 			logger.Error("xds snapshot rejected; still serving the previous one", "version", snap.Version, "err", err)
@@ -105,6 +127,13 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		return fmt.Errorf("xds listener: %w", err)
 	}
 	defer xdsLis.Close()
+	var tlsLis net.Listener
+	if ca != nil {
+		if tlsLis, err = lc.Listen(ctx, "tcp", cfg.CA.Addr); err != nil {
+			return fmt.Errorf("xds tls listener: %w", err)
+		}
+		defer tlsLis.Close()
+	}
 	adminLis, err := lc.Listen(ctx, "tcp", cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics listener: %w", err)
@@ -121,19 +150,34 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		Handler:           newAdmin(reg, registry, xdsServer),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	logger.Info("control plane starting", "xds", xdsLis.Addr().String(), "metrics", adminLis.Addr().String(), "sources", names)
+	tlsAddr := ""
+	if tlsLis != nil {
+		tlsAddr = tlsLis.Addr().String()
+	}
+	logger.Info("control plane starting", "xds", xdsLis.Addr().String(), "xds_tls", tlsAddr, "metrics", adminLis.Addr().String(), "sources", names)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return registry.Run(ctx) })
 	for _, src := range sources {
 		g.Go(func() error {
-			if err := src.Run(ctx, &countingSink{registry, metrics}); err != nil {
+			if err := src.Run(ctx, &countingSink{registry, metrics, xdsServer}); err != nil {
 				return fmt.Errorf("source %s: %w", src.Name(), err)
 			}
 			return nil
 		})
 	}
 	g.Go(func() error { return xdsServer.Serve(ctx, xdsLis) })
+	if ca != nil {
+		g.Go(func() error { return ca.serve(ctx, xdsServer, tlsLis) })
+		g.Go(func() error { ca.ca.Watch(ctx, 5*time.Second); return nil })
+	}
+	if dyn != nil {
+		g.Go(func() error {
+			return seckube.Watch(ctx, dyn, cfg.WatchNamespaces, logger.With("source", "kubernetes"), func(ps []authz.Policy) {
+				xdsServer.UpdateSecurity(kube.Name, discovery.Security{Authorization: ps})
+			})
+		})
+	}
 	if webhookLis != nil {
 		g.Go(func() error {
 			return serveWebhook(ctx, cfg.Webhook, client, webhookLis, metrics, logger.With("component", "injector"))
@@ -159,7 +203,14 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 // countingSink counts source errors on their way to the registry.
 type countingSink struct {
 	*discovery.Registry
-	metrics *telemetry.ControlPlane
+	metrics  *telemetry.ControlPlane
+	security discovery.SecuritySink
+}
+
+// UpdateSecurity passes a source's mTLS modes and policies to the xDS
+// server, which serves them with the services.
+func (s *countingSink) UpdateSecurity(source string, sec discovery.Security) {
+	s.security.UpdateSecurity(source, sec)
 }
 
 func (s *countingSink) ReportError(source string, err error) {
@@ -173,11 +224,14 @@ func (s *countingSink) Update(source string, services []discovery.Service) {
 	s.Registry.Update(source, services)
 }
 
-var _ discovery.Sink = (*countingSink)(nil)
+var (
+	_ discovery.Sink         = (*countingSink)(nil)
+	_ discovery.SecuritySink = (*countingSink)(nil)
+)
 
 // kubeClient connects to the cluster of kubeconfig, or to the one the pod
 // runs in.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (kubernetes.Interface, dynamic.Interface, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -186,13 +240,17 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		rc, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	rc.UserAgent = "tender-controlplane"
 	rc.QPS, rc.Burst = 50, 100
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	return client, nil
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	return client, dyn, nil
 }

@@ -13,19 +13,53 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tender-mesh/tender/proxy"
+	"github.com/tender-mesh/tender/security/workload"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
 
 // newAdmin serves the sidecar's admin endpoints.
-func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool) http.Handler {
+func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool, ident *workload.Manager) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "not ready: no complete config applied yet (or draining)", http.StatusServiceUnavailable)
 			return
 		}
+		if ident != nil && !ident.Ready() {
+			http.Error(w, "not ready: no workload certificate yet", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n")) //nolint:errcheck // the client went away
+	})
+	// /certs: the workload certificate and the trust bundle, as Envoy's
+	// admin /certs shows them.
+	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) {
+		type certInfo struct {
+			Subject   string    `json:"subject"`
+			Identity  string    `json:"identity,omitempty"`
+			Serial    string    `json:"serial"`
+			NotBefore time.Time `json:"notBefore"`
+			NotAfter  time.Time `json:"notAfter"`
+		}
+		out := struct {
+			Enabled  bool       `json:"mtls"`
+			Workload *certInfo  `json:"workload,omitempty"`
+			Roots    []certInfo `json:"roots"`
+		}{Roots: []certInfo{}}
+		if ident != nil {
+			out.Enabled = true
+			if c := ident.Certificate(); c != nil {
+				out.Workload = &certInfo{Subject: c.Leaf.Subject.String(), Identity: ident.ID().String(),
+					Serial: c.Leaf.SerialNumber.String(), NotBefore: c.Leaf.NotBefore, NotAfter: c.Leaf.NotAfter}
+			}
+			for _, r := range ident.RootCerts() {
+				out.Roots = append(out.Roots, certInfo{Subject: r.Subject.String(), Serial: r.SerialNumber.String(),
+					NotBefore: r.NotBefore, NotAfter: r.NotAfter})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out) //nolint:errcheck // the client went away
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		cfg := client.Current()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -48,6 +49,19 @@ type runConfig struct {
 	DetectTimeout  time.Duration
 	LogLevel       string
 	LogFormat      string
+	Identity       identityConfig
+}
+
+// identityConfig is the workload identity: where the CA is, how the
+// sidecar proves who it is, and how it checks the control plane.
+type identityConfig struct {
+	CAAddr         string
+	RootFile       string
+	TokenFile      string
+	TrustDomain    string
+	CertTTL        time.Duration
+	ControlPlaneID string
+	XDSTLS         bool
 }
 
 func envOr(key, def string) string {
@@ -80,10 +94,27 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
+	id := &c.Identity
+	fs.StringVar(&id.CAAddr, "ca-addr", envOr("TENDER_CA_ADDR", ""), "control plane TLS address (:15012) to get the workload certificate from (env TENDER_CA_ADDR); empty: no mutual TLS, plaintext only")
+	fs.StringVar(&id.RootFile, "ca-root-file", envOr("TENDER_CA_ROOT_FILE", ""), "PEM root certificate(s) to verify the control plane with before the first trust bundle arrives (env TENDER_CA_ROOT_FILE; env TENDER_CA_ROOT may hold the PEM itself)")
+	fs.StringVar(&id.TokenFile, "token-file", envOr("TENDER_TOKEN_FILE", "/var/run/secrets/tokens/tender-token"), "token the sidecar proves its identity with: a projected service-account token (audience tender) or a bootstrap token; re-read on every request (env TENDER_TOKEN_FILE)")
+	fs.StringVar(&id.TrustDomain, "trust-domain", envOr("TENDER_TRUST_DOMAIN", "cluster.local"), "SPIFFE trust domain of the mesh (env TENDER_TRUST_DOMAIN)")
+	fs.DurationVar(&id.CertTTL, "cert-ttl", 0, "validity to ask for the workload certificate (renewed at half life); 0: the CA's default (24h)")
+	fs.StringVar(&id.ControlPlaneID, "controlplane-identity", envOr("TENDER_CONTROLPLANE_IDENTITY", ""), "SPIFFE ID the control plane must present (env TENDER_CONTROLPLANE_IDENTITY); empty: any of the trust domain")
+	fs.BoolVar(&id.XDSTLS, "xds-tls", envOr("TENDER_XDS_TLS", "") == "true", "the xDS address is the control plane's TLS port: verify it as the CA, and send the token (env TENDER_XDS_TLS=true)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if id.XDSTLS && id.CAAddr == "" {
+		id.CAAddr = c.XDSAddr
+	}
+	if id.CAAddr != "" && id.RootFile == "" && os.Getenv("TENDER_CA_ROOT") == "" {
+		return nil, errors.New("--ca-addr needs --ca-root-file (or env TENDER_CA_ROOT) to verify the control plane")
+	}
+	if id.CertTTL < 0 {
+		return nil, fmt.Errorf("--cert-ttl must not be negative, got %s", id.CertTTL)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -190,7 +221,22 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		chain = append(chain, interceptor.Tracing(tr.Provider, telemetry.Propagator()))
 	}
 	chain = append(chain, interceptor.Observe, interceptor.Fault, interceptor.Timeout, interceptor.CircuitBreaker(resilience))
+	secMetrics, err := interceptor.NewSecurityMetrics(reg)
+	if err != nil {
+		return err
+	}
+	ident, err := newIdentity(c, logger.With("component", "identity"), health)
+	if err != nil {
+		return err
+	}
+	var meshTLS proxy.MeshTLS
+	if ident != nil {
+		defer ident.Close() //nolint:errcheck // shutting down
+		meshTLS = ident
+	}
 	px := proxy.New(proxy.Options{
+		MTLS:          meshTLS,
+		Security:      secMetrics,
 		Resilience:    resilience,
 		Logger:        logger.With("component", "proxy"),
 		DetectTimeout: c.DetectTimeout,
@@ -206,8 +252,15 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	if err != nil {
 		return err
 	}
+	var xdsCreds credentials.TransportCredentials
+	var xdsToken credentials.PerRPCCredentials
+	if ident != nil && c.Identity.XDSTLS {
+		xdsCreds, xdsToken = ident.ControlPlaneCredentials(), ident.PerRPC()
+	}
 	client := xds.NewClient(xds.ClientOptions{
-		Addr: c.XDSAddr,
+		Addr:        c.XDSAddr,
+		Credentials: xdsCreds,
+		PerRPC:      xdsToken,
 		Node: &corev3.Node{
 			Id: c.NodeID, Cluster: c.PodNamespace, Metadata: md,
 			Locality: &corev3.Locality{Region: c.Locality.Region, Zone: c.Locality.Zone, SubZone: c.Locality.SubZone},
@@ -219,6 +272,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		},
 		Apply: func(cfg *xds.Config) error {
 			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
+			if err == nil && ident != nil {
+				err = applyTrustBundle(cfg, ident)
+			}
 			if err != nil {
 				health.ConfigRejected.Inc()
 				return err
@@ -255,7 +311,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		adminLis.Close()
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	admin := &http.Server{Handler: newAdmin(px, client, &ready, &connected), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: newAdmin(px, client, &ready, &connected, ident), ReadHeaderTimeout: 10 * time.Second}
 	metricsSrv := &http.Server{Handler: metricsHandler(reg), ReadHeaderTimeout: 10 * time.Second}
 	logger.Info("sidecar starting", "node", c.NodeID, "workload", self.String(), "xds", c.XDSAddr,
 		"outbound", outLis.Addr().String(), "inbound", inLis.Addr().String(), "admin", adminLis.Addr().String(),
@@ -265,6 +321,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	defer stopXDS()
 	g := new(errgroup.Group)
 	g.Go(func() error { return client.Run(runCtx) })
+	if ident != nil {
+		g.Go(func() error { return ident.Run(runCtx) })
+	}
 	g.Go(func() error { return px.Serve(outLis, proxy.Outbound) })
 	g.Go(func() error { return px.Serve(inLis, proxy.Inbound) })
 	for _, srv := range []struct {

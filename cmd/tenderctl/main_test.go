@@ -54,7 +54,7 @@ spec:
 `
 
 func TestInject(t *testing.T) {
-	out, errOut, code := runCmd(t, "inject", "-f", write(t, "app.yaml", workloads), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false")
+	out, errOut, code := runCmd(t, "inject", "-f", write(t, "app.yaml", workloads), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false", "--sidecar-mtls=false")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -86,9 +86,42 @@ func TestInject(t *testing.T) {
 	}
 
 	// Injecting the output again changes nothing.
-	again, _, code := runCmd(t, "inject", "-f", write(t, "injected.yaml", out), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false")
+	again, _, code := runCmd(t, "inject", "-f", write(t, "injected.yaml", out), "--sidecar-image", "reg/sidecar:1", "--native-sidecar=false", "--sidecar-mtls=false")
 	if code != 0 || again != out {
 		t.Errorf("second injection changed the output (exit %d)", code)
+	}
+
+	// With mutual TLS (the default) the sidecar needs the CA's root.
+	_, errOut, code = runCmd(t, "inject", "-f", write(t, "app.yaml", workloads))
+	if code != 1 || !strings.Contains(errOut, "--sidecar-ca-root-file") {
+		t.Errorf("mTLS without a root: exit %d, %q", code, errOut)
+	}
+	root := "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+	out, errOut, code = runCmd(t, "inject", "-f", write(t, "app.yaml", workloads), "--sidecar-ca-root-file", write(t, "root.pem", root))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var md appsv1.Deployment
+	if err := yaml.UnmarshalStrict([]byte(strings.Split(out, "\n---\n")[0]), &md); err != nil {
+		t.Fatal(err)
+	}
+	ms := md.Spec.Template.Spec
+	proxy := ms.InitContainers[1]
+	args := strings.Join(proxy.Args, " ")
+	if !strings.Contains(args, "--xds-addr=tender-controlplane.tender-system.svc:15012 --xds-tls") || !strings.Contains(args, "--token-file=/var/run/secrets/tokens/tender-token") {
+		t.Errorf("mTLS sidecar args %v", proxy.Args)
+	}
+	rootEnv := ""
+	for _, e := range proxy.Env {
+		if e.Name == "TENDER_CA_ROOT" {
+			rootEnv = e.Value
+		}
+	}
+	if rootEnv != root {
+		t.Errorf("TENDER_CA_ROOT %q, want the root file's content", rootEnv)
+	}
+	if len(ms.Volumes) != 1 || ms.Volumes[0].Projected == nil || ms.Volumes[0].Projected.Sources[0].ServiceAccountToken.Audience != "tender" {
+		t.Errorf("no projected token volume of audience tender: %+v", ms.Volumes)
 	}
 
 	// A misspelt field or a bad annotation is an error naming it.

@@ -17,6 +17,7 @@ var xdsTypes = []struct{ column, url string }{
 	{"CDS", "type.googleapis.com/envoy.config.cluster.v3.Cluster"},
 	{"EDS", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"},
 	{"RDS", "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"},
+	{"SDS", "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"},
 	{"LDS", "type.googleapis.com/envoy.config.listener.v3.Listener"},
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/discovery/dns"
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 // Error is a problem in the file, with the position it was found at.
@@ -39,7 +40,45 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // meshSpec is the file's top level.
 type meshSpec struct {
-	Services []serviceSpec `yaml:"services"`
+	Services      []serviceSpec  `yaml:"services"`
+	MTLS          *mtlsSpec      `yaml:"mtls"`
+	Authorization []authz.Policy `yaml:"authorization"`
+}
+
+// mtlsSpec sets the inbound mTLS mode mesh-wide, per namespace and per
+// service ("namespace/name", or a name in default).
+type mtlsSpec struct {
+	pos        yaml.Node
+	Mode       string            `yaml:"mode"`
+	Namespaces map[string]string `yaml:"namespaces"`
+	Services   map[string]string `yaml:"services"`
+}
+
+func (m *mtlsSpec) UnmarshalYAML(n *yaml.Node) error {
+	type plain mtlsSpec
+	return decodeStrict(n, (*plain)(m), &m.pos)
+}
+
+func (m *mtlsSpec) build() (*discovery.MTLSPolicy, error) {
+	mode, err := discovery.ParseMTLSMode(m.Mode)
+	if err != nil {
+		return nil, err
+	}
+	p := &discovery.MTLSPolicy{Mode: mode, Namespaces: map[string]discovery.MTLSMode{}, Services: map[string]discovery.MTLSMode{}}
+	for ns, v := range m.Namespaces {
+		if p.Namespaces[ns], err = discovery.ParseMTLSMode(v); err != nil {
+			return nil, fmt.Errorf("namespace %s: %w", ns, err)
+		}
+	}
+	for key, v := range m.Services {
+		if !strings.Contains(key, "/") {
+			key = "default/" + key
+		}
+		if p.Services[key], err = discovery.ParseMTLSMode(v); err != nil {
+			return nil, fmt.Errorf("service %s: %w", key, err)
+		}
+	}
+	return p, nil
 }
 
 type serviceSpec struct {
@@ -58,6 +97,9 @@ type serviceSpec struct {
 	Ports          []portSpec     `yaml:"ports"`
 	Endpoints      []endpointSpec `yaml:"endpoints"`
 	DNS            *dnsSpec       `yaml:"dns"`
+	// Meshed: the endpoints run tender sidecars (each endpoint may say
+	// otherwise); clients reach them over mutual TLS.
+	Meshed bool `yaml:"meshed"`
 }
 
 // The resilience blocks; checkKeys keeps them strict.
@@ -152,6 +194,7 @@ type endpointSpec struct {
 	Priority int64             `yaml:"priority"`
 	Health   string            `yaml:"health"`
 	Labels   map[string]string `yaml:"labels"`
+	Meshed   *bool             `yaml:"meshed"`
 }
 
 type dnsSpec struct {
@@ -254,6 +297,8 @@ type Config struct {
 	Static []discovery.Service
 	// DNS are the services whose endpoints come from DNS.
 	DNS []dns.Target
+	// Security holds the mTLS modes and authorization policies.
+	Security discovery.Security
 }
 
 // Parse reads a mesh.yaml from r; name is used in errors.
@@ -300,6 +345,29 @@ func Parse(name string, r io.Reader) (*Config, error) {
 			cfg.Static = append(cfg.Static, svc)
 		}
 	}
+	if m := spec.MTLS; m != nil {
+		p, err := m.build()
+		if err != nil {
+			return nil, &Error{File: name, Line: m.pos.Line, Column: m.pos.Column, Err: fmt.Errorf("mtls: %w", err)}
+		}
+		cfg.Security.MTLS = p
+	}
+	names := make(map[string]int)
+	for i := range spec.Authorization {
+		p := spec.Authorization[i]
+		if p.Namespace == "" {
+			p.Namespace = "default"
+		}
+		if err := p.Validate(); err != nil {
+			return nil, &Error{File: name, Err: fmt.Errorf("authorization[%d]: %w", i, err)}
+		}
+		key := p.Namespace + "/" + p.Name
+		if j, dup := names[key]; dup {
+			return nil, &Error{File: name, Err: fmt.Errorf("authorization[%d]: policy %s defined twice (first at authorization[%d])", i, key, j)}
+		}
+		names[key] = i
+		cfg.Security.Authorization = append(cfg.Security.Authorization, p)
+	}
 	return cfg, nil
 }
 
@@ -344,6 +412,10 @@ func (s *serviceSpec) build() (discovery.Service, *dns.Target, error) {
 		ep, err := s.Endpoints[i].build(svc.Ports)
 		if err != nil {
 			return svc, nil, at(s.Endpoints[i].pos, err)
+		}
+		ep.Meshed = s.Meshed
+		if m := s.Endpoints[i].Meshed; m != nil {
+			ep.Meshed = *m
 		}
 		svc.Endpoints = append(svc.Endpoints, ep)
 	}

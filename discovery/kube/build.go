@@ -37,6 +37,10 @@ const (
 // tender.dev/retry-on.
 var defaultRetryOn = []string{discovery.RetryOn5xx, discovery.RetryOnReset, discovery.RetryOnConnectFailure}
 
+// AnnotationSidecarStatus is the injector's mark on a pod it gave a
+// sidecar ("injected"): the pod's endpoints are reached over mutual TLS.
+const AnnotationSidecarStatus = AnnotationPrefix + "status"
+
 // AnnotationError is an annotation the source ignored, and why.
 type AnnotationError struct {
 	Key, Value string
@@ -81,6 +85,8 @@ func portProtocol(p corev1.ServicePort) discovery.Protocol {
 // podInfo is what the source keeps of a pod: its labels.
 type podInfo struct {
 	labels map[string]string
+	// meshed: the injector gave the pod a sidecar.
+	meshed bool
 }
 
 // buildService turns a Service and its EndpointSlices into a tender
@@ -148,13 +154,14 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 				loc.Region = nodeRegion(*e.NodeName)
 			}
 			var labels map[string]string
+			meshed := false
 			if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" && pod != nil {
 				ns := ref.Namespace
 				if ns == "" {
 					ns = svc.Namespace
 				}
 				if p := pod(ns, ref.Name); p != nil {
-					labels = p.labels
+					labels, meshed = p.labels, p.meshed
 				}
 			}
 			for _, a := range e.Addresses {
@@ -163,7 +170,7 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 					continue
 				}
 				seen[ip] = true
-				out = append(out, discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health, Labels: labels})
+				out = append(out, discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health, Labels: labels, Meshed: meshed})
 			}
 		}
 	}

@@ -91,8 +91,12 @@ func serviceKey(obj any) ([]string, error) {
 func slim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		var ann map[string]string
+		if v, ok := o.Annotations[AnnotationSidecarStatus]; ok {
+			ann = map[string]string{AnnotationSidecarStatus: v}
+		}
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: o.Labels,
-			ResourceVersion: o.ResourceVersion}}, nil
+			Annotations: ann, ResourceVersion: o.ResourceVersion}}, nil
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: o.Labels, ResourceVersion: o.ResourceVersion}}, nil
 	}
@@ -188,7 +192,8 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 				if err != nil || !ok {
 					return nil
 				}
-				return &podInfo{labels: obj.(*corev1.Pod).Labels}
+				p := obj.(*corev1.Pod)
+				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == "injected"}
 			}
 			for _, obj := range w.services.GetStore().List() {
 				svc := obj.(*corev1.Service)

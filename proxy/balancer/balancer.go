@@ -19,6 +19,8 @@ type Endpoint struct {
 	Priority uint32
 	Locality Locality
 	Healthy  bool
+	// Meshed: the endpoint takes the mesh's mutual TLS.
+	Meshed bool
 	// Stats is shared by the endpoint's successive versions across config
 	// pushes, so counts survive them.
 	Stats *Stats

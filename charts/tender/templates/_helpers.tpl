@@ -21,6 +21,10 @@
 {{- printf "%s-webhook-tls" (include "tender.fullname" .) -}}
 {{- end -}}
 
+{{- define "tender.caSecret" -}}
+{{- printf "%s-ca" (include "tender.fullname" .) -}}
+{{- end -}}
+
 {{- define "tender.serviceAccount" -}}
 {{- default (include "tender.controlplane" .) .Values.serviceAccount.name -}}
 {{- end -}}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tender-mesh/tender/security"
+	seckube "github.com/tender-mesh/tender/security/kube"
+	"github.com/tender-mesh/tender/xds"
+)
+
+// caConfig holds the flags of the CA and the TLS xDS port.
+type caConfig struct {
+	Addr            string // TLS xDS and CA; empty: off
+	TrustDomain     string
+	CertFile        string
+	KeyFile         string
+	RootsFile       string
+	Dir             string
+	Secret          string
+	WorkloadTTL     time.Duration
+	MaxWorkloadTTL  time.Duration
+	BootstrapTokens string
+	TokenAudiences  []string
+	ServiceAccount  string
+	Hosts           []string
+}
+
+// mesh is the CA and what serves it: the authenticator of tokens and the
+// control plane's own serving certificate.
+type mesh struct {
+	cfg     caConfig
+	ca      *security.CA
+	auth    security.Authenticator
+	service *security.Service
+	self    security.ID
+	logger  *slog.Logger
+
+	mu   sync.Mutex // guards cert
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// newMesh builds the CA from the flags. Kubernetes (client non-nil)
+// authenticates service-account tokens; --bootstrap-tokens-file others.
+func newMesh(ctx context.Context, cfg caConfig, namespace string, client kubernetes.Interface, reg prometheus.Registerer, logger *slog.Logger) (*mesh, error) {
+	opts := security.CAOptions{
+		TrustDomain: cfg.TrustDomain, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, RootsFile: cfg.RootsFile,
+		WorkloadTTL: cfg.WorkloadTTL, MaxWorkloadTTL: cfg.MaxWorkloadTTL, Logger: logger,
+	}
+	switch {
+	case cfg.CertFile != "":
+	case cfg.Dir != "":
+		opts.Store = security.DirStore{Dir: cfg.Dir}
+	case cfg.Secret != "" && client != nil:
+		opts.Store = &seckube.SecretStore{Client: client, Namespace: namespace, Name: cfg.Secret}
+	default:
+		logger.Warn("the CA's root is kept in memory only: a restart makes a new one, and replicas do not share it; give --ca-secret, --ca-dir or --ca-cert-file")
+	}
+	ca, err := security.NewCA(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	var chain security.Chain
+	if client != nil {
+		chain = append(chain, &seckube.TokenReviewer{Client: client, Audiences: cfg.TokenAudiences})
+	}
+	if cfg.BootstrapTokens != "" {
+		bt, err := security.NewBootstrapTokens(cfg.BootstrapTokens)
+		if err != nil {
+			return nil, fmt.Errorf("--bootstrap-tokens-file: %w", err)
+		}
+		chain = append(chain, bt)
+	}
+	if len(chain) == 0 {
+		logger.Warn("no way to authenticate sidecars: every certificate request is refused; run with Kubernetes or give --bootstrap-tokens-file")
+	}
+	svc, err := security.NewService(security.ServiceOptions{CA: ca, Authenticator: chain, Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	m := &mesh{cfg: cfg, ca: ca, auth: chain, service: svc, logger: logger,
+		self: security.ID{TrustDomain: ca.TrustDomain(), Namespace: namespace, ServiceAccount: cfg.ServiceAccount}}
+	if _, err := m.certificate(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// certificate returns the control plane's serving certificate, issued
+// anew at half its life.
+func (m *mesh) certificate() (*tls.Certificate, error) {
+	if c := m.cert.Load(); c != nil && time.Now().Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
+		return c, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.cert.Load(); c != nil && time.Now().Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
+		return c, nil
+	}
+	c, err := m.ca.Issue(m.self, m.cfg.Hosts, 24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("ca: control plane certificate: %w", err)
+	}
+	m.cert.Store(c)
+	return c, nil
+}
+
+// serve answers xDS and the CA over TLS on lis. xDS streams must carry a
+// token the authenticator accepts.
+func (m *mesh) serve(ctx context.Context, srv *xds.Server, lis net.Listener) error {
+	tlsCfg := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.certificate() },
+	}
+	return srv.ServeWith(ctx, lis, m.service.Register,
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.StreamInterceptor(m.authenticateStream))
+}
+
+// authenticateStream refuses xDS streams without a valid token.
+func (m *mesh) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	md, _ := metadata.FromIncomingContext(ss.Context())
+	var token string
+	if v := md.Get("authorization"); len(v) > 0 {
+		token, _ = strings.CutPrefix(v[0], "Bearer ")
+	}
+	if token == "" {
+		return status.Error(codes.Unauthenticated, "no bearer token")
+	}
+	if _, err := m.auth.Authenticate(ss.Context(), token); err != nil {
+		addr := ""
+		if p, ok := peer.FromContext(ss.Context()); ok {
+			addr = p.Addr.String()
+		}
+		m.logger.Warn("xds stream refused", "peer", addr, "method", info.FullMethod, "err", err)
+		if errors.Is(err, security.ErrUnauthenticated) {
+			return status.Error(codes.Unauthenticated, err.Error())
+		}
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return handler(srv, ss)
+}
