@@ -251,8 +251,14 @@ func TestHelmChart(t *testing.T) {
 		injected.Spec.InitContainers[1].Image != "ghcr.io/tender-mesh/sidecar:e2e" {
 		t.Errorf("through the chart's webhook: init containers %v, want tender-init and tender-proxy of the chart's sidecar image", got)
 	}
-	if args := injected.Spec.InitContainers[1].Args; !slices.Contains(args, "--xds-addr=tender-controlplane.tender-system.svc:15010") {
-		t.Errorf("injected sidecar does not connect to the chart's Service: args %v", args)
+	// Mutual TLS (the chart's default): xDS and the certificate over the
+	// Service's TLS port, with a projected token for the CA.
+	if args := injected.Spec.InitContainers[1].Args; !slices.Contains(args, "--xds-addr=tender-controlplane.tender-system.svc:15012") ||
+		!slices.Contains(args, "--xds-tls") {
+		t.Errorf("injected sidecar does not connect to the chart's Service's TLS port: args %v", args)
+	}
+	if v := injected.Spec.Volumes; len(v) == 0 || v[len(v)-1].Projected == nil || v[len(v)-1].Projected.Sources[0].ServiceAccountToken.Audience != "tender" {
+		t.Errorf("injected pod has no projected token of audience tender: %+v", v)
 	}
 	own, err := cs.CoreV1().Pods(releaseNS).Create(ctx, pod("not-in-the-mesh"), metav1.CreateOptions{})
 	if err != nil {

@@ -137,8 +137,8 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 	// a sidecar whose stream ends drops out of the list.
 	status := m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014")
 	for _, name := range []string{"client", "greeter-1", "greeter-2", "greeter-3"} {
-		if !regexp.MustCompile(`(?m)^` + name + `\.default\s+delta\s+SYNCED\s+SYNCED\s+SYNCED\s+NOT SENT\s`).MatchString(status) {
-			t.Errorf("proxy-status does not list %s.default as SYNCED for CDS, EDS and RDS:\n%s", name, status)
+		if !regexp.MustCompile(`(?m)^` + name + `\.default\s+delta\s+SYNCED\s+SYNCED\s+SYNCED\s+SYNCED\s+NOT SENT\s`).MatchString(status) {
+			t.Errorf("proxy-status does not list %s.default as SYNCED for CDS, EDS, RDS and SDS:\n%s", name, status)
 		}
 	}
 	endpoints := m.client.run(t, "tenderctl", "proxy-config", "endpoints", "127.0.0.1", "--cluster", "greeter.default.svc.cluster.local")

@@ -276,6 +276,65 @@ func TestMutualTLS(t *testing.T) {
 		}
 	})
 
+	t.Run("root rotation", func(t *testing.T) {
+		oldRoot, oldKey := readCA(t, m.caDir)
+		stop := make(chan struct{})
+		log, done := loadWith(ctx, stop, 2, func() (string, error) {
+			resp, err := hc.Get("http://" + frontendVIPSecure + "/greet?name=root-rotation")
+			if err != nil {
+				return "", err
+			}
+			defer resp.Body.Close()
+			io.Copy(io.Discard, resp.Body) //nolint:errcheck // the status decides
+			if resp.StatusCode != http.StatusOK {
+				return "", fmt.Errorf("status %s", resp.Status)
+			}
+			return "ok", nil
+		})
+		resp, err := m.cp.httpClient(false).Post("http://127.0.0.1:15014/debug/ca/rotate-root", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body) //nolint:errcheck // the status decides
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("rotate-root: %s %s", resp.Status, body)
+		}
+		newRoot, newKey := readCA(t, m.caDir)
+		if newRoot.SerialNumber.Cmp(oldRoot.SerialNumber) == 0 {
+			t.Fatal("the stored root did not change")
+		}
+		newID := fmt.Sprintf("%x", newRoot.SubjectKeyId)
+		// Every sidecar gets the bundle with both roots over SDS, and the
+		// client's next certificate (6 s) comes from the new root.
+		for _, p := range []*pod{m.client, m.frontend, m.greeter} {
+			waitUntil(ctx, t, p.name+" trusting both roots", func() bool {
+				body := string(waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/certs", 200))
+				return strings.Count(body, `"keyId"`) == 2 && strings.Contains(body, newID)
+			})
+		}
+		waitUntil(ctx, t, "the client's certificate from the new root", func() bool {
+			body := string(waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/certs", 200))
+			return strings.Contains(body, `"issuerKeyId":"`+newID+`"`)
+		})
+		// The greeter takes certificates of both roots: the overlap.
+		for name, c := range map[string]tls.Certificate{
+			"old root": leafCert(t, oldRoot, oldKey, "spiffe://cluster.local/ns/default/sa/tester", time.Hour),
+			"new root": leafCert(t, newRoot, newKey, "spiffe://cluster.local/ns/default/sa/tester", time.Hour),
+		} {
+			if got := meshGet(ctx, t, m.plain, m.greeter.ip+":8080", c); !strings.Contains(got, "200 OK") {
+				t.Errorf("a certificate of the %s: greeter answered %q, want 200", name, got)
+			}
+		}
+		close(stop)
+		<-done
+		_, errs, n := log.snapshot()
+		t.Logf("root rotation: %d requests during it, %d failed", n, len(errs))
+		if n == 0 || len(errs) > 0 {
+			t.Errorf("got %d requests and %d failures (first: %v) across the rotation, want some and none", n, len(errs), firstErr(errs))
+		}
+	})
+
 	t.Run("expired and foreign certificates", func(t *testing.T) {
 		rootCert, rootKey := readCA(t, m.caDir)
 		cases := []struct {
@@ -287,21 +346,8 @@ func TestMutualTLS(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				raw, err := m.plain.dial(ctx, "tcp", m.greeter.ip+":8080")
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer raw.Close()
-				raw.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // the reads below fail on their own
-				c := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{tc.cert}, NextProtos: []string{"tender/http1.1"},
-					InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) //nolint:gosec // the test is the client under test
-				_, err = c.Write([]byte("GET /greet?name=intruder HTTP/1.1\r\nHost: greeter\r\n\r\n"))
-				if err == nil {
-					var b []byte
-					b, err = io.ReadAll(c)
-					if err == nil && len(b) > 0 {
-						t.Fatalf("greeter answered a %s certificate: %q", tc.name, b)
-					}
+				if got := meshGet(ctx, t, m.plain, m.greeter.ip+":8080", tc.cert); strings.Contains(got, "HTTP/1.1") {
+					t.Fatalf("greeter answered a %s certificate: %q", tc.name, got)
 				}
 				logLine(ctx, t, m.sidecars["greeter"], "mTLS handshake refused", "err", tc.want)
 			})
@@ -341,7 +387,7 @@ func TestMutualTLS(t *testing.T) {
 	t.Run("wrong bootstrap token", func(t *testing.T) {
 		p := m.startSidecar(t, m.rogue, "rogue")
 		logLine(ctx, t, p, "workload certificate request failed", "err", "Unauthenticated")
-		logLine(ctx, t, m.cpProc, "certificate refused", "err", "")
+		logLine(ctx, t, m.cpProc, "certificate refused", "reason", "unknown bootstrap token")
 		resp, err := m.rogue.httpClient(false).Get("http://127.0.0.1:15000/ready")
 		if err != nil {
 			t.Fatal(err)
@@ -354,6 +400,29 @@ func TestMutualTLS(t *testing.T) {
 			t.Errorf("rogue sidecar has a certificate expiring at %v", n)
 		}
 	})
+}
+
+// meshGet sends GET /greet to addr from pod p as a mesh client would:
+// TLS 1.3 with cert and ALPN tender/http1.1. It returns the response (or
+// the error) as text.
+func meshGet(ctx context.Context, t *testing.T, p *pod, addr string, cert tls.Certificate) string {
+	t.Helper()
+	raw, err := p.dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck // the reads below fail on their own
+	c := tls.Client(raw, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"tender/http1.1"},
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}) //nolint:gosec // the test is the client under test
+	if _, err := c.Write([]byte("GET /greet?name=tester HTTP/1.1\r\nHost: greeter\r\nConnection: close\r\n\r\n")); err != nil {
+		return err.Error()
+	}
+	b, err := io.ReadAll(c)
+	if err != nil && len(b) == 0 {
+		return err.Error()
+	}
+	return string(b)
 }
 
 func firstErr(errs []error) error {

@@ -155,6 +155,9 @@ func diffPod(before, after *corev1.Pod) []patchOp {
 	if !reflect.DeepEqual(before.Spec.Containers, after.Spec.Containers) {
 		ops = append(ops, patchOp{"add", "/spec/containers", after.Spec.Containers})
 	}
+	if !reflect.DeepEqual(before.Spec.Volumes, after.Spec.Volumes) {
+		ops = append(ops, patchOp{"add", "/spec/volumes", after.Spec.Volumes})
+	}
 	if !reflect.DeepEqual(before.Spec.TerminationGracePeriodSeconds, after.Spec.TerminationGracePeriodSeconds) {
 		ops = append(ops, patchOp{"add", "/spec/terminationGracePeriodSeconds", after.Spec.TerminationGracePeriodSeconds})
 	}

@@ -36,6 +36,7 @@ const (
 	clientIP = subnet + ".20"
 	vip      = "10.96.0.10" // the plain server through the client's sidecar
 	meshVIP  = "10.96.0.11" // the meshed server
+	mtlsVIP  = "10.96.0.12" // the meshed server, over mutual TLS
 	proxyUID = "1337"
 )
 
@@ -315,13 +316,38 @@ func run(ctx context.Context, c config, l *lab) error {
     vip: %s
     ports: [{name: http, port: 8080, protocol: HTTP}, {name: grpc, port: 8079, protocol: GRPC}, {name: tcp, port: 8078, protocol: TCP}]
     endpoints: [{address: %s}]
-`, vip, serverIP, meshVIP, meshIP)
+  - name: meshtls
+    vip: %s
+    meshed: true
+    ports: [{name: http, port: 8080, protocol: HTTP}, {name: grpc, port: 8079, protocol: GRPC}, {name: tcp, port: 8078, protocol: TCP}]
+    endpoints: [{address: %s}]
+`, vip, serverIP, meshVIP, meshIP, mtlsVIP, meshIP)
 	meshFile := filepath.Join(dir, "mesh.yaml")
 	if err := os.WriteFile(meshFile, []byte(mesh), 0o600); err != nil {
 		return err
 	}
+	// The sidecars (UID 1337) read their bootstrap token and the CA's root
+	// from dir.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("bench-token default bench\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("bench-token\n"), 0o644); err != nil {
+		return err
+	}
 	if _, err := l.start("cp", 1, nil, bin("controlplane"), "--config-file", meshFile, "--xds-addr", "0.0.0.0:15010",
+		"--xds-tls-addr", "0.0.0.0:15012", "--ca-dir", filepath.Join(dir, "ca"), "--bootstrap-tokens-file", tokens,
 		"--metrics-addr", "0.0.0.0:15014", "--kubernetes", "off", "--log-level", "warn"); err != nil {
+		return err
+	}
+	rootPEM, err := waitFile(filepath.Join(dir, "ca", "root-cert.pem"), 10*time.Second)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "root.pem"), rootPEM, 0o644); err != nil {
 		return err
 	}
 	// Sidecars: one core each (GOMAXPROCS=1), as the per-hop targets say.
@@ -330,7 +356,8 @@ func run(ctx context.Context, c config, l *lab) error {
 			return fmt.Errorf("sidecar init: %w: %s", err, out)
 		}
 		if _, err := l.start(pod, 1, []string{"GOMAXPROCS=1"}, "setpriv", "--reuid="+proxyUID, "--regid="+proxyUID, "--clear-groups",
-			bin("sidecar"), "run", "--xds-addr", cpIP+":15010", "--pod-name", pod, "--pod-namespace", "default", "--log-level", "warn"); err != nil {
+			bin("sidecar"), "run", "--xds-addr", cpIP+":15012", "--xds-tls", "--ca-root-file", filepath.Join(dir, "root.pem"),
+			"--token-file", filepath.Join(dir, "token"), "--pod-name", pod, "--pod-namespace", "default", "--log-level", "warn"); err != nil {
 			return err
 		}
 	}
@@ -414,6 +441,8 @@ backend tcp
 		{"HAProxy", map[string]string{"http": proxyIP + ":9080", "grpc": proxyIP + ":9079", "tcp": proxyIP + ":9078"},
 			func() []int { return l.pidsIn("proxy", "haproxy") }},
 		{"tender mesh (two sidecars)", map[string]string{"http": meshVIP + ":8080", "grpc": meshVIP + ":8079", "tcp": meshVIP + ":8078"},
+			func() []int { return append(l.pidsIn("client", "sidecar"), l.pidsIn("mesh", "sidecar")...) }},
+		{"tender mesh, mutual TLS", map[string]string{"http": mtlsVIP + ":8080", "grpc": mtlsVIP + ":8079", "tcp": mtlsVIP + ":8078"},
 			func() []int { return append(l.pidsIn("client", "sidecar"), l.pidsIn("mesh", "sidecar")...) }},
 	}
 	type key struct{ topo, proto, load string }
@@ -545,4 +574,22 @@ backend tcp
 		b.WriteString("\n")
 	}
 	return os.WriteFile(c.out, []byte(b.String()), 0o644) //nolint:gosec // a report for people to read
+}
+
+// waitFile returns the content of path once it exists and is not empty.
+func waitFile(path string, timeout time.Duration) ([]byte, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(b) > 0 {
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("empty")
+			}
+			return nil, fmt.Errorf("%s not written within %s: %w", path, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -158,7 +158,7 @@ func run(o options) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	cp := exec.Command(o.bin, "--config-file", mesh, "--xds-addr", xdsAddr, "--metrics-addr", metricsAddr,
+	cp := exec.Command(o.bin, "--config-file", mesh, "--xds-addr", xdsAddr, "--metrics-addr", metricsAddr, "--xds-tls-addr", "",
 		"--kubernetes", "off", "--debounce", o.debounce.String(), "--log-level", "warn")
 	cp.Stderr = os.Stderr
 	if err := cp.Start(); err != nil {

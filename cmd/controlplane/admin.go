@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 
@@ -9,13 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/security"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
 )
 
 // newAdmin serves /metrics, /healthz, /readyz, /debug/config and
 // /debug/proxies, and Go profiles on /debug/pprof/ for loopback clients.
-func newAdmin(reg *prometheus.Registry, registry *discovery.Registry, srv *xds.Server) http.Handler {
+func newAdmin(reg *prometheus.Registry, registry *discovery.Registry, srv *xds.Server, ca *mesh) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -43,6 +45,26 @@ func newAdmin(reg *prometheus.Registry, registry *discovery.Registry, srv *xds.S
 	mux.HandleFunc("GET /debug/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, srv.Proxies())
 	})
+	if ca != nil {
+		// The trust bundle, and a rotation of the self-made root: a new
+		// root signs from now on, the old one stays trusted until it
+		// expires, and the bundle goes to every sidecar over SDS.
+		mux.HandleFunc("GET /debug/ca", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, ca.info())
+		})
+		mux.Handle("POST /debug/ca/rotate-root", telemetry.LoopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := ca.ca.RotateRoot(r.Context()); err != nil {
+				code := http.StatusInternalServerError
+				if errors.Is(err, security.ErrOperatorCA) {
+					code = http.StatusConflict
+				}
+				http.Error(w, "rotate root: "+err.Error(), code)
+				return
+			}
+			ca.logger.Info("root rotated; the previous root stays trusted until it expires")
+			writeJSON(w, http.StatusOK, ca.info())
+		})))
+	}
 	telemetry.HandleProfiles(mux)
 	return mux
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,6 +121,37 @@ func (m *mesh) certificate() (*tls.Certificate, error) {
 	}
 	m.cert.Store(c)
 	return c, nil
+}
+
+// caInfo is what /debug/ca shows: the trust domain and the roots.
+type caInfo struct {
+	TrustDomain string     `json:"trustDomain"`
+	Identity    string     `json:"identity"`
+	Roots       []rootInfo `json:"roots"`
+}
+
+type rootInfo struct {
+	Subject  string    `json:"subject"`
+	KeyID    string    `json:"keyId"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
+func (m *mesh) info() caInfo {
+	out := caInfo{TrustDomain: m.ca.TrustDomain(), Identity: m.self.String(), Roots: []rootInfo{}}
+	for _, r := range m.ca.Roots() {
+		out.Roots = append(out.Roots, rootInfo{Subject: r.Subject.String(), KeyID: hex.EncodeToString(r.SubjectKeyId), NotAfter: r.NotAfter})
+	}
+	return out
+}
+
+// resign drops the serving certificate: the next handshake gets one from
+// the CA's signer of the moment. Called when the bundle changes (a new
+// root), so that sidecars that start with the new root alone trust the
+// control plane.
+func (m *mesh) resign() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cert.Store(nil)
 }
 
 // serve answers xDS and the CA over TLS on lis. xDS streams must carry a

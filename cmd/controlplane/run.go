@@ -111,6 +111,7 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		ca.ca.OnBundleChange(func() {
 			logger.Info("trust bundle changed; pushing it to the sidecars (SDS ROOTCA)")
 			xdsServer.SetTrust(ca.ca.TrustDomain(), ca.ca.Bundle())
+			ca.resign()
 		})
 	}
 	registry.Subscribe(func(snap *discovery.Snapshot) {
@@ -147,7 +148,7 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		defer webhookLis.Close()
 	}
 	admin := &http.Server{
-		Handler:           newAdmin(reg, registry, xdsServer),
+		Handler:           newAdmin(reg, registry, xdsServer, ca),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	tlsAddr := ""

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"maps"
 	"net/http"
@@ -39,6 +40,8 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 			Subject   string    `json:"subject"`
 			Identity  string    `json:"identity,omitempty"`
 			Serial    string    `json:"serial"`
+			KeyID     string    `json:"keyId,omitempty"`
+			IssuerID  string    `json:"issuerKeyId,omitempty"`
 			NotBefore time.Time `json:"notBefore"`
 			NotAfter  time.Time `json:"notAfter"`
 		}
@@ -51,11 +54,12 @@ func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool
 			out.Enabled = true
 			if c := ident.Certificate(); c != nil {
 				out.Workload = &certInfo{Subject: c.Leaf.Subject.String(), Identity: ident.ID().String(),
-					Serial: c.Leaf.SerialNumber.String(), NotBefore: c.Leaf.NotBefore, NotAfter: c.Leaf.NotAfter}
+					Serial: c.Leaf.SerialNumber.String(), NotBefore: c.Leaf.NotBefore, NotAfter: c.Leaf.NotAfter,
+					IssuerID: hex.EncodeToString(c.Leaf.AuthorityKeyId)}
 			}
 			for _, r := range ident.RootCerts() {
 				out.Roots = append(out.Roots, certInfo{Subject: r.Subject.String(), Serial: r.SerialNumber.String(),
-					NotBefore: r.NotBefore, NotAfter: r.NotAfter})
+					KeyID: hex.EncodeToString(r.SubjectKeyId), NotBefore: r.NotBefore, NotAfter: r.NotAfter})
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
