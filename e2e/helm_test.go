@@ -257,8 +257,9 @@ func TestHelmChart(t *testing.T) {
 		!slices.Contains(args, "--xds-tls") {
 		t.Errorf("injected sidecar does not connect to the chart's Service's TLS port: args %v", args)
 	}
-	if v := injected.Spec.Volumes; len(v) == 0 || v[len(v)-1].Projected == nil || v[len(v)-1].Projected.Sources[0].ServiceAccountToken.Audience != "tender" {
-		t.Errorf("injected pod has no projected token of audience tender: %+v", v)
+	if i := slices.IndexFunc(injected.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "tender-token" }); i < 0 ||
+		injected.Spec.Volumes[i].Projected.Sources[0].ServiceAccountToken.Audience != "tender" {
+		t.Errorf("injected pod has no projected token of audience tender: %+v", injected.Spec.Volumes)
 	}
 	own, err := cs.CoreV1().Pods(releaseNS).Create(ctx, pod("not-in-the-mesh"), metav1.CreateOptions{})
 	if err != nil {

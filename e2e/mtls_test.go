@@ -380,6 +380,41 @@ func TestMutualTLS(t *testing.T) {
 			t.Errorf("greeter's sidecar counted %v denials, want ≥ 2 (HTTP and gRPC)", n)
 		}
 		logLine(ctx, t, m.sidecars["greeter"], "denied by authorization policy", "source_principal", spiffeClient)
+
+		// Paths: the client may read /status/*, but not /status/500,
+		// however the path is spelt: the policy sees the path the app
+		// gets.
+		m.setMesh(t, "STRICT", policy+`  - name: client-status
+    services: [greeter]
+    rules:
+      - from: [{principals: ["`+spiffeClient+`"]}]
+        to: [{methods: [GET], paths: ["/status/*"]}]
+  - name: no-500
+    services: [greeter]
+    action: DENY
+    rules:
+      - to: [{paths: ["/status/500"]}]
+`)
+		base := "http://" + greeterVIP
+		pollHTTP(ctx, t, hc, base+"/status/200", 200)
+		// Not following redirects: the app's mux redirects an unclean path
+		// to its clean form, which would hide what the policy let through.
+		noRedirect := *hc
+		noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		for path, want := range map[string]int{
+			"/greet": 403, "/status/204": 204, "/status/500": 403, "//status/500": 403,
+			"/status/x/../500": 403, "/./status/500": 403, "/status%2F500": 400,
+		} {
+			resp, err := noRedirect.Get(base + path)
+			if err != nil {
+				t.Errorf("GET %s: %v", path, err)
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("GET %s from the client: %s, want %d", path, resp.Status, want)
+			}
+		}
 		m.setMesh(t, "STRICT", "")
 		pollHTTP(ctx, t, hc, m.greeterHTTP, 200)
 	})

@@ -80,10 +80,13 @@ type Config struct {
 	ControlPlaneID string
 }
 
-// Where the injected sidecar finds its token.
+// Where the injected sidecar finds its token, and keeps the trust bundle
+// across its restarts.
 const (
-	tokenVolume = "tender-token"
-	tokenDir    = "/var/run/secrets/tokens"
+	tokenVolume  = "tender-token"
+	tokenDir     = "/var/run/secrets/tokens"
+	bundleVolume = "tender-bundle"
+	bundleDir    = "/var/run/tender"
 )
 
 // Decision says whether a pod is injected, and why.
@@ -249,7 +252,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 			return nil, errors.New("mutual TLS is on but there is no CA root certificate for the sidecar (give --sidecar-ca-root-file, or --sidecar-mtls=false)")
 		}
 		args = []string{"run", "--xds-addr=" + cfg.CAAddr, "--xds-tls", "--trust-domain=" + cfg.TrustDomain,
-			"--token-file=" + tokenDir + "/" + tokenVolume, "--log-format=json"}
+			"--token-file=" + tokenDir + "/" + tokenVolume, "--bundle-file=" + bundleDir + "/bundle.pem", "--log-format=json"}
 		if cfg.ControlPlaneID != "" {
 			args = append(args, "--controlplane-identity="+cfg.ControlPlaneID)
 		}
@@ -313,12 +316,16 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 		// pod's service account for the CA only (audience), which the
 		// kubelet renews.
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "TENDER_CA_ROOT", Value: string(roots)})
-		proxy.VolumeMounts = append(proxy.VolumeMounts, corev1.VolumeMount{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true})
+		proxy.VolumeMounts = append(proxy.VolumeMounts, corev1.VolumeMount{Name: tokenVolume, MountPath: tokenDir, ReadOnly: true},
+			corev1.VolumeMount{Name: bundleVolume, MountPath: bundleDir})
 		expiry := int64(3600)
 		out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: tokenVolume, VolumeSource: corev1.VolumeSource{
 			Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
 				ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: cfg.TokenAudience, ExpirationSeconds: &expiry, Path: tokenVolume},
 			}}},
+		}}, corev1.Volume{Name: bundleVolume, VolumeSource: corev1.VolumeSource{
+			// The pod's, so it outlives a restart of the sidecar container.
+			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptrQuantity("1Mi")},
 		}})
 	}
 	if drain > 0 {
@@ -363,4 +370,9 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ",")
+}
+
+func ptrQuantity(s string) *resource.Quantity {
+	q := resource.MustParse(s)
+	return &q
 }

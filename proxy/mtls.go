@@ -42,10 +42,14 @@ const tlsRecordHandshake = 0x16
 // handshakeTimeout bounds the inbound mTLS handshake.
 const handshakeTimeout = 10 * time.Second
 
-// meshALPN reports whether br starts with a TLS ClientHello that offers
-// one of the mesh's ALPN values. It reads (and keeps in br) only the
-// ClientHello record, within the caller's read deadline.
-func meshALPN(br *bufio.Reader) bool {
+// meshALPN reports whether c (read through br) starts with a TLS
+// ClientHello that offers one of the mesh's ALPN values. It reads (and
+// keeps in br) only the ClientHello record: the first bytes within
+// detect, the rest of the record (a post-quantum hello spans segments)
+// within handshakeTimeout.
+func meshALPN(c net.Conn, br *bufio.Reader, detect time.Duration) bool {
+	defer c.SetReadDeadline(time.Time{})      //nolint:errcheck // a failed reset shows on the next read
+	c.SetReadDeadline(time.Now().Add(detect)) //nolint:errcheck // a failed deadline shows as a read error
 	hdr, err := br.Peek(5)
 	if err != nil || hdr[0] != tlsRecordHandshake {
 		return false
@@ -54,6 +58,7 @@ func meshALPN(br *bufio.Reader) bool {
 	if n == 0 || 5+n > br.Size() {
 		return false
 	}
+	c.SetReadDeadline(time.Now().Add(handshakeTimeout)) //nolint:errcheck // likewise
 	record, err := br.Peek(5 + n)
 	if err != nil {
 		return false
@@ -125,6 +130,10 @@ func (p *Proxy) acceptMTLS(c net.Conn, br *bufio.Reader) (*tls.Conn, string, err
 // dialMTLS connects to addr and runs the client side of a mesh handshake
 // offering alpn; it returns the connection and the server's SPIFFE ID.
 func (p *Proxy) dialMTLS(ctx context.Context, d *net.Dialer, addr, alpn string) (*tls.Conn, string, error) {
+	// Connect and handshake within the dial timeout: a silent upstream is
+	// a connect failure, not a hung request.
+	ctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
+	defer cancel()
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, "", err

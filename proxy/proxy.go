@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,10 @@ type Proxy struct {
 	serverTLS *tls.Config
 	clientTLS map[string]*tls.Config
 	peerIDs   sync.Map // "ip:port" → SPIFFE ID
+	// inboundOpen: with mutual TLS, inbound connections wait for the first
+	// complete config (modes, policies): before it they are refused, not
+	// let through unchecked.
+	inboundOpen atomic.Bool
 }
 
 // New returns a Proxy with an empty table.
@@ -115,6 +120,7 @@ func New(opts Options) *Proxy {
 		opts.Self = unknownPeer
 	}
 	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, self: opts.Self.String()}
+	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
 		p.serverTLS = opts.MTLS.ServerConfig()
 		p.clientTLS = map[string]*tls.Config{}
@@ -154,6 +160,11 @@ func (p *Proxy) SetTable(t *Table) { p.table.Store(t) }
 
 // Table returns the current routing table.
 func (p *Proxy) Table() *Table { return p.table.Load() }
+
+// OpenInbound lets inbound connections in: the sidecar calls it once the
+// first complete config is applied. Without mutual TLS they are let in
+// from the start.
+func (p *Proxy) OpenInbound() { p.inboundOpen.Store(true) }
 
 // Serve accepts connections of one direction on lis until it is closed.
 func (p *Proxy) Serve(lis net.Listener, d Direction) error {
@@ -235,11 +246,18 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 				p.refuseTCP(c, p.tcpExchange(c, d, nil), interceptor.FlagNoRoute)
 				return
 			}
-			p.forwardTCP(c, nil, dst, nil, false, release, p.tcpExchange(c, d, nil))
+			// A pod address (headless service, StatefulSet) of a meshed
+			// endpoint gets mutual TLS too.
+			p.forwardTCP(c, nil, dst, nil, t.MeshedAddrs[dst], release, p.tcpExchange(c, d, nil))
 			return
 		}
 		protocol = cl.Protocol
 	case Inbound:
+		if !p.inboundOpen.Load() {
+			p.opts.Logger.Debug("inbound connection refused: no config yet", "remote", c.RemoteAddr().String(), "dst", dst)
+			c.Close()
+			return
+		}
 		cl = t.ByEndpoint[dst]
 	}
 	br := bufio.NewReaderSize(c, 16<<10)
@@ -277,12 +295,10 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	e := p.tcpExchange(c, d, cl)
 	if d == Inbound {
 		e.MTLS, e.SourcePrincipal = secure, peer
-		if cl != nil {
-			if dec := cl.Authz.Evaluate(authz.Request{Principal: peer, TCP: true}); !dec.Allowed {
-				p.deny(e, dec, "", "")
-				p.refuseTCP(c, e, interceptor.FlagRBACDenied)
-				return
-			}
+		if dec := authorize(t.InboundClusters(dst), authz.Request{Principal: peer, TCP: true}); !dec.Allowed {
+			p.deny(e, dec, "", "")
+			p.refuseTCP(c, e, interceptor.FlagRBACDenied)
+			return
 		}
 		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, false, release, e)
 		return
@@ -309,10 +325,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 // closed it.
 func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort, t *Table) (tc *tls.Conn, peer string, ok bool) {
 	if p.serverTLS != nil {
-		c.SetReadDeadline(time.Now().Add(p.opts.DetectTimeout)) //nolint:errcheck // a failed deadline shows as a read error
-		mesh := meshALPN(br)
-		c.SetReadDeadline(time.Time{}) //nolint:errcheck // likewise
-		if mesh {
+		if meshALPN(c, br, p.opts.DetectTimeout) {
 			tc, peer, err := p.acceptMTLS(c, br)
 			if err != nil {
 				p.opts.Security.HandshakeFailed(interceptor.Inbound)
@@ -333,6 +346,18 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 		return nil, "", false
 	}
 	return nil, "", true
+}
+
+// authorize decides a request to a destination served by clusters (an
+// address in several services gets the policies of all): the first
+// denial wins.
+func authorize(clusters []*Cluster, r authz.Request) authz.Decision {
+	for _, cl := range clusters {
+		if dec := cl.Authz.Evaluate(r); !dec.Allowed {
+			return dec
+		}
+	}
+	return authz.Decision{Allowed: true}
 }
 
 // deny records a request or connection an authorization policy refused.
@@ -404,6 +429,12 @@ func (p *Proxy) handler(d Direction) http.Handler {
 		e.Start = time.Now()
 		e.Downstream = r.RemoteAddr
 		t := p.table.Load()
+		// No h2c upgrade through the sidecar: the upgraded stream would
+		// escape the per-request checks (as Envoy refuses it).
+		if r.Header.Get("Upgrade") != "" && strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
+			r.Header.Del("Upgrade")
+			r.Header.Del("Http2-Settings")
+		}
 		if d == Outbound {
 			e.Direction, e.Source, e.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
 			if req.cl = t.ByVIP[sc.dst]; req.cl != nil {
@@ -440,8 +471,15 @@ func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
 	e := &req.ex
 	switch {
 	case e.Direction == interceptor.Inbound:
-		if req.cl != nil {
-			if dec := req.cl.Authz.Evaluate(authz.Request{Principal: e.SourcePrincipal, Method: r.Method, Path: r.URL.Path}); !dec.Allowed {
+		if clusters := p.table.Load().InboundClusters(req.dst); hasAuthz(clusters) {
+			// The policy sees the path the app gets: normalised, and
+			// forwarded so.
+			path, ok := normalizePath(r)
+			if !ok {
+				interceptor.WriteError(w, r, http.StatusBadRequest, "path with an encoded slash or backslash refused")
+				return
+			}
+			if dec := authorize(clusters, authz.Request{Principal: e.SourcePrincipal, Method: r.Method, Path: path}); !dec.Allowed {
 				p.deny(e, dec, r.Method, r.URL.Path)
 				interceptor.WriteError(w, r, http.StatusForbidden, "RBAC: access denied")
 				return

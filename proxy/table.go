@@ -51,17 +51,45 @@ type Table struct {
 	// side can name the service a request was sent to. An address in two
 	// clusters maps to the first by name.
 	ByEndpoint map[netip.AddrPort]*Cluster
-	// StrictAddrs are the endpoint IPs of STRICT services: their ports
-	// outside any service refuse plaintext too.
-	StrictAddrs map[netip.Addr]bool
+	// ByAddrPort and ByAddr list every cluster an endpoint address (and
+	// its IP) serves: the inbound side applies the modes and policies of
+	// all of them, and those of all the IP's services on a port no
+	// service names.
+	ByAddrPort map[netip.AddrPort][]*Cluster
+	ByAddr     map[netip.Addr][]*Cluster
+	// MeshedAddrs are the endpoints that take mutual TLS, for traffic
+	// to them outside their service's VIP (headless services).
+	MeshedAddrs map[netip.AddrPort]bool
 }
 
-// Strict reports whether the inbound side refuses plaintext to dst.
-func (t *Table) Strict(dst netip.AddrPort) bool {
-	if cl := t.ByEndpoint[dst]; cl != nil {
-		return cl.MTLSMode == string(discovery.MTLSStrict)
+// InboundClusters returns the clusters whose modes and policies apply to
+// an inbound connection to dst.
+func (t *Table) InboundClusters(dst netip.AddrPort) []*Cluster {
+	if cls := t.ByAddrPort[dst]; len(cls) > 0 {
+		return cls
 	}
-	return t.StrictAddrs[dst.Addr()]
+	return t.ByAddr[dst.Addr()]
+}
+
+// Strict reports whether the inbound side refuses plaintext to dst: one
+// of its services is STRICT.
+func (t *Table) Strict(dst netip.AddrPort) bool {
+	for _, cl := range t.InboundClusters(dst) {
+		if cl.MTLSMode == string(discovery.MTLSStrict) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasAuthz reports whether any of clusters has authorization policies.
+func hasAuthz(clusters []*Cluster) bool {
+	for _, cl := range clusters {
+		if cl.Authz != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrInvalidConfig wraps every reason a config is rejected.
@@ -165,8 +193,12 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			if _, ok := t.ByEndpoint[e.Addr]; !ok {
 				t.ByEndpoint[e.Addr] = cl
 			}
-			if cl.MTLSMode == string(discovery.MTLSStrict) {
-				t.StrictAddrs[e.Addr.Addr()] = true
+			t.ByAddrPort[e.Addr] = append(t.ByAddrPort[e.Addr], cl)
+			if !slices.Contains(t.ByAddr[e.Addr.Addr()], cl) {
+				t.ByAddr[e.Addr.Addr()] = append(t.ByAddr[e.Addr.Addr()], cl)
+			}
+			if e.Meshed {
+				t.MeshedAddrs[e.Addr] = true
 			}
 		}
 	}
@@ -179,7 +211,9 @@ func NewTable() *Table {
 		ByVIP:       map[netip.AddrPort]*Cluster{},
 		Clusters:    map[string]*Cluster{},
 		ByEndpoint:  map[netip.AddrPort]*Cluster{},
-		StrictAddrs: map[netip.Addr]bool{},
+		ByAddrPort:  map[netip.AddrPort][]*Cluster{},
+		ByAddr:      map[netip.Addr][]*Cluster{},
+		MeshedAddrs: map[netip.AddrPort]bool{},
 	}
 }
 

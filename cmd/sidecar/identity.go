@@ -3,8 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tender-mesh/tender/security/workload"
@@ -23,6 +25,15 @@ func newIdentity(c *runConfig, logger *slog.Logger, health *telemetry.Sidecar) (
 		var err error
 		if roots, err = os.ReadFile(id.RootFile); err != nil {
 			return nil, fmt.Errorf("--ca-root-file: %w", err)
+		}
+	}
+	if id.BundleFile != "" {
+		// The bundle a previous run of this sidecar got over SDS: it
+		// holds a root rotated in since the pod was made.
+		if b, err := os.ReadFile(id.BundleFile); err == nil {
+			roots = append(append(roots, '\n'), b...)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			logger.Warn("cannot read the kept trust bundle", "file", id.BundleFile, "err", err)
 		}
 	}
 	return workload.New(workload.Options{
@@ -44,8 +55,9 @@ func newIdentity(c *runConfig, logger *slog.Logger, health *telemetry.Sidecar) (
 }
 
 // applyTrustBundle installs the trust bundle of an accepted config, the
-// SDS secret ROOTCA; a config without it keeps the bundle in use.
-func applyTrustBundle(cfg *xds.Config, ident *workload.Manager) error {
+// SDS secret ROOTCA, and keeps it in file (when given) for the next start;
+// a config without it keeps the bundle in use.
+func applyTrustBundle(cfg *xds.Config, ident *workload.Manager, file string, logger *slog.Logger) error {
 	sec := cfg.Secrets[xds.RootCAName]
 	if sec == nil {
 		return nil
@@ -57,5 +69,29 @@ func applyTrustBundle(cfg *xds.Config, ident *workload.Manager) error {
 	if err := ident.SetRoots(pem); err != nil {
 		return fmt.Errorf("secret ROOTCA: %w", err)
 	}
+	if file != "" {
+		if err := writeAtomic(file, pem); err != nil {
+			logger.Warn("cannot keep the trust bundle", "file", file, "err", err)
+		}
+	}
 	return nil
+}
+
+// writeAtomic replaces path with data: a temporary file renamed over it.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name()) //nolint:errcheck // best effort
+	}
+	return err
 }

@@ -62,6 +62,7 @@ type identityConfig struct {
 	CertTTL        time.Duration
 	ControlPlaneID string
 	XDSTLS         bool
+	BundleFile     string
 }
 
 func envOr(key, def string) string {
@@ -101,6 +102,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&id.TrustDomain, "trust-domain", envOr("TENDER_TRUST_DOMAIN", "cluster.local"), "SPIFFE trust domain of the mesh (env TENDER_TRUST_DOMAIN)")
 	fs.DurationVar(&id.CertTTL, "cert-ttl", 0, "validity to ask for the workload certificate (renewed at half life); 0: the CA's default (24h)")
 	fs.StringVar(&id.ControlPlaneID, "controlplane-identity", envOr("TENDER_CONTROLPLANE_IDENTITY", ""), "SPIFFE ID the control plane must present (env TENDER_CONTROLPLANE_IDENTITY); empty: any of the trust domain")
+	fs.StringVar(&id.BundleFile, "bundle-file", envOr("TENDER_BUNDLE_FILE", ""), "file the sidecar keeps the latest trust bundle in and reads at start, so a restarted sidecar trusts a rotated root (env TENDER_BUNDLE_FILE; the injector puts it on an emptyDir)")
 	fs.BoolVar(&id.XDSTLS, "xds-tls", envOr("TENDER_XDS_TLS", "") == "true", "the xDS address is the control plane's TLS port: verify it as the CA, and send the token (env TENDER_XDS_TLS=true)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -272,8 +274,10 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		},
 		Apply: func(cfg *xds.Config) error {
 			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
-			if err == nil && ident != nil {
-				err = applyTrustBundle(cfg, ident)
+			if err == nil && ident != nil && c.Identity.XDSTLS {
+				// Only from a control plane the sidecar verified: a
+				// bundle over plaintext xDS could add any root.
+				err = applyTrustBundle(cfg, ident, c.Identity.BundleFile, logger)
 			}
 			if err != nil {
 				health.ConfigRejected.Inc()
@@ -281,6 +285,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			}
 			px.SetTable(t)
 			health.Applied(cfg.Versions, len(cfg.Clusters))
+			if cfg.Complete() {
+				px.OpenInbound() // modes and policies are known
+			}
 			if cfg.Complete() && !ready.Swap(true) {
 				logger.Info("first complete config applied; ready", "clusters", len(cfg.Clusters))
 			}

@@ -120,8 +120,12 @@ func TestInject(t *testing.T) {
 	if rootEnv != root {
 		t.Errorf("TENDER_CA_ROOT %q, want the root file's content", rootEnv)
 	}
-	if len(ms.Volumes) != 1 || ms.Volumes[0].Projected == nil || ms.Volumes[0].Projected.Sources[0].ServiceAccountToken.Audience != "tender" {
-		t.Errorf("no projected token volume of audience tender: %+v", ms.Volumes)
+	if len(ms.Volumes) != 2 || ms.Volumes[0].Projected == nil || ms.Volumes[0].Projected.Sources[0].ServiceAccountToken.Audience != "tender" ||
+		ms.Volumes[1].EmptyDir == nil {
+		t.Errorf("want a projected token volume of audience tender and an emptyDir for the bundle: %+v", ms.Volumes)
+	}
+	if !strings.Contains(args, "--bundle-file=/var/run/tender/bundle.pem") {
+		t.Errorf("mTLS sidecar keeps no trust bundle: %v", proxy.Args)
 	}
 
 	// A misspelt field or a bad annotation is an error naming it.

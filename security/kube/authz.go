@@ -155,11 +155,14 @@ func Watch(ctx context.Context, client dynamic.Interface, namespaces []string, l
 				p, err := FromObject(u)
 				if err != nil {
 					seen[key] = true
+					// Fail closed: what it protects is denied to everyone
+					// until it is fixed, rather than left open.
+					p = denyAll(u)
 					if warned[key] != rv {
 						warned[key] = rv
-						logger.Warn("authorization policy ignored", "policy", key, "resourceVersion", rv, "err", err)
+						logger.Warn("authorization policy invalid: the services it names deny every request until it is fixed",
+							"policy", key, "resourceVersion", rv, "services", p.Services, "err", err)
 					}
-					continue
 				}
 				out = append(out, p)
 			}
@@ -233,4 +236,18 @@ func invalid(p *authz.Policy, field, format string, args ...any) error {
 		name = p.Namespace + "/" + name
 	}
 	return fmt.Errorf("%w %s: %s: %s", authz.ErrInvalid, name, field, fmt.Sprintf(format, args...))
+}
+
+// denyAll stands in for an invalid policy: an ALLOW policy without rules
+// (which allows nothing) for the services the object names, or for its
+// whole namespace when even those cannot be read.
+func denyAll(u *unstructured.Unstructured) authz.Policy {
+	p := authz.Policy{Name: u.GetName(), Namespace: u.GetNamespace(), Action: authz.ActionAllow}
+	if svcs, ok, err := unstructured.NestedStringSlice(u.Object, "spec", "services"); ok && err == nil {
+		q := authz.Policy{Name: p.Name, Namespace: p.Namespace, Services: svcs, Action: authz.ActionAllow}
+		if q.Validate() == nil {
+			p.Services = svcs
+		}
+	}
+	return p
 }

@@ -155,7 +155,10 @@ func TestWatch(t *testing.T) {
 
 	frontPolicy := authz.Policy{Name: "front", Namespace: "shop", Services: []string{"cart"},
 		Rules: []authz.Rule{{From: []authz.Source{{Principals: []string{spiffe("shop", "web")}}}}}}
-	rec.waitFor(t, "the initial set", []authz.Policy{frontPolicy})
+	// Invalid, it fails closed: an ALLOW without rules for what it names
+	// (nothing readable here: its whole namespace).
+	brokenDeny := authz.Policy{Name: "broken", Namespace: "shop", Action: authz.ActionAllow}
+	rec.waitFor(t, "the initial set", []authz.Policy{brokenDeny, frontPolicy})
 	if n := logs.count("policy=shop/broken"); n != 1 {
 		t.Errorf("got %d warnings about shop/broken, want 1; logs:\n%s", n, logs.buf.String())
 	}
@@ -179,7 +182,7 @@ func TestWatch(t *testing.T) {
 		From: []authz.Source{{Namespaces: []string{"bots"}}},
 		To:   []authz.Operation{{Methods: []string{"POST"}, Paths: []string{"/admin*"}}},
 	}}}
-	rec.waitFor(t, "after a create", []authz.Policy{frontPolicy, botsPolicy})
+	rec.waitFor(t, "after a create", []authz.Policy{brokenDeny, frontPolicy, botsPolicy})
 
 	front = front.DeepCopy()
 	front.SetResourceVersion("2")
@@ -190,12 +193,12 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	frontPolicy.Services = []string{"cart", "users"}
-	rec.waitFor(t, "after an update", []authz.Policy{frontPolicy, botsPolicy})
+	rec.waitFor(t, "after an update", []authz.Policy{brokenDeny, frontPolicy, botsPolicy})
 
 	if err := res.Namespace("web").Delete(ctx, "deny-bots", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, "after a delete", []authz.Policy{frontPolicy})
+	rec.waitFor(t, "after a delete", []authz.Policy{brokenDeny, frontPolicy})
 
 	// Still broken at a new resourceVersion: warned again, once.
 	broken = broken.DeepCopy()
@@ -221,7 +224,7 @@ func TestWatch(t *testing.T) {
 	if _, err := res.Namespace("shop").Update(ctx, front, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	rec.waitFor(t, "after another update", []authz.Policy{frontPolicy})
+	rec.waitFor(t, "after another update", []authz.Policy{brokenDeny, frontPolicy})
 	if n := logs.count("policy=shop/broken"); n != 2 {
 		t.Errorf("got %d warnings about shop/broken, want 2 (one per resourceVersion)", n)
 	}
@@ -452,3 +455,26 @@ func checkStructural(t *testing.T, path string, node map[string]any) {
 }
 
 func spiffe(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
+
+func TestDenyAll(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec map[string]any
+		want []string
+	}{
+		{"services kept", map[string]any{"services": list("cart"), "action": "MAYBE"}, []string{"cart"}},
+		{"services unreadable", map[string]any{"services": "cart", "action": "DENY"}, nil},
+		{"services invalid", map[string]any{"services": list("Cart!"), "action": "DENY"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := denyAll(object("shop", "p", "1", tc.spec))
+			want := authz.Policy{Name: "p", Namespace: "shop", Services: tc.want, Action: authz.ActionAllow}
+			if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("denyAll (-want +got):\n%s", diff)
+			}
+			if got.Validate() != nil || len(got.Rules) != 0 {
+				t.Errorf("the stand-in must be a valid ALLOW with no rules: %+v", got)
+			}
+		})
+	}
+}

@@ -172,8 +172,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			backoff = min(2*backoff, time.Minute)
 			if c := m.cert.Load(); c != nil {
 				// Renew before expiry: retry sooner than the backoff
-				// would near the end.
-				if left := time.Until(c.Leaf.NotAfter); left < 2*wait {
+				// would near the end (once expired, the backoff again).
+				if left := time.Until(c.Leaf.NotAfter); left > 0 && left < 2*wait {
 					wait = max(left/4, 100*time.Millisecond)
 				}
 			}
