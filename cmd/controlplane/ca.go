@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/kubernetes"
@@ -163,29 +162,46 @@ func (m *mesh) serve(ctx context.Context, srv *xds.Server, lis net.Listener) err
 	}
 	return srv.ServeWith(ctx, lis, m.service.Register,
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.StreamInterceptor(m.authenticateStream))
+		grpc.StreamInterceptor(m.authenticateStream),
+		grpc.UnaryInterceptor(m.authenticateUnary))
+}
+
+// authenticateUnary refuses the unary xDS calls (Fetch*) without a valid
+// token; the CA's own call authenticates itself (it needs the caller).
+func (m *mesh) authenticateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if strings.HasPrefix(info.FullMethod, "/istio.v1.auth.IstioCertificateService/") {
+		return handler(ctx, req)
+	}
+	if err := m.authenticate(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
 }
 
 // authenticateStream refuses xDS streams without a valid token.
 func (m *mesh) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	md, _ := metadata.FromIncomingContext(ss.Context())
-	var token string
-	if v := md.Get("authorization"); len(v) > 0 {
-		token, _ = strings.CutPrefix(v[0], "Bearer ")
+	if err := m.authenticate(ss.Context(), info.FullMethod); err != nil {
+		return err
 	}
-	if token == "" {
+	return handler(srv, ss)
+}
+
+// authenticate checks the call's bearer token.
+func (m *mesh) authenticate(ctx context.Context, method string) error {
+	token, ok := security.BearerToken(ctx)
+	if !ok || token == "" {
 		return status.Error(codes.Unauthenticated, "no bearer token")
 	}
-	if _, err := m.auth.Authenticate(ss.Context(), token); err != nil {
+	if _, err := m.auth.Authenticate(ctx, token); err != nil {
 		addr := ""
-		if p, ok := peer.FromContext(ss.Context()); ok {
+		if p, ok := peer.FromContext(ctx); ok {
 			addr = p.Addr.String()
 		}
-		m.logger.Warn("xds stream refused", "peer", addr, "method", info.FullMethod, "err", err)
+		m.logger.Warn("xds stream refused", "peer", addr, "method", method, "err", err)
 		if errors.Is(err, security.ErrUnauthenticated) {
 			return status.Error(codes.Unauthenticated, err.Error())
 		}
 		return status.Error(codes.Unavailable, err.Error())
 	}
-	return handler(srv, ss)
+	return nil
 }
