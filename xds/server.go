@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,11 @@ func (s *Server) Apply(snap *discovery.Snapshot) error {
 func (s *Server) UpdateSecurity(source string, sec discovery.Security) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if prev, ok := s.security[source]; ok && reflect.DeepEqual(prev, sec) {
+		// Unchanged (a mesh.yaml edit of the services only): no push of
+		// its own; the services' snapshot brings any change.
+		return
+	}
 	s.security[source] = sec
 	s.reapplyLocked("security config from " + source)
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/telemetry"
 )
 
@@ -281,6 +282,35 @@ func TestVersionsFollowContent(t *testing.T) {
 	}
 	if v3[resource.EndpointType] == v1[resource.EndpointType] {
 		t.Errorf("endpoint version %s did not change with the endpoints", v3[resource.EndpointType])
+	}
+}
+
+// TestSecurityUpdates: policies and the trust bundle change the served
+// routes and secrets; a source that reports the same security config
+// again (mesh.yaml edited elsewhere) causes no push of its own.
+func TestSecurityUpdates(t *testing.T) {
+	s := NewServer(Options{})
+	defer s.Close()
+	if err := s.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
+		t.Fatal(err)
+	}
+	v1 := s.state.Load().versions
+	sec := discovery.Security{
+		MTLS:          &discovery.MTLSPolicy{Mode: discovery.MTLSStrict},
+		Authorization: []authz.Policy{{Name: "p", Namespace: "default", Services: []string{"a"}, Rules: []authz.Rule{{}}}},
+	}
+	s.UpdateSecurity("file", sec)
+	st := s.state.Load()
+	if st.versions[resource.RouteType] == v1[resource.RouteType] || st.versions[resource.ClusterType] == v1[resource.ClusterType] {
+		t.Errorf("a policy and a mode did not change the routes and clusters: %v → %v", v1, st.versions)
+	}
+	s.UpdateSecurity("file", sec)
+	if s.state.Load() != st {
+		t.Error("the same security config again made a new snapshot")
+	}
+	s.SetTrust("cluster.local", []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
+	if got := len(s.state.Load().resources[resource.SecretType]); got != 1 {
+		t.Errorf("got %d secrets after SetTrust, want the ROOTCA one", got)
 	}
 }
 
