@@ -15,8 +15,8 @@
 //   - The xDS form (rbac.go): ForService turns the policies of one service
 //     into standard Envoy RBAC, as per-route config (typed_per_filter_config
 //     of the service's virtual host) of two RBAC HTTP filters, FilterDeny
-//     and FilterAllow, which HTTPFilters returns for the inbound HTTP
-//     connection manager. Each rule is one Envoy policy named
+//     and FilterAllow (an inbound HTTP connection manager of Envoy would
+//     list them before the router). Each rule is one Envoy policy named
 //     "namespace/name/rules[i]". The config is marked optional, so clients
 //     without the filter ignore it.
 //   - The engine (engine.go): FromRoute compiles that config back, in the

@@ -10,7 +10,6 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -94,21 +93,6 @@ func ForService(policies []Policy, namespace, service, trustDomain string) (map[
 	}
 	if len(out) == 0 {
 		return nil, nil
-	}
-	return out, nil
-}
-
-// HTTPFilters returns the two RBAC filters to put in an inbound HTTP
-// connection manager, in order, before the router. They enforce nothing
-// by themselves (no rules): the per-route config ForService builds does.
-func HTTPFilters() ([]*hcmv3.HttpFilter, error) {
-	var out []*hcmv3.HttpFilter
-	for _, name := range []string{FilterDeny, FilterAllow} {
-		a, err := anypb.New(&rbachttpv3.RBAC{})
-		if err != nil {
-			return nil, fmt.Errorf("authz: %s: %w", name, err)
-		}
-		out = append(out, &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: a}})
 	}
 	return out, nil
 }

@@ -201,27 +201,3 @@ func TestForServiceDeterministic(t *testing.T) {
 		}
 	}
 }
-
-func TestHTTPFilters(t *testing.T) {
-	got, err := HTTPFilters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, f := range got {
-		names = append(names, f.GetName())
-		if err := f.ValidateAll(); err != nil {
-			t.Errorf("%s: %v", f.GetName(), err)
-		}
-		var r rbachttpv3.RBAC
-		if err := f.GetTypedConfig().UnmarshalTo(&r); err != nil {
-			t.Fatal(err)
-		}
-		if r.GetRules() != nil {
-			t.Errorf("%s: got rules, want none (the per-route config enforces)", f.GetName())
-		}
-	}
-	if diff := cmp.Diff([]string{FilterDeny, FilterAllow}, names); diff != "" {
-		t.Errorf("filters (-want +got):\n%s", diff)
-	}
-}
