@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -550,31 +549,47 @@ func TestSidecarH2spec(t *testing.T) {
 	defer cancel()
 	m := newMesh(t, ctx, 1)
 	g := m.greeters[0]
-	runH2spec := func(p *pod, host string) []string {
+	// runH2spec returns the summary and the set of failed cases.
+	runH2spec := func(p *pod, host string) ([]string, map[string]bool) {
 		t.Helper()
-		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns, h2spec, "-h", host, "-p", "8080", "--timeout", "2").CombinedOutput()
+		out, _ := exec.CommandContext(ctx, "ip", "netns", "exec", p.ns, h2spec, "-h", host, "-p", "8080", "--timeout", "5").CombinedOutput()
 		sm := h2specSummary.FindStringSubmatch(string(out))
 		if sm == nil {
 			t.Fatalf("h2spec against %s printed no summary:\n%s", host, out)
 		}
 		t.Logf("h2spec via %s: %s", host, sm[0])
-		return sm
+		failed := map[string]bool{}
+		for _, l := range strings.Split(string(out), "\n") {
+			if _, c, ok := strings.Cut(l, "× "); ok {
+				failed[strings.TrimSpace(c)] = true
+			}
+		}
+		return sm, failed
 	}
-	direct := runH2spec(g, "127.0.0.1") // loopback: not captured
-	before := inboundRequests(ctx, t, g)
-	viaSidecar := runH2spec(m.cp, g.ip) // from another pod: captured into :15006
-	if after := inboundRequests(ctx, t, g); after == before {
-		t.Fatalf("h2spec via %s did not pass through the inbound sidecar (inbound requests stayed %d)", g.ip, after)
+	// A case is the sidecar's fault when it fails through the sidecar and
+	// passes directly, round after round: on a loaded machine a case can
+	// time out once on either side.
+	var extra []string
+	for round := range 3 {
+		direct, directFailed := runH2spec(g, "127.0.0.1") // loopback: not captured
+		before := inboundRequests(ctx, t, g)
+		viaSidecar, sidecarFailed := runH2spec(m.cp, g.ip) // from another pod: captured into :15006
+		if after := inboundRequests(ctx, t, g); after == before {
+			t.Fatalf("h2spec via %s did not pass through the inbound sidecar (inbound requests stayed %d)", g.ip, after)
+		}
+		if direct[1] != viaSidecar[1] {
+			t.Fatalf("h2spec ran %s cases directly and %s through the sidecar", direct[1], viaSidecar[1])
+		}
+		extra = extra[:0]
+		for c := range sidecarFailed {
+			if !directFailed[c] {
+				extra = append(extra, c)
+			}
+		}
+		if len(extra) == 0 {
+			return
+		}
+		t.Logf("round %d: failed through the sidecar only: %q", round+1, extra)
 	}
-	if d, s := atoi(direct[4]), atoi(viaSidecar[4]); s > d {
-		t.Errorf("through the inbound sidecar h2spec fails %d cases, directly %d; want no more", s, d)
-	}
-	if direct[1] != viaSidecar[1] {
-		t.Errorf("h2spec ran %s cases directly and %s through the sidecar", direct[1], viaSidecar[1])
-	}
-}
-
-func atoi(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
+	t.Errorf("through the inbound sidecar h2spec fails cases the app passes directly, in every round: %q", extra)
 }
