@@ -258,7 +258,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 			c.Close()
 			return
 		}
-		cl = t.ByEndpoint[dst]
+		cl = t.Endpoint(dst)
 	}
 	br := bufio.NewReaderSize(c, 16<<10)
 	var peer string
@@ -337,7 +337,7 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 		}
 	}
 	if t.Strict(dst) {
-		cl := t.ByEndpoint[dst]
+		cl := t.Endpoint(dst)
 		e := p.tcpExchange(c, Inbound, cl)
 		p.opts.Security.PlaintextRefused(e.Service)
 		p.opts.Logger.Info("plaintext connection refused: the destination takes mutual TLS only (STRICT)",
@@ -431,7 +431,7 @@ func (p *Proxy) handler(d Direction) http.Handler {
 		t := p.table.Load()
 		// No h2c upgrade through the sidecar: the upgraded stream would
 		// escape the per-request checks (as Envoy refuses it).
-		if r.Header.Get("Upgrade") != "" && strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
 			r.Header.Del("Upgrade")
 			r.Header.Del("Http2-Settings")
 		}
@@ -451,7 +451,7 @@ func (p *Proxy) handler(d Direction) http.Handler {
 				}
 				r.Header.Del(interceptor.PeerHeader)
 			}
-			if req.cl = t.ByEndpoint[sc.dst]; req.cl != nil {
+			if req.cl = t.Endpoint(sc.dst); req.cl != nil {
 				e.Service = req.cl.Host
 			}
 		}

@@ -47,10 +47,6 @@ type Cluster struct {
 type Table struct {
 	ByVIP    map[netip.AddrPort]*Cluster
 	Clusters map[string]*Cluster
-	// ByEndpoint maps endpoint addresses to their cluster, so the inbound
-	// side can name the service a request was sent to. An address in two
-	// clusters maps to the first by name.
-	ByEndpoint map[netip.AddrPort]*Cluster
 	// ByAddrPort and ByAddr list every cluster an endpoint address (and
 	// its IP) serves: the inbound side applies the modes and policies of
 	// all of them, and those of all the IP's services on a port no
@@ -60,6 +56,16 @@ type Table struct {
 	// MeshedAddrs are the endpoints that take mutual TLS, for traffic
 	// to them outside their service's VIP (headless services).
 	MeshedAddrs map[netip.AddrPort]bool
+}
+
+// Endpoint returns the cluster an endpoint address belongs to, so the
+// inbound side can name the service a request was sent to: of an address
+// in two clusters, the first by name; nil for none.
+func (t *Table) Endpoint(addr netip.AddrPort) *Cluster {
+	if cls := t.ByAddrPort[addr]; len(cls) > 0 {
+		return cls[0]
+	}
+	return nil
 }
 
 // InboundClusters returns the clusters whose modes and policies apply to
@@ -190,9 +196,6 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 	for _, name := range t.Names() {
 		cl := t.Clusters[name]
 		for _, e := range cl.Endpoints {
-			if _, ok := t.ByEndpoint[e.Addr]; !ok {
-				t.ByEndpoint[e.Addr] = cl
-			}
 			t.ByAddrPort[e.Addr] = append(t.ByAddrPort[e.Addr], cl)
 			if !slices.Contains(t.ByAddr[e.Addr.Addr()], cl) {
 				t.ByAddr[e.Addr.Addr()] = append(t.ByAddr[e.Addr.Addr()], cl)
@@ -210,7 +213,6 @@ func NewTable() *Table {
 	return &Table{
 		ByVIP:       map[netip.AddrPort]*Cluster{},
 		Clusters:    map[string]*Cluster{},
-		ByEndpoint:  map[netip.AddrPort]*Cluster{},
 		ByAddrPort:  map[netip.AddrPort][]*Cluster{},
 		ByAddr:      map[netip.Addr][]*Cluster{},
 		MeshedAddrs: map[netip.AddrPort]bool{},

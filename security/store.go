@@ -87,19 +87,22 @@ func (d DirStore) Save(_ context.Context, certPEM, keyPEM []byte) error {
 		if err := os.Remove(prevPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("store %s: %w", d.Dir, err)
 		}
-	} else if err := writeAtomic(prevPath, prev, 0o644); err != nil {
+	} else if err := WriteFileAtomic(prevPath, prev, 0o644); err != nil {
 		return fmt.Errorf("store %s: %w", d.Dir, err)
 	}
-	if err := writeAtomic(filepath.Join(d.Dir, RootKeyKey), keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(filepath.Join(d.Dir, RootKeyKey), keyPEM, 0o600); err != nil {
 		return fmt.Errorf("store %s: %w", d.Dir, err)
 	}
-	if err := writeAtomic(filepath.Join(d.Dir, RootCertKey), root, 0o644); err != nil {
+	if err := WriteFileAtomic(filepath.Join(d.Dir, RootCertKey), root, 0o644); err != nil {
 		return fmt.Errorf("store %s: %w", d.Dir, err)
 	}
 	return nil
 }
 
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
+// WriteFileAtomic replaces path with data (mode, synced): a temporary
+// file in the same directory renamed over it, so a reader sees the old
+// content or the new, never a part.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err

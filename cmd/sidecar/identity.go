@@ -6,9 +6,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/tender-mesh/tender/security"
 	"github.com/tender-mesh/tender/security/workload"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds"
@@ -70,28 +70,9 @@ func applyTrustBundle(cfg *xds.Config, ident *workload.Manager, file string, log
 		return fmt.Errorf("secret ROOTCA: %w", err)
 	}
 	if file != "" {
-		if err := writeAtomic(file, pem); err != nil {
+		if err := security.WriteFileAtomic(file, pem, 0o644); err != nil {
 			logger.Warn("cannot keep the trust bundle", "file", file, "err", err)
 		}
 	}
 	return nil
-}
-
-// writeAtomic replaces path with data: a temporary file renamed over it.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name()) //nolint:errcheck // best effort
-	}
-	return err
 }
