@@ -3,7 +3,6 @@ package interceptor
 import (
 	"context"
 	"log/slog"
-	"net/http"
 )
 
 // AccessLog writes one line per request (and per opaque TCP connection,
@@ -17,25 +16,26 @@ func NewAccessLog(logger *slog.Logger) *AccessLog { return &AccessLog{logger: lo
 
 // Middleware logs every exchange once it is done.
 func (a *AccessLog) Middleware() Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if e := FromContext(r.Context()); e != nil {
-				defer a.logRequest(e, r) // also when the response breaks off
-			}
-			next.ServeHTTP(w, r)
+	log := a.logRequest
+	return func(next Handler) Handler {
+		return HandlerFunc(func(e *Exchange) (Response, error) {
+			e.Defer(log)
+			return next.Handle(e)
 		})
 	}
 }
 
-func (a *AccessLog) logRequest(e *Exchange, r *http.Request) {
+func (a *AccessLog) logRequest(e *Exchange) {
 	attrs := a.common(e)
-	attrs = append(attrs,
-		slog.String("method", r.Method),
-		slog.String("authority", r.Host),
-		slog.String("path", r.URL.Path),
-		slog.String("protocol", r.Proto),
-		slog.Int("status", e.Status),
-	)
+	if r := e.Req; r != nil {
+		attrs = append(attrs,
+			slog.String("method", r.Method()),
+			slog.String("authority", r.Authority()),
+			slog.String("path", r.Path()),
+			slog.String("protocol", r.Proto()),
+		)
+	}
+	attrs = append(attrs, slog.Int("status", e.Status))
 	if e.GRPC {
 		attrs = append(attrs, slog.String("grpc_status", e.GRPCStatus))
 	}

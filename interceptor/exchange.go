@@ -1,30 +1,13 @@
 package interceptor
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 )
-
-// Middleware wraps an http.Handler, like a Go kit endpoint.Middleware.
-type Middleware func(http.Handler) http.Handler
-
-// Chain composes middlewares: the first is the outermost.
-func Chain(h http.Handler, mws ...Middleware) http.Handler {
-	for i := len(mws) - 1; i >= 0; i-- {
-		h = mws[i](h)
-	}
-	return h
-}
 
 // Direction says which way a request goes through the sidecar.
 type Direction uint8
@@ -90,22 +73,24 @@ type Flags uint16
 
 // Response flags, named as in Envoy's access log.
 const (
-	FlagNoHealthyUpstream      Flags = 1 << iota // UH: no endpoint to send to
-	FlagUpstreamConnectFailure                   // UF: the upstream refused or did not answer the connect
-	FlagUpstreamReset                            // UC: the upstream connection ended before the response did
-	FlagDownstreamReset                          // DC: the client went away first
-	FlagUpstreamTimeout                          // UT: the upstream took longer than the route's timeout
-	FlagOverflow                                 // UO: a circuit breaker refused the request
-	FlagRetryLimit                               // URX: retries were exhausted
-	FlagNoRoute                                  // NR: no route for the destination
-	FlagFaultInjected                            // FI: the fault policy aborted the request
-	FlagDelayInjected                            // DI: the fault policy delayed the request
-	FlagRetryOverflow                            // UOX: the retry budget (or max retries) refused a retry
-	FlagRBACDenied                               // RBAC: an authorization policy denied the request
-	FlagNoMTLS                                   // NMTLS: refused plaintext (the service is STRICT); Envoy has no code of its own for it
+	FlagNoHealthyUpstream       Flags = 1 << iota // UH: no endpoint to send to
+	FlagUpstreamConnectFailure                    // UF: the upstream refused or did not answer the connect
+	FlagUpstreamReset                             // UC: the upstream connection ended before the response did
+	FlagDownstreamReset                           // DC: the client went away first
+	FlagUpstreamTimeout                           // UT: the upstream took longer than the route's timeout
+	FlagOverflow                                  // UO: a circuit breaker refused the request
+	FlagRetryLimit                                // URX: retries were exhausted
+	FlagNoRoute                                   // NR: no route for the destination
+	FlagFaultInjected                             // FI: the fault policy aborted the request
+	FlagDelayInjected                             // DI: the fault policy delayed the request
+	FlagRetryOverflow                             // UOX: the retry budget (or max retries) refused a retry
+	FlagRBACDenied                                // RBAC: an authorization policy denied the request
+	FlagNoMTLS                                    // NMTLS: refused plaintext (the service is STRICT); Envoy has no code of its own for it
+	FlagUpstreamProtocolError                     // UPE: the upstream's response did not parse
+	FlagDownstreamProtocolError                   // DPE: the client's request did not parse
 )
 
-var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR", "FI", "DI", "UOX", "RBAC", "NMTLS"}
+var flagNames = [...]string{"UH", "UF", "UC", "DC", "UT", "UO", "URX", "NR", "FI", "DI", "UOX", "RBAC", "NMTLS", "UPE", "DPE"}
 
 // String renders the flags as Envoy does: comma-separated, "-" for none.
 func (f Flags) String() string {
@@ -126,12 +111,22 @@ func (f Flags) String() string {
 
 // Exchange is one proxied request as the interceptors see it. The proxy
 // fills the destination before the chain runs and the upstream while it
-// forwards; Observe fills the rest.
+// forwards; the engine fills the response's status, bytes and duration
+// once the response is relayed, then calls Finish. The HTTP/1.1 engine
+// keeps one Exchange per connection and resets it per request, so an
+// Exchange must not be kept after Finish.
 type Exchange struct {
-	Direction   Direction
-	Start       time.Time
-	Source      Peer
-	Destination Peer
+	// Req is the request head; Body its body.
+	Req  Request
+	Body Body
+	// Deadline ends the whole request (Timeout sets it), TryDeadline the
+	// current try until its response head (the per-try timeout); zero:
+	// none.
+	Deadline, TryDeadline time.Time
+	Direction             Direction
+	Start                 time.Time
+	Source                Peer
+	Destination           Peer
 	// SourcePrincipal and DestinationPrincipal are the peers' SPIFFE IDs
 	// where mutual TLS proved them; empty otherwise.
 	SourcePrincipal, DestinationPrincipal string
@@ -140,8 +135,9 @@ type Exchange struct {
 	// Service is the destination service's host name; empty when the
 	// destination is not in the registry.
 	Service string
-	// Upstream is the endpoint the request was sent to.
-	Upstream netip.AddrPort
+	// Upstream is the endpoint the request was sent to; OriginalDst where
+	// the client sent it (a VIP, or this pod's address inbound).
+	Upstream, OriginalDst netip.AddrPort
 	// Downstream is the client's address.
 	Downstream string
 	GRPC       bool
@@ -150,7 +146,7 @@ type Exchange struct {
 	GRPCStatus string
 	// ResponseBytes counts the response body; RequestBytes the request's.
 	ResponseBytes int64
-	requestBytes  atomic.Int64
+	requestBytes  atomic.Int64 // the HTTP/2 forwarder's body may be read in another goroutine
 	Duration      time.Duration
 	Flags         Flags
 	Retries       int
@@ -158,9 +154,68 @@ type Exchange struct {
 	Policy *Policy
 	// Tried lists the endpoints tried so far, so retries go elsewhere.
 	Tried []netip.AddrPort
-	// Trace is the span the sidecar recorded for the exchange, if any.
+	// Trace is the span the sidecar recorded for the exchange, if any;
+	// Span the span itself while it is open.
 	Trace trace.SpanContext
+	Span  trace.Span
+	// Attempt counts the tries sent so far.
+	Attempt int
+
+	onDone []func(*Exchange)
 }
+
+// Reset readies a reused Exchange for the next request, keeping the
+// capacity of its lists.
+func (e *Exchange) Reset() {
+	tried, onDone := e.Tried[:0], e.onDone[:0]
+	*e = Exchange{}
+	e.Tried, e.onDone = tried, onDone
+}
+
+// Defer registers f to run when the exchange finishes (after the
+// response is relayed, or refused), last registered first. Pass a
+// function built once (a method value kept in the middleware), not a
+// closure per request.
+func (e *Exchange) Defer(f func(*Exchange)) { e.onDone = append(e.onDone, f) }
+
+// Finish records the duration and runs the deferred functions; the
+// engine calls it once per exchange.
+func (e *Exchange) Finish() {
+	e.Duration = time.Since(e.Start)
+	for i := len(e.onDone) - 1; i >= 0; i-- {
+		e.onDone[i](e)
+	}
+	clear(e.onDone)
+	e.onDone = e.onDone[:0]
+}
+
+// Expired reports whether the request's deadline passed.
+func (e *Exchange) Expired() bool { return !e.Deadline.IsZero() && !time.Now().Before(e.Deadline) }
+
+// SetGRPCStatus records a response's grpc-status, kept to the 17 codes
+// gRPC defines: the value comes from the upstream, and labels must stay
+// bounded.
+func (e *Exchange) SetGRPCStatus(v string) { e.GRPCStatus = grpcStatusLabel(v) }
+
+// IsGRPC reports whether r is a gRPC request.
+func IsGRPC(r Request) bool {
+	return r != nil && r.Proto() == "HTTP/2.0" && strings.HasPrefix(r.Header("Content-Type"), "application/grpc")
+}
+
+// grpcStatusLabel keeps grpc-status values to the codes gRPC defines.
+func grpcStatusLabel(v string) string {
+	switch {
+	case v == "":
+		return ""
+	case len(v) == 1 && v[0] >= '0' && v[0] <= '9':
+		return grpcCodes[v[0]-'0']
+	case len(v) == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '6':
+		return grpcCodes[10+v[1]-'0']
+	}
+	return "invalid"
+}
+
+var grpcCodes = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"}
 
 // SecurityPolicy is the connection_security_policy label: mutual_tls or
 // none.
@@ -171,154 +226,9 @@ func (e *Exchange) SecurityPolicy() string {
 	return "none"
 }
 
-// RequestBytes returns the request body bytes read so far. The transport
-// may still be reading the body in its own goroutine, hence the atomic.
+// RequestBytes returns the request body bytes read so far. A body may be
+// read in another goroutine than the exchange's, hence the atomic.
 func (e *Exchange) RequestBytes() int64 { return e.requestBytes.Load() }
 
-// AddRequestBytes counts request bytes (opaque TCP, where Observe does not
-// run).
+// AddRequestBytes counts request body bytes.
 func (e *Exchange) AddRequestBytes(n int64) { e.requestBytes.Add(n) }
-
-type exchangeKey struct{}
-
-// WithExchange returns ctx carrying e.
-func WithExchange(ctx context.Context, e *Exchange) context.Context {
-	return context.WithValue(ctx, exchangeKey{}, e)
-}
-
-// FromContext returns the exchange ctx carries, or nil.
-func FromContext(ctx context.Context) *Exchange {
-	e, _ := ctx.Value(exchangeKey{}).(*Exchange)
-	return e
-}
-
-// IsGRPC reports whether r is a gRPC request.
-func IsGRPC(r *http.Request) bool {
-	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
-}
-
-// Observe measures the exchange: status, gRPC status, bytes and duration.
-// The proxy must have put an Exchange in the request's context; requests
-// without one pass through unmeasured.
-func Observe(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := FromContext(r.Context())
-		if e == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		e.GRPC = IsGRPC(r)
-		rw := &responseWriter{ResponseWriter: w, e: e}
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &countingBody{ReadCloser: r.Body, n: &e.requestBytes}
-		}
-		defer func() {
-			// A response that breaks off mid-body ends in the proxy with
-			// a panic(http.ErrAbortHandler); record it, then let it go on.
-			v := recover()
-			if v != nil {
-				if r.Context().Err() != nil {
-					e.Flags |= FlagDownstreamReset
-				} else {
-					e.Flags |= FlagUpstreamReset
-				}
-			}
-			finish(e, rw, r)
-			if v != nil {
-				panic(v)
-			}
-		}()
-		next.ServeHTTP(rw, r)
-	})
-}
-
-// finish records what the response told once the proxy is done with it.
-func finish(e *Exchange, rw *responseWriter, r *http.Request) {
-	if e.Status == 0 && !rw.wroteHeader && r.Context().Err() == nil && e.Flags == 0 {
-		e.Status = http.StatusOK // a handler that wrote nothing
-	}
-	if r.Context().Err() != nil && !rw.wroteHeader {
-		e.Flags |= FlagDownstreamReset
-	}
-	if e.GRPC {
-		// Trailers were copied into the header map after the body; a
-		// trailers-only response has grpc-status among the headers.
-		st := rw.Header().Get("Grpc-Status")
-		if st == "" {
-			st = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
-		}
-		e.GRPCStatus = grpcStatusLabel(st)
-	}
-	e.Duration = time.Since(e.Start)
-}
-
-// grpcStatusLabel keeps grpc-status values to the 17 codes gRPC defines:
-// the header comes from the upstream, and labels must stay bounded.
-func grpcStatusLabel(v string) string {
-	if v == "" {
-		return ""
-	}
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
-		return strconv.Itoa(n)
-	}
-	return "invalid"
-}
-
-// responseWriter counts what is written. It unwraps for
-// http.ResponseController (full duplex, hijacking for upgrades).
-type responseWriter struct {
-	http.ResponseWriter
-	e           *Exchange
-	wroteHeader bool
-}
-
-func (w *responseWriter) WriteHeader(code int) {
-	if !w.wroteHeader && code >= 200 {
-		w.wroteHeader = true
-		w.e.Status = code
-	} else if code == http.StatusSwitchingProtocols {
-		w.wroteHeader = true
-		w.e.Status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *responseWriter) Write(b []byte) (int, error) {
-	if !w.wroteHeader {
-		w.wroteHeader = true
-		w.e.Status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.e.ResponseBytes += int64(n)
-	return n, err
-}
-
-func (w *responseWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// Hijack hands the connection over for an upgrade; the proxy then writes
-// the 101 on the raw connection, so it is recorded here.
-func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.wroteHeader = true
-		w.e.Status = http.StatusSwitchingProtocols
-	}
-	return c, brw, err
-}
-
-type countingBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}

@@ -2,7 +2,6 @@ package interceptor
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,14 +72,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // Middleware records every exchange once it is done. Exemplars carry the
 // trace id of sampled requests.
 func (m *Metrics) Middleware() Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if e := FromContext(r.Context()); e != nil {
-				// Deferred: a response broken off mid-body unwinds with a
-				// panic, and must still be counted.
-				defer m.record(e)
-			}
-			next.ServeHTTP(w, r)
+	record := m.record
+	return func(next Handler) Handler {
+		return HandlerFunc(func(e *Exchange) (Response, error) {
+			e.Defer(record)
+			return next.Handle(e)
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package interceptor
 
 import (
-	"context"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -46,31 +45,26 @@ type FaultPolicy struct {
 // Fault delays or aborts requests as their destination's policy says
 // (Envoy's fault filter): an abort answers at once with the configured
 // status (gRPC clients: the matching gRPC status), flag FI; a delay waits
-// first, flag DI.
-func Fault(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := FromContext(r.Context())
-		if e == nil || e.Policy == nil || e.Policy.Fault == nil {
-			next.ServeHTTP(w, r)
-			return
+// first, flag DI, but not beyond the request's deadline.
+func Fault(next Handler) Handler {
+	return HandlerFunc(func(e *Exchange) (Response, error) {
+		if e.Policy == nil || e.Policy.Fault == nil {
+			return next.Handle(e)
 		}
 		f := e.Policy.Fault
 		if f.DelayPercent > 0 && rand.Float64()*100 < f.DelayPercent {
 			e.Flags |= FlagDelayInjected
-			t := time.NewTimer(f.Delay)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-				return
+			d := f.Delay
+			if !e.Deadline.IsZero() {
+				d = min(d, time.Until(e.Deadline))
 			}
+			time.Sleep(d)
 		}
 		if f.AbortPercent > 0 && rand.Float64()*100 < f.AbortPercent {
 			e.Flags |= FlagFaultInjected
-			WriteError(w, r, f.AbortStatus, "fault injected")
-			return
+			return Reply(f.AbortStatus, "fault injected"), nil
 		}
-		next.ServeHTTP(w, r)
+		return next.Handle(e)
 	})
 }
 
@@ -78,50 +72,57 @@ func Fault(next http.Handler) http.Handler {
 // gRPC deadline the client sent (grpc-timeout), whichever is sooner. The
 // proxy answers a request that ran out before its response with 504 (gRPC:
 // DEADLINE_EXCEEDED), flag UT.
-func Timeout(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := FromContext(r.Context())
+func Timeout(next Handler) Handler {
+	return HandlerFunc(func(e *Exchange) (Response, error) {
 		var d time.Duration
-		if e != nil && e.Policy != nil {
-			d = e.Policy.Timeout
+		set := false
+		if e.Policy != nil && e.Policy.Timeout > 0 {
+			d, set = e.Policy.Timeout, true
 		}
-		if g, ok := ParseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok && (d == 0 || g < d) {
-			d = g
+		if e.Req != nil {
+			// A grpc-timeout of 0 is a deadline that passed (a caller
+			// forwards one as "0n"), not the absence of one.
+			if g, ok := ParseGRPCTimeout(e.Req.Header("Grpc-Timeout")); ok && (!set || g < d) {
+				d, set = g, true
+			}
 		}
-		if d <= 0 {
-			next.ServeHTTP(w, r)
-			return
+		if set {
+			if dl := e.Start.Add(d); e.Deadline.IsZero() || dl.Before(e.Deadline) {
+				e.Deadline = dl
+			}
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		next.ServeHTTP(w, r.WithContext(ctx))
+		return next.Handle(e)
 	})
 }
 
 // CircuitBreaker refuses a request at once, with 503 (gRPC: UNAVAILABLE)
 // and flag UO, when its destination already has MaxRequests in flight:
 // nothing queues, so an overloaded service costs its clients no memory.
+// A request is in flight until its response is relayed.
 func CircuitBreaker(metrics *ResilienceMetrics) Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			e := FromContext(r.Context())
-			if e == nil || e.Policy == nil || e.Policy.State == nil {
-				next.ServeHTTP(w, r)
-				return
+	return func(next Handler) Handler {
+		return HandlerFunc(func(e *Exchange) (Response, error) {
+			if e.Policy == nil || e.Policy.State == nil {
+				return next.Handle(e)
 			}
 			st := e.Policy.State
 			n := st.Active.Add(1)
-			defer st.Active.Add(-1)
+			e.Defer(leaveBreaker)
 			if limit := e.Policy.MaxRequests; limit > 0 && n > limit {
 				e.Flags |= FlagOverflow
 				metrics.overflow(e.Service, "requests")
-				WriteError(w, r, http.StatusServiceUnavailable, "circuit breaker open: "+strconv.FormatInt(limit, 10)+" requests in flight")
-				return
+				return Reply(http.StatusServiceUnavailable, "circuit breaker open: "+strconv.FormatInt(limit, 10)+" requests in flight"), nil
 			}
-			next.ServeHTTP(w, r)
+			return next.Handle(e)
 		})
 	}
 }
+
+func leaveBreaker(e *Exchange) { e.Policy.State.Active.Add(-1) }
+
+// maxGRPCTimeout is as far as a grpc-timeout is taken: 8 digits of hours
+// would overflow a time.Duration.
+const maxGRPCTimeout = 100_000 * time.Hour
 
 // ParseGRPCTimeout reads a grpc-timeout header value ("100m", "5S").
 func ParseGRPCTimeout(v string) (time.Duration, bool) {
@@ -132,10 +133,25 @@ func ParseGRPCTimeout(v string) (time.Duration, bool) {
 	if err != nil || n < 0 {
 		return 0, false
 	}
-	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
-		'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
-	if unit == 0 {
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
 		return 0, false
+	}
+	if n > int64(maxGRPCTimeout/unit) {
+		return maxGRPCTimeout, true
 	}
 	return time.Duration(n) * unit, true
 }
@@ -155,40 +171,4 @@ func FormatGRPCTimeout(d time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(d/time.Hour), 10) + "H"
-}
-
-// WriteError answers a request the proxy itself failed or refused, the way
-// its client understands: gRPC clients get a trailers-only response with
-// the gRPC status matching code, others the HTTP status.
-func WriteError(w http.ResponseWriter, r *http.Request, code int, msg string) {
-	if IsGRPC(r) {
-		h := w.Header()
-		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(grpcStatusFor(code)))
-		h.Set("Grpc-Message", msg)
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	w.Header().Set("X-Tender-Error", msg)
-	http.Error(w, "tender: "+msg, code)
-}
-
-// grpcStatusFor maps an HTTP status to a gRPC status as gRPC's HTTP
-// mapping does.
-func grpcStatusFor(code int) int {
-	switch code {
-	case http.StatusBadRequest:
-		return 13 // INTERNAL
-	case http.StatusUnauthorized:
-		return 16 // UNAUTHENTICATED
-	case http.StatusForbidden:
-		return 7 // PERMISSION_DENIED
-	case http.StatusNotFound:
-		return 12 // UNIMPLEMENTED
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable:
-		return 14 // UNAVAILABLE
-	case http.StatusGatewayTimeout:
-		return 4 // DEADLINE_EXCEEDED
-	}
-	return 2 // UNKNOWN
 }

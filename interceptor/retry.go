@@ -2,11 +2,9 @@ package interceptor
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -72,157 +70,104 @@ const MaxReplayBytes = 64 << 10
 // (connect failure). A try that runs out of its per-try timeout before its
 // response counts as a gateway error. next sends one try; it reads the
 // endpoints tried so far from the Exchange.
-func Retry(metrics *ResilienceMetrics) func(http.RoundTripper) http.RoundTripper {
-	return func(next http.RoundTripper) http.RoundTripper {
-		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-			e := FromContext(req.Context())
+func Retry(metrics *ResilienceMetrics) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(e *Exchange) (Response, error) {
 			var rp *RetryPolicy
-			if e != nil && e.Policy != nil {
+			if e.Policy != nil {
 				rp = e.Policy.Retry
 			}
 			on := uint32(0)
 			if rp != nil {
 				on = rp.On
 			}
-			optIn := req.Header.Get(RetryOnHeader)
-			if optIn != "" {
-				on = ParseRetryOn(optIn)
-				req.Header.Del(RetryOnHeader)
+			optIn := ""
+			if e.Req != nil {
+				if optIn = e.Req.Header(RetryOnHeader); optIn != "" {
+					on = ParseRetryOn(optIn)
+					e.Req.DelHeader(RetryOnHeader)
+				}
 			}
 			if rp == nil || rp.Attempts == 0 || on == 0 {
-				return tryOnce(next, req, rp)
+				return tryOnce(next, e, rp)
 			}
-			safe := optIn != "" || idempotent(req)
-			body := newReplay(req.Body)
+			safe := optIn != "" || idempotent(e.Req)
 			st := e.Policy.State
 			// A retry is in flight, for the budget, from its admission
-			// (backoff included) until its response headers.
+			// (backoff included) until its response head.
 			for attempt := 0; ; attempt++ {
-				try := req.Clone(req.Context())
-				try.Body = body.reader()
-				if try.Body == nil {
-					try.Body = http.NoBody
-				}
-				resp, err := tryOnce(next, try, rp)
+				resp, err := tryOnce(next, e, rp)
 				if attempt > 0 {
 					st.Retrying.Add(-1)
 				}
-				cond := classify(resp, err, req)
-				if resp != nil && !slices.Contains(rp.StatusCodes, uint32(resp.StatusCode)) {
+				cond := classify(resp, err)
+				if resp != nil && !slices.Contains(rp.StatusCodes, uint32(resp.StatusCode())) {
 					cond &^= retryStatusCodes
 				}
-				retriable := cond&on != 0
 				switch {
-				case !retriable:
+				case cond&on == 0:
 					return resp, err
 				case attempt >= rp.Attempts:
 					e.Flags |= FlagRetryLimit
 					return resp, err
-				case !safe && cond&retryConnectFailure == 0, !body.replayable():
+				case !safe && cond&retryConnectFailure == 0:
 					return resp, err
 				case !admitRetry(e.Policy):
 					e.Flags |= FlagRetryOverflow
 					metrics.overflow(e.Service, "retries")
 					return resp, err
+				case e.Body != nil && !e.Body.Rewind():
+					return resp, err // the body cannot be sent again
 				}
 				if resp != nil {
-					// Read a little, so the connection can be reused.
-					io.CopyN(io.Discard, resp.Body, 4<<10) //nolint:errcheck // best effort
-					resp.Body.Close()
+					resp.Discard()
 				}
 				e.Retries++
 				metrics.retry(e.Service)
 				st.Retrying.Add(1)
-				t := time.NewTimer(backoff(rp, attempt))
-				select {
-				case <-t.C:
-				case <-req.Context().Done():
-					t.Stop()
-					st.Retrying.Add(-1)
-					return nil, req.Context().Err()
+				wait := backoff(rp, attempt)
+				if !e.Deadline.IsZero() {
+					if left := time.Until(e.Deadline); left < wait {
+						time.Sleep(max(left, 0))
+						st.Retrying.Add(-1)
+						return nil, ErrTimeout
+					}
 				}
+				time.Sleep(wait)
 			}
 		})
 	}
 }
 
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// ErrPerTryTimeout is a try that got no response within its per-try
-// timeout.
-var ErrPerTryTimeout = errors.New("per-try timeout")
-
 // tryOnce sends one try, bounded by the per-try timeout until its
-// response headers arrive; the body then streams under the request's own
+// response head arrives; the body then streams under the request's own
 // deadline.
-func tryOnce(next http.RoundTripper, req *http.Request, rp *RetryPolicy) (*http.Response, error) {
+func tryOnce(next Handler, e *Exchange, rp *RetryPolicy) (Response, error) {
+	e.Attempt++
 	if rp == nil || rp.PerTryTimeout <= 0 {
-		return next.RoundTrip(req)
+		return next.Handle(e)
 	}
-	ctx, cancel := context.WithCancelCause(req.Context())
-	t := time.AfterFunc(rp.PerTryTimeout, func() { cancel(ErrPerTryTimeout) })
-	resp, err := next.RoundTrip(req.WithContext(ctx))
-	if !t.Stop() || err != nil {
-		cancel(nil)
-		if errors.Is(context.Cause(ctx), ErrPerTryTimeout) && req.Context().Err() == nil {
-			if resp != nil {
-				resp.Body.Close()
-			}
-			return nil, ErrPerTryTimeout
-		}
-		return resp, err
-	}
-	resp.Body = OnClose(resp.Body, func() { cancel(nil) })
-	return resp, nil
-}
-
-// OnClose returns body calling done once, after it is closed. A body that
-// is also an io.Writer (the connection of a 101 Switching Protocols
-// response) stays one.
-func OnClose(body io.ReadCloser, done func()) io.ReadCloser {
-	c := &onClose{ReadCloser: body, done: done}
-	if w, ok := body.(io.Writer); ok {
-		return &onCloseRW{onClose: c, Writer: w}
-	}
-	return c
-}
-
-type onClose struct {
-	io.ReadCloser
-	once sync.Once
-	done func()
-}
-
-func (c *onClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.once.Do(c.done)
-	return err
-}
-
-type onCloseRW struct {
-	*onClose
-	io.Writer
+	e.TryDeadline = time.Now().Add(rp.PerTryTimeout)
+	resp, err := next.Handle(e)
+	e.TryDeadline = time.Time{}
+	return resp, err
 }
 
 // classify names the retry conditions a try's outcome meets.
-func classify(resp *http.Response, err error, req *http.Request) uint32 {
+func classify(resp Response, err error) uint32 {
 	if err != nil {
-		if req.Context().Err() != nil {
+		switch {
+		case errors.Is(err, ErrClientGone), errors.Is(err, ErrTimeout):
 			return 0 // the request itself is over
-		}
-		if errors.Is(err, ErrPerTryTimeout) {
+		case errors.Is(err, ErrPerTryTimeout):
 			return retry5xx | retryGatewayError | retryReset
-		}
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
+		case errors.Is(err, ErrConnect):
 			return retryConnectFailure | retry5xx | retryGatewayError
 		}
 		return retryReset | retry5xx
 	}
 	var cond uint32
-	switch c := resp.StatusCode; {
+	switch c := resp.StatusCode(); {
 	case c == http.StatusBadGateway, c == http.StatusServiceUnavailable, c == http.StatusGatewayTimeout:
 		cond |= retry5xx | retryGatewayError
 	case c >= 500:
@@ -230,7 +175,7 @@ func classify(resp *http.Response, err error, req *http.Request) uint32 {
 	}
 	cond |= retryStatusCodes
 	// A trailers-only gRPC response carries its status in the headers.
-	switch resp.Header.Get("Grpc-Status") {
+	switch resp.Header("Grpc-Status") {
 	case "1":
 		cond |= retryCancelled
 	case "4":
@@ -243,15 +188,18 @@ func classify(resp *http.Response, err error, req *http.Request) uint32 {
 	return cond
 }
 
-// idempotent reports whether repeating req is safe by its method. gRPC
+// idempotent reports whether repeating r is safe by its method. gRPC
 // calls are POSTs, but a policy that names gRPC codes asks for them to be
 // retried, as gRPC's own retry policy does.
-func idempotent(req *http.Request) bool {
-	switch req.Method {
+func idempotent(r Request) bool {
+	if r == nil {
+		return false
+	}
+	switch r.Method() {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
 		return true
 	}
-	return IsGRPC(req)
+	return IsGRPC(r)
 }
 
 // admitRetry applies the retry budget, when the policy has one, else max
@@ -281,11 +229,13 @@ func backoff(rp *RetryPolicy, attempt int) time.Duration {
 	return rand.N(d) + 1
 }
 
-// replay records a request body as tries read it, up to MaxReplayBytes,
-// so a retry can send it again. Each try reads through its own reader;
-// starting a new try cuts the previous one off, so a transport still
-// reading a failed try's body cannot take bytes from the next.
-type replay struct {
+// Replay records a request body as tries read it, up to MaxReplayBytes,
+// so a retry can send it again: the Body of a forwarder whose transport
+// reads the body in a goroutine of its own (HTTP/2). Each try reads
+// through its own reader; Rewind cuts the previous one off, so a
+// transport still reading a failed try's body cannot take bytes from the
+// next.
+type Replay struct {
 	mu       sync.Mutex // guards the fields below
 	srcMu    sync.Mutex // held while reading src
 	src      io.ReadCloser
@@ -295,35 +245,29 @@ type replay struct {
 	gen      int
 }
 
-func newReplay(src io.ReadCloser) *replay {
-	if src == nil || src == http.NoBody {
-		return nil
-	}
-	return &replay{src: src}
-}
+// NewReplay records src.
+func NewReplay(src io.ReadCloser) *Replay { return &Replay{src: src} }
 
-func (r *replay) replayable() bool {
-	if r == nil {
-		return true
-	}
+// Rewind starts the body over for the next try, when it fit.
+func (r *Replay) Rewind() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return !r.overflow
-}
-
-// reader starts a new try's body.
-func (r *replay) reader() io.ReadCloser {
-	if r == nil {
-		return nil
+	if r.overflow {
+		return false
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.gen++
+	return true
+}
+
+// Reader returns the current try's body.
+func (r *Replay) Reader() io.ReadCloser {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return &replayReader{r: r, gen: r.gen}
 }
 
 type replayReader struct {
-	r   *replay
+	r   *Replay
 	gen int
 	pos int
 }

@@ -1,8 +1,8 @@
 package interceptor
 
 import (
+	"context"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 
@@ -45,22 +45,22 @@ const (
 // a server span on the inbound side. It continues the trace the request
 // carries (W3C traceparent, or B3), and hands the application (inbound) or
 // the next hop (outbound) its own span as parent: traceparent always, B3
-// in the form the request used when it came with B3.
+// in the form the request used when it came with B3. The span ends when
+// the exchange finishes.
 func Tracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Middleware {
 	tracer := tp.Tracer("github.com/tender-mesh/tender/interceptor")
 	w3c := propagation.TraceContext{}
 	b3single := b3.New(b3.WithInjectEncoding(b3.B3SingleHeader))
 	b3multi := b3.New(b3.WithInjectEncoding(b3.B3MultipleHeader))
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			e := FromContext(r.Context())
-			if e == nil {
-				next.ServeHTTP(w, r)
-				return
+	return func(next Handler) Handler {
+		return HandlerFunc(func(e *Exchange) (Response, error) {
+			r := e.Req
+			if r == nil {
+				return next.Handle(e)
 			}
-			carrier := propagation.HeaderCarrier(r.Header)
-			hadSingle, hadMulti := r.Header.Get("B3") != "", r.Header.Get("X-B3-Traceid") != ""
-			ctx := prop.Extract(r.Context(), carrier)
+			carrier := headerCarrier{r}
+			hadSingle, hadMulti := r.Header("B3") != "", r.Header("X-B3-Traceid") != ""
+			ctx := prop.Extract(context.Background(), carrier)
 			kind := trace.SpanKindClient
 			if e.Direction == Inbound {
 				kind = trace.SpanKindServer
@@ -68,43 +68,56 @@ func Tracing(tp trace.TracerProvider, prop propagation.TextMapPropagator) Middle
 			name, startAttrs := requestAttributes(r, e)
 			ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(kind), trace.WithAttributes(startAttrs...),
 				trace.WithTimestamp(e.Start))
-			e.Trace = span.SpanContext()
+			e.Trace, e.Span = span.SpanContext(), span
 			w3c.Inject(ctx, carrier)
 			if hadSingle {
 				b3single.Inject(ctx, carrier)
 			}
 			if hadMulti {
-				r.Header.Del("X-B3-Parentspanid")
+				r.DelHeader("X-B3-Parentspanid")
 				b3multi.Inject(ctx, carrier)
 			}
-			defer func() { // also when the response breaks off
-				if span.IsRecording() {
-					endSpan(span, e)
-				}
-				span.End()
-			}()
-			next.ServeHTTP(w, r.WithContext(ctx))
+			e.Defer(finishSpan)
+			return next.Handle(e)
 		})
 	}
 }
 
+func finishSpan(e *Exchange) {
+	if e.Span.IsRecording() {
+		endSpan(e.Span, e)
+	}
+	e.Span.End()
+	e.Span = nil
+}
+
+// headerCarrier lets propagators read and write a Request's header.
+// Keys is not listed: the W3C and B3 propagators never ask for it.
+type headerCarrier struct{ r Request }
+
+func (c headerCarrier) Get(key string) string { return c.r.Header(key) }
+func (c headerCarrier) Set(key, value string) { c.r.SetHeader(key, value) }
+func (c headerCarrier) Keys() []string        { return nil }
+
 // requestAttributes names the span and gives its attributes known before
-// the request is forwarded.
-func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyValue) {
+// the request is forwarded. Every string is copied: the span outlives the
+// request's buffer.
+func requestAttributes(r Request, e *Exchange) (string, []attribute.KeyValue) {
 	// Everything taken from the request is made valid UTF-8: OTLP refuses
 	// to encode anything else, and would drop the whole batch.
-	host, port := strings.ToValidUTF8(r.Host, "\uFFFD"), ""
+	host, port := validCopy(r.Authority()), ""
 	if h, p, err := net.SplitHostPort(host); err == nil {
 		host, port = h, p
 	}
-	path := strings.ToValidUTF8(r.URL.Path, "\uFFFD")
+	path := validCopy(r.Path())
+	method := validCopy(r.Method())
 	attrs := make([]attribute.KeyValue, 0, 16)
 	attrs = append(attrs,
 		attribute.String(attrDirection, e.Direction.String()),
-		attribute.String(attrMethod, strings.ToValidUTF8(r.Method, "\uFFFD")),
+		attribute.String(attrMethod, method),
 		attribute.String(attrPath, path),
 		attribute.String(attrServerAddr, host),
-		attribute.String(attrProtoVersion, strconv.Itoa(r.ProtoMajor)+"."+strconv.Itoa(r.ProtoMinor)),
+		attribute.String(attrProtoVersion, strings.TrimPrefix(r.Proto(), "HTTP/")),
 		attribute.String(attrSrcWorkload, e.Source.Workload),
 		attribute.String(attrSrcNS, e.Source.Namespace),
 		attribute.String(attrDstService, orUnknown(e.Service)),
@@ -124,19 +137,22 @@ func requestAttributes(r *http.Request, e *Exchange) (string, []attribute.KeyVal
 	if e.GRPC || IsGRPC(r) {
 		// /package.Service/Method
 		full := strings.TrimPrefix(path, "/")
-		svc, method, _ := strings.Cut(full, "/")
+		svc, m, _ := strings.Cut(full, "/")
 		attrs = append(attrs, attribute.String(attrRPCSystem, "grpc"),
-			attribute.String(attrRPCService, svc), attribute.String(attrRPCMethod, method))
+			attribute.String(attrRPCService, svc), attribute.String(attrRPCMethod, m))
 		name = full
 	} else {
 		dest := e.Service
 		if dest == "" {
 			dest = host
 		}
-		name = strings.ToValidUTF8(r.Method, "\uFFFD") + " " + dest
+		name = method + " " + dest
 	}
 	return name, attrs
 }
+
+// validCopy returns s as valid UTF-8, in memory of its own.
+func validCopy(s string) string { return strings.Clone(strings.ToValidUTF8(s, "\uFFFD")) }
 
 // endSpan records what the response told.
 func endSpan(span trace.Span, e *Exchange) {

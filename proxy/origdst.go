@@ -57,3 +57,7 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	}
 	return dst, nil
 }
+
+// originalDst is OriginalDst; tests route connections that were not
+// redirected through it.
+var originalDst = OriginalDst

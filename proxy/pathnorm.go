@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -55,4 +56,30 @@ func cleanPath(p string) string {
 		clean += "/"
 	}
 	return clean
+}
+
+// normalizeEscapedPath is normalizePath for a path as sent (percent-
+// encoded): it returns the path the policy checks, the path to forward
+// (esc itself when normalising changed nothing), and ok false for an
+// encoded slash or backslash or a bad escape.
+func normalizeEscapedPath(esc string) (check, forward string, ok bool) {
+	if strings.Contains(esc, "%") {
+		lower := strings.ToLower(esc)
+		if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") {
+			return "", "", false
+		}
+	}
+	p, err := url.PathUnescape(esc)
+	if err != nil {
+		return "", "", false
+	}
+	clean := cleanPath(p)
+	forward = esc
+	if clean != p {
+		forward = (&url.URL{Path: clean}).EscapedPath()
+	}
+	if strings.ContainsAny(clean, "?#") {
+		clean = strings.NewReplacer("?", "%3F", "#", "%23").Replace(clean)
+	}
+	return clean, forward, true
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
 	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 // buildPolicy reads a cluster's resilience from the standard fields: its
@@ -141,4 +142,9 @@ func percent(f *typev3.FractionalPercent) float64 {
 		typev3.FractionalPercent_MILLION: 1_000_000,
 	}[f.GetDenominator()]
 	return float64(f.GetNumerator()) * 100 / d
+}
+
+// authzRequest is what an authorization policy sees of an HTTP request.
+func authzRequest(x *interceptor.Exchange, path string) authz.Request {
+	return authz.Request{Principal: x.SourcePrincipal, Method: x.Req.Method(), Path: path}
 }

@@ -8,10 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +56,12 @@ type Options struct {
 	// Security counts handshake failures, refused plaintext and denied
 	// requests; nil counts nothing.
 	Security *interceptor.SecurityMetrics
+	// IdleTimeout closes a keep-alive connection with no request for that
+	// long; default 5 min. HeaderTimeout bounds the wait for a request
+	// head once its first byte came; default 10 s. MaxHeaderBytes bounds
+	// a request head; default 60 KiB (431 beyond).
+	IdleTimeout, HeaderTimeout time.Duration
+	MaxHeaderBytes             int
 }
 
 // Stats counts what the proxy did.
@@ -67,6 +70,8 @@ type Stats struct {
 	Connections [2]atomic.Uint64
 	NoEndpoint  atomic.Uint64
 	Upstream5xx atomic.Uint64
+	// BadRequests counts request heads refused before routing (400, 431).
+	BadRequests atomic.Uint64
 }
 
 // Proxy is the sidecar's data plane.
@@ -75,16 +80,20 @@ type Proxy struct {
 	table atomic.Pointer[Table]
 	Stats Stats
 
-	rp      *httputil.ReverseProxy
-	chain   http.Handler
-	self    string // opts.Self as interceptor.PeerHeader's value
+	self string // opts.Self as interceptor.PeerHeader's value
+	// HTTP/2 streams go through net/http's server and transports.
 	servers [2]*http.Server
 	lis     [2]*chanListener
+	h2, h2m http.RoundTripper
+	// HTTP/1.1 upstream connections.
+	pool pool
 
-	mu        sync.Mutex // guards listeners and tcp
+	mu        sync.Mutex // guards listeners, tcp, h1conns and closing
 	listeners []net.Listener
 	tcp       map[net.Conn]struct{}
 	tcpWG     sync.WaitGroup
+	h1conns   map[*h1conn]struct{}
+	h1WG      sync.WaitGroup
 	closing   bool
 	// handoff counts accepted connections not yet handed to an HTTP
 	// server or registered as TCP; Shutdown waits for it so no accepted
@@ -119,7 +128,16 @@ func New(opts Options) *Proxy {
 	if opts.Self.Workload == "" || opts.Self.Namespace == "" {
 		opts.Self = unknownPeer
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, self: opts.Self.String()}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 5 * time.Minute
+	}
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = 10 * time.Second
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 60 << 10
+	}
+	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, self: opts.Self.String()}
 	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
 		p.serverTLS = opts.MTLS.ServerConfig()
@@ -129,18 +147,18 @@ func New(opts Options) *Proxy {
 		}
 	}
 	p.table.Store(NewTable())
-	p.rp = p.newReverseProxy()
-	p.chain = interceptor.Chain(http.HandlerFunc(p.serveUpstream), opts.Interceptors...)
+	p.pool.dial = p.dialUpstream
+	p.h2, p.h2m = p.newH2Transports()
 	for d := range p.servers {
 		p.lis[d] = newChanListener()
 		protocols := new(http.Protocols)
-		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
 		p.servers[d] = &http.Server{
-			Handler:           p.handler(Direction(d)),
+			Handler:           p.h2Handler(Direction(d)),
 			Protocols:         protocols,
-			ReadHeaderTimeout: 30 * time.Second,
-			IdleTimeout:       5 * time.Minute,
+			ReadHeaderTimeout: opts.HeaderTimeout,
+			IdleTimeout:       opts.IdleTimeout,
+			MaxHeaderBytes:    opts.MaxHeaderBytes,
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				if sc, ok := c.(*sniffedConn); ok {
 					return context.WithValue(ctx, connKey{}, sc)
@@ -228,7 +246,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		c.Close()
 		return
 	}
-	dst, err := OriginalDst(tc)
+	dst, err := originalDst(tc)
 	if err != nil {
 		p.opts.Logger.Debug("no original destination; closing", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
@@ -288,8 +306,14 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		protocol = sniff(c, br, p.opts.DetectTimeout)
 	}
 	if protocol == detectHTTP {
-		p.lis[d].push(&sniffedConn{Conn: c, br: br, dst: dst, dir: d, mtls: secure, peer: peer})
+		sc := &sniffedConn{Conn: c, br: br, dst: dst, dir: d, mtls: secure, peer: peer}
+		if isH2(sc, p.opts.HeaderTimeout) {
+			p.lis[d].push(sc)
+			release()
+			return
+		}
 		release()
+		p.serveHTTP1(sc)
 		return
 	}
 	e := p.tcpExchange(c, d, cl)
@@ -401,226 +425,6 @@ func (p *Proxy) tcpExchange(c net.Conn, d Direction, cl *Cluster) *interceptor.E
 	return e
 }
 
-// request is the proxy's state of one HTTP request; its Exchange is what
-// the interceptors see.
-type request struct {
-	ex  interceptor.Exchange
-	cl  *Cluster
-	dst netip.AddrPort // the original destination
-	// peered is set when the downstream is a sidecar that sent its
-	// identity; the inbound side then answers with its own.
-	peered bool
-}
-
-type requestKey struct{}
-
-// handler resolves where an HTTP request goes, records it in the request's
-// Exchange, and runs the interceptor chain around serveUpstream.
-func (p *Proxy) handler(d Direction) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.Stats.Requests[d].Add(1)
-		sc, _ := r.Context().Value(connKey{}).(*sniffedConn)
-		if sc == nil {
-			http.Error(w, "tender: no connection info", http.StatusInternalServerError)
-			return
-		}
-		req := &request{dst: sc.dst}
-		e := &req.ex
-		e.Start = time.Now()
-		e.Downstream = r.RemoteAddr
-		t := p.table.Load()
-		// No h2c upgrade through the sidecar: the upgraded stream would
-		// escape the per-request checks (as Envoy refuses it).
-		if strings.EqualFold(r.Header.Get("Upgrade"), "h2c") {
-			r.Header.Del("Upgrade")
-			r.Header.Del("Http2-Settings")
-		}
-		if d == Outbound {
-			e.Direction, e.Source, e.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
-			if req.cl = t.ByVIP[sc.dst]; req.cl != nil {
-				e.Service = req.cl.Host
-				e.Policy = req.cl.Resilience
-				r.Header.Set(interceptor.PeerHeader, p.self)
-			}
-		} else {
-			e.Direction, e.Source, e.Destination = interceptor.Inbound, unknownPeer, p.opts.Self
-			e.MTLS, e.SourcePrincipal = sc.mtls, sc.peer
-			if v := r.Header.Get(interceptor.PeerHeader); v != "" {
-				if peer, ok := interceptor.ParsePeer(v); ok {
-					e.Source, req.peered = peer, true
-				}
-				r.Header.Del(interceptor.PeerHeader)
-			}
-			if req.cl = t.Endpoint(sc.dst); req.cl != nil {
-				e.Service = req.cl.Host
-			}
-		}
-		ctx := context.WithValue(interceptor.WithExchange(r.Context(), e), requestKey{}, req)
-		p.chain.ServeHTTP(w, r.WithContext(ctx))
-	})
-}
-
-// serveUpstream forwards; it is the innermost handler of the chain. The
-// endpoint is picked per try, in attempt.
-func (p *Proxy) serveUpstream(w http.ResponseWriter, r *http.Request) {
-	req, _ := r.Context().Value(requestKey{}).(*request)
-	if req == nil {
-		http.Error(w, "tender: no request state", http.StatusInternalServerError)
-		return
-	}
-	e := &req.ex
-	switch {
-	case e.Direction == interceptor.Inbound:
-		if clusters := p.table.Load().InboundClusters(req.dst); hasAuthz(clusters) {
-			// The policy sees the path the app gets: normalised, and
-			// forwarded so.
-			path, ok := normalizePath(r)
-			if !ok {
-				interceptor.WriteError(w, r, http.StatusBadRequest, "path with an encoded slash or backslash refused")
-				return
-			}
-			if dec := authorize(clusters, authz.Request{Principal: e.SourcePrincipal, Method: r.Method, Path: path}); !dec.Allowed {
-				p.deny(e, dec, r.Method, r.URL.Path)
-				interceptor.WriteError(w, r, http.StatusForbidden, "RBAC: access denied")
-				return
-			}
-		}
-		e.Upstream = netip.AddrPortFrom(p.opts.InboundAddr, req.dst.Port())
-	case req.cl == nil:
-		// Not (or no longer) a registered service, e.g. a kept-alive
-		// connection whose service went away: send the request where it
-		// was going.
-		e.Upstream = req.dst
-	}
-	if r.ProtoMajor == 1 {
-		// Stream both ways at once: an upstream may answer before it has
-		// read the whole request (echo, bidirectional streaming), and the
-		// proxy flushes response headers as they come.
-		http.NewResponseController(w).EnableFullDuplex() //nolint:errcheck // only fails for HTTP/2, excluded here
-	}
-	p.rp.ServeHTTP(w, r)
-}
-
-// errNoEndpoint is a try with no endpoint to go to.
-var errNoEndpoint = errors.New("no healthy endpoint")
-
-// attempt sends one try of a request: to an endpoint it picks for a
-// registered service (another than those tried, none ejected, when it
-// can), else to the fixed upstream. It feeds the outcome to outlier
-// detection.
-func (p *Proxy) attempt(r *http.Request, plain, meshed http.RoundTripper) (*http.Response, error) {
-	req, _ := r.Context().Value(requestKey{}).(*request)
-	if req == nil {
-		return plain.RoundTrip(r)
-	}
-	e := &req.ex
-	rt := plain
-	var ep *balancer.Endpoint
-	if req.cl != nil && e.Direction == interceptor.Outbound {
-		if ep = p.pick(req, r); ep == nil {
-			p.Stats.NoEndpoint.Add(1)
-			e.Flags |= interceptor.FlagNoHealthyUpstream
-			return nil, errNoEndpoint
-		}
-		e.Upstream = ep.Addr
-		e.Tried = append(e.Tried, ep.Addr)
-		if e.MTLS = p.meshed(ep); e.MTLS {
-			rt = meshed
-		}
-		ep.Stats.Active.Add(1)
-		ep.Stats.Total.Add(1)
-	}
-	// r is this try's own outgoing request (the reverse proxy's copy, or
-	// Retry's clone): point it at the endpoint in place.
-	r.URL.Host = e.Upstream.String()
-	if deadline, ok := r.Context().Deadline(); ok && interceptor.IsGRPC(r) {
-		// The upstream gets what is left of the deadline.
-		r.Header.Set("Grpc-Timeout", interceptor.FormatGRPCTimeout(time.Until(deadline)))
-	}
-	resp, err := rt.RoundTrip(r)
-	if ep == nil {
-		return resp, err
-	}
-	if e.MTLS {
-		if id, ok := p.peerIDs.Load(r.URL.Host); ok {
-			e.DestinationPrincipal = id.(string)
-		}
-	}
-	status, connectFailed := 0, false
-	if err != nil {
-		var op *net.OpError
-		connectFailed = errors.As(err, &op) && op.Op == "dial"
-		switch {
-		case errors.Is(context.Cause(r.Context()), interceptor.ErrPerTryTimeout):
-			status = http.StatusGatewayTimeout // the endpoint was too slow
-		case r.Context().Err() != nil:
-			status = 0 // the client left or the request's deadline passed: not the endpoint's fault
-		default:
-			status = http.StatusServiceUnavailable
-		}
-	} else {
-		status = resp.StatusCode
-		if resp.Header.Get("Grpc-Status") == "14" { // UNAVAILABLE, trailers-only
-			status = http.StatusServiceUnavailable
-		}
-	}
-	if status >= 500 || connectFailed {
-		ep.Stats.Failed.Add(1)
-	}
-	if rs := req.cl.Resilience; rs != nil && (status != 0 || connectFailed) {
-		rs.Outlier.RecordOutcome(ep.Stats, req.cl.Endpoints, status, connectFailed, time.Now(), func(x *balancer.Endpoint) {
-			p.opts.Resilience.Ejection(e.Service)
-			p.opts.Logger.Info("outlier ejected", "cluster", req.cl.Name, "endpoint", x.Addr,
-				"ejections", x.Stats.Ejections.Load(), "until", time.Unix(0, x.Stats.EjectedUntil.Load()))
-		})
-	}
-	if err != nil {
-		ep.Stats.Active.Add(-1)
-		return nil, err
-	}
-	resp.Body = interceptor.OnClose(resp.Body, func() { ep.Stats.Active.Add(-1) })
-	return resp, nil
-}
-
-// meshed reports whether the sidecar reaches ep over mutual TLS: ep takes
-// it and the sidecar has a certificate (before its first one it speaks
-// plaintext, which PERMISSIVE endpoints take).
-func (p *Proxy) meshed(ep *balancer.Endpoint) bool {
-	return ep.Meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready()
-}
-
-// pick chooses an endpoint for a try: not ejected and not tried before,
-// when the picker offers one; otherwise the first it offers (Envoy's
-// "panic mode": better a doubtful endpoint than none).
-func (p *Proxy) pick(req *request, r *http.Request) *balancer.Endpoint {
-	cl := req.cl
-	var h uint64
-	if cl.Hashing {
-		// Hash on the header, else on the client address.
-		key := r.Header.Get(cl.HashHeader)
-		if cl.HashHeader == "" {
-			key, _, _ = net.SplitHostPort(r.RemoteAddr)
-		}
-		h = balancer.HashString(key)
-	}
-	now := time.Now().UnixNano()
-	var first *balancer.Endpoint
-	for i := range len(cl.Endpoints) + 1 {
-		// Hashing pickers move off an excluded endpoint with the key.
-		ep := cl.Picker.Pick(h + uint64(i)*0x9e3779b97f4a7c15)
-		if ep == nil {
-			return nil
-		}
-		if first == nil {
-			first = ep
-		}
-		if !ep.Stats.Ejected(now) && !slices.Contains(req.ex.Tried, ep.Addr) {
-			return ep
-		}
-	}
-	return first
-}
-
 // Shutdown drains: stops accepting, lets in-flight requests and
 // connections finish until ctx ends, then closes what is left.
 func (p *Proxy) Shutdown(ctx context.Context) error {
@@ -631,6 +435,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	p.handoff.Wait()
+	// HTTP/1.1: idle connections close now, busy ones after their
+	// response.
+	p.mu.Lock()
+	for c := range p.h1conns {
+		if c.state.CompareAndSwap(connIdle, connClosed) {
+			c.c.Close()
+		}
+	}
+	p.mu.Unlock()
 	var errs []error
 	for _, s := range p.servers {
 		if err := s.Shutdown(ctx); err != nil {
@@ -639,18 +452,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	done := make(chan struct{})
-	go func() { p.tcpWG.Wait(); close(done) }()
+	go func() { p.tcpWG.Wait(); p.h1WG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// Both sides close at the deadline: an upstream that ignores a
+		// half close must not hold the drain.
 		p.mu.Lock()
 		for c := range p.tcp {
 			c.Close()
+		}
+		for c := range p.h1conns {
+			c.closeBoth()
 		}
 		p.mu.Unlock()
 		<-done
 		errs = append(errs, ctx.Err())
 	}
+	p.pool.closeIdle()
 	return errors.Join(errs...)
 }
 

@@ -47,6 +47,9 @@ type runConfig struct {
 	OutboundPolicy string
 	DrainTimeout   time.Duration
 	DetectTimeout  time.Duration
+	IdleTimeout    time.Duration
+	HeaderTimeout  time.Duration
+	MaxHeadersKB   int
 	LogLevel       string
 	LogFormat      string
 	Identity       identityConfig
@@ -95,6 +98,9 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 5*time.Minute, "close a downstream HTTP keep-alive connection idle this long")
+	fs.DurationVar(&c.HeaderTimeout, "request-header-timeout", 10*time.Second, "how long a client may take to send a request head once it began")
+	fs.IntVar(&c.MaxHeadersKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	id := &c.Identity
 	fs.StringVar(&id.CAAddr, "ca-addr", envOr("TENDER_CA_ADDR", ""), "control plane TLS address (:15012) to get the workload certificate from (env TENDER_CA_ADDR); empty: no mutual TLS, plaintext only")
 	fs.StringVar(&id.RootFile, "ca-root-file", envOr("TENDER_CA_ROOT_FILE", ""), "PEM root certificate(s) to verify the control plane with before the first trust bundle arrives (env TENDER_CA_ROOT_FILE; env TENDER_CA_ROOT may hold the PEM itself)")
@@ -184,7 +190,8 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		return err
 	}
 	// The order package interceptor documents: Metrics, AccessLog,
-	// Tracing, Observe, Fault, Timeout, CircuitBreaker.
+	// Tracing, Fault, Timeout, CircuitBreaker; the proxy adds
+	// authorization and Retry inside them (proxy.Proxy's chain).
 	chain := []interceptor.Middleware{metrics.Middleware()}
 	observers := []interceptor.TCPObserver{metrics}
 	if c.AccessLog != "off" {
@@ -222,7 +229,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		}()
 		chain = append(chain, interceptor.Tracing(tr.Provider, telemetry.Propagator()))
 	}
-	chain = append(chain, interceptor.Observe, interceptor.Fault, interceptor.Timeout, interceptor.CircuitBreaker(resilience))
+	chain = append(chain, interceptor.Fault, interceptor.Timeout, interceptor.CircuitBreaker(resilience))
 	secMetrics, err := interceptor.NewSecurityMetrics(reg)
 	if err != nil {
 		return err
@@ -237,15 +244,18 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		meshTLS = ident
 	}
 	px := proxy.New(proxy.Options{
-		MTLS:          meshTLS,
-		Security:      secMetrics,
-		Resilience:    resilience,
-		Logger:        logger.With("component", "proxy"),
-		DetectTimeout: c.DetectTimeout,
-		RegistryOnly:  c.OutboundPolicy == "registry-only",
-		Self:          self,
-		Interceptors:  chain,
-		TCPObservers:  observers,
+		MTLS:           meshTLS,
+		Security:       secMetrics,
+		Resilience:     resilience,
+		Logger:         logger.With("component", "proxy"),
+		DetectTimeout:  c.DetectTimeout,
+		IdleTimeout:    c.IdleTimeout,
+		HeaderTimeout:  c.HeaderTimeout,
+		MaxHeaderBytes: c.MaxHeadersKB << 10,
+		RegistryOnly:   c.OutboundPolicy == "registry-only",
+		Self:           self,
+		Interceptors:   chain,
+		TCPObservers:   observers,
 	})
 	var ready, connected atomic.Bool
 	md, err := structpb.NewStruct(map[string]any{

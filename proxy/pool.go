@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// Pool limits.
+const (
+	// maxIdlePerEndpoint bounds the idle connections kept per endpoint.
+	maxIdlePerEndpoint = 256
+	// poolIdleTimeout closes connections idle longer; below the keep-alive
+	// timeouts servers commonly use (nginx 75 s, Node 5 s is the odd one:
+	// a stale connection is retried once on a fresh one, see tryHTTP1).
+	poolIdleTimeout = 60 * time.Second
+)
+
+// upConn is one upstream HTTP/1.1 connection: plaintext, or the mesh's
+// mutual TLS with the SPIFFE ID the server presented.
+type upConn struct {
+	net.Conn
+	key       poolKey
+	peerID    string
+	idleSince time.Time
+	// used is set once a request went over it: a failure on a used
+	// connection may just be the server having closed it while idle.
+	used bool
+}
+
+type poolKey struct {
+	addr   netip.AddrPort
+	meshed bool
+}
+
+// pool keeps idle upstream HTTP/1.1 connections per endpoint, most
+// recently used first (LIFO: the warm ones stay warm, the cold ones time
+// out). Each endpoint's list has its own lock; the map is a sync.Map, so
+// the request path takes no lock shared by all endpoints.
+type pool struct {
+	lists sync.Map // poolKey → *idleList
+	dial  func(ctx context.Context, key poolKey) (*upConn, error)
+}
+
+type idleList struct {
+	mu    sync.Mutex // guards conns
+	conns []*upConn
+}
+
+func (p *pool) list(key poolKey) *idleList {
+	if l, ok := p.lists.Load(key); ok {
+		return l.(*idleList)
+	}
+	l, _ := p.lists.LoadOrStore(key, &idleList{})
+	return l.(*idleList)
+}
+
+// get lends an idle connection to key, or dials one.
+func (p *pool) get(ctx context.Context, key poolKey) (*upConn, error) {
+	l := p.list(key)
+	now := time.Now()
+	l.mu.Lock()
+	for len(l.conns) > 0 {
+		uc := l.conns[len(l.conns)-1]
+		l.conns[len(l.conns)-1] = nil
+		l.conns = l.conns[:len(l.conns)-1]
+		if now.Sub(uc.idleSince) < poolIdleTimeout {
+			l.mu.Unlock()
+			return uc, nil
+		}
+		uc.Close()
+	}
+	l.mu.Unlock()
+	return p.dial(ctx, key)
+}
+
+// put returns a connection whose last response ended cleanly.
+func (p *pool) put(uc *upConn) {
+	uc.used = true
+	uc.idleSince = time.Now()
+	l := p.list(uc.key)
+	l.mu.Lock()
+	// The oldest are at the bottom: drop those past the idle timeout.
+	drop := 0
+	for drop < len(l.conns) && uc.idleSince.Sub(l.conns[drop].idleSince) >= poolIdleTimeout {
+		l.conns[drop].Close()
+		drop++
+	}
+	if drop > 0 {
+		n := copy(l.conns, l.conns[drop:])
+		clear(l.conns[n:])
+		l.conns = l.conns[:n]
+	}
+	if len(l.conns) >= maxIdlePerEndpoint {
+		l.mu.Unlock()
+		uc.Close()
+		return
+	}
+	l.conns = append(l.conns, uc)
+	l.mu.Unlock()
+}
+
+// closeIdle closes every idle connection (drain, tests).
+func (p *pool) closeIdle() {
+	p.lists.Range(func(_, v any) bool {
+		l := v.(*idleList)
+		l.mu.Lock()
+		for _, uc := range l.conns {
+			uc.Close()
+		}
+		clear(l.conns)
+		l.conns = l.conns[:0]
+		l.mu.Unlock()
+		return true
+	})
+}
+
+// idle counts the idle connections to key.
+func (p *pool) idle(key poolKey) int {
+	l := p.list(key)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
