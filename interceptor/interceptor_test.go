@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -21,67 +23,162 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// serve runs one request through the chain with a fresh outbound
-// Exchange, as the proxy does, and returns the Exchange.
-func serve(h http.Handler, r *http.Request, dir Direction) (*Exchange, *httptest.ResponseRecorder) {
+// serve runs r through h with a fresh Exchange in direction dir, as the
+// engine does, and returns the Exchange and what the engine would send.
+func serve(h Handler, r *fakeRequest, dir Direction) (*Exchange, Response) {
 	e := &Exchange{Direction: dir, Start: time.Now(), Service: "greeter.default.svc.cluster.local",
-		Source: Peer{"client", "default"}, Destination: Peer{Unknown, Unknown}}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, r.WithContext(WithExchange(r.Context(), e)))
-	return e, rec
+		Source: Peer{"client", "default"}, Destination: Peer{Unknown, Unknown}, Req: r}
+	resp, _ := run(h, e)
+	return e, resp
 }
 
-func TestObserve(t *testing.T) {
+// TestExchange checks what the engine and the chain rely on: the
+// response's measures reach the deferred functions, which run once, last
+// registered first, after the duration is recorded; Reset clears an
+// Exchange for reuse.
+func TestExchange(t *testing.T) {
 	tests := []struct {
 		name       string
 		grpc       bool
-		handler    http.HandlerFunc
+		resp       *fakeResponse
 		wantStatus int
 		wantGRPC   string
-		wantBytes  int64
 	}{
-		{"http body", false, func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			w.WriteHeader(http.StatusCreated)
-			w.Write([]byte("hello"))
-		}, 201, "", 5},
-		{"implicit 200", false, func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }, 200, "", 0},
-		{"grpc trailer", true, func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("Trailer", "Grpc-Status")
-			w.Write([]byte("xx"))
-			w.Header().Set("Grpc-Status", "5")
-		}, 200, "5", 2},
-		{"grpc trailers-only", true, func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-			w.Header().Set("Grpc-Status", "14")
-			w.WriteHeader(200)
-		}, 200, "14", 0},
+		{"http", false, response(201), 201, ""},
+		{"grpc", true, response(200, "Grpc-Status", "5"), 200, "5"},
+		{"grpc unavailable", true, response(200, "Grpc-Status", "14"), 200, "14"},
+		{"grpc status out of range", true, response(200, "Grpc-Status", "17"), 200, "invalid"},
+		{"grpc status not a number", true, response(200, "Grpc-Status", "05"), 200, "invalid"},
+		{"grpc without status", true, response(200), 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodPost, "/greet", strings.NewReader("0123456789"))
+			r := newRequest("POST", "/greet")
 			if tt.grpc {
-				r.ProtoMajor, r.ProtoMinor = 2, 0
-				r.Header.Set("Content-Type", "application/grpc")
+				r = grpcRequest()
 			}
-			e, _ := serve(Observe(tt.handler), r, Outbound)
-			if e.Status != tt.wantStatus || e.GRPCStatus != tt.wantGRPC || e.ResponseBytes != tt.wantBytes ||
-				e.RequestBytes() != 10 || e.Duration <= 0 || e.GRPC != tt.grpc {
-				t.Errorf("got status %d grpc %q resp %d req %d dur %v; want %d %q %d 10 >0",
-					e.Status, e.GRPCStatus, e.ResponseBytes, e.RequestBytes(), e.Duration, tt.wantStatus, tt.wantGRPC, tt.wantBytes)
+			var order []string
+			var seen Exchange
+			h := Chain(final(func(x *Exchange) Response {
+				x.AddRequestBytes(10)
+				x.ResponseBytes = 5
+				return tt.resp
+			}), func(next Handler) Handler {
+				return HandlerFunc(func(x *Exchange) (Response, error) {
+					x.Defer(func(x *Exchange) {
+						order = append(order, "outer")
+						seen.Status, seen.GRPCStatus, seen.Duration, seen.ResponseBytes = x.Status, x.GRPCStatus, x.Duration, x.ResponseBytes
+						seen.AddRequestBytes(x.RequestBytes())
+					})
+					return next.Handle(x)
+				})
+			}, func(next Handler) Handler {
+				return HandlerFunc(func(x *Exchange) (Response, error) {
+					x.Defer(func(*Exchange) { order = append(order, "inner") })
+					return next.Handle(x)
+				})
+			})
+			e, resp := serve(h, r, Outbound)
+			if resp != tt.resp {
+				t.Errorf("response %v, want the upstream's", resp)
+			}
+			if seen.Status != tt.wantStatus || seen.GRPCStatus != tt.wantGRPC || seen.ResponseBytes != 5 ||
+				seen.RequestBytes() != 10 || seen.Duration <= 0 || e.GRPC != tt.grpc {
+				t.Errorf("deferred saw status %d grpc %q resp %d req %d dur %v (grpc %v); want %d %q 5 10 >0 %v",
+					seen.Status, seen.GRPCStatus, seen.ResponseBytes, seen.RequestBytes(), seen.Duration, e.GRPC,
+					tt.wantStatus, tt.wantGRPC, tt.grpc)
+			}
+			if strings.Join(order, ",") != "inner,outer" {
+				t.Errorf("deferred ran %v, want inner,outer", order)
+			}
+			e.Finish()
+			if len(order) != 2 {
+				t.Errorf("a second Finish ran the deferred functions again: %v", order)
+			}
+			e.Tried = append(e.Tried, netip.MustParseAddrPort("10.0.0.1:80"))
+			e.Reset()
+			if e.Status != 0 || e.GRPC || e.Req != nil || e.RequestBytes() != 0 || len(e.Tried) != 0 || cap(e.Tried) == 0 {
+				t.Errorf("after Reset: %+v", e)
+			}
+			e.Finish()
+			if len(order) != 2 {
+				t.Errorf("Finish after Reset ran the previous request's functions: %v", order)
 			}
 		})
 	}
 	t.Run("client gone", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(ctx)
-		e, _ := serve(Observe(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})), r, Outbound)
-		if e.Flags != FlagDownstreamReset || e.Status != 0 {
-			t.Errorf("flags %v status %d, want DC and 0", e.Flags, e.Status)
+		e, resp := serve(HandlerFunc(func(*Exchange) (Response, error) { return nil, ErrClientGone }), newRequest("GET", "/"), Outbound)
+		if e.Flags != FlagDownstreamReset || e.Status != 0 || resp != nil {
+			t.Errorf("flags %v status %d response %v, want DC, 0 and none", e.Flags, e.Status, resp)
 		}
 	})
+}
+
+func TestIsGRPC(t *testing.T) {
+	for _, tt := range []struct {
+		proto, ctype string
+		want         bool
+	}{
+		{"HTTP/2.0", "application/grpc", true},
+		{"HTTP/2.0", "application/grpc+proto", true},
+		{"HTTP/1.1", "application/grpc", false},
+		{"HTTP/2.0", "application/json", false},
+		{"HTTP/2.0", "", false},
+	} {
+		r := newRequest("POST", "/")
+		r.proto = tt.proto
+		if tt.ctype != "" {
+			r.SetHeader("content-type", tt.ctype)
+		}
+		if got := IsGRPC(r); got != tt.want {
+			t.Errorf("IsGRPC(%s, %q) = %v, want %v", tt.proto, tt.ctype, got, tt.want)
+		}
+	}
+	if IsGRPC(nil) {
+		t.Error("IsGRPC(nil) = true")
+	}
+}
+
+func TestReplyFor(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewResilienceMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		err        error
+		wantStatus int // 0: no reply
+		wantFlags  Flags
+		wantGRPC   string
+	}{
+		{ErrNoEndpoint, 503, FlagNoHealthyUpstream, "14"},
+		{ErrTimeout, 504, FlagUpstreamTimeout, "4"},
+		{ErrPerTryTimeout, 504, FlagUpstreamTimeout, "4"},
+		{ErrClientGone, 0, FlagDownstreamReset, ""},
+		{fmt.Errorf("%w: dial tcp: connection refused", ErrConnect), 503, FlagUpstreamConnectFailure, "14"},
+		{fmt.Errorf("%w: bad status line", ErrBadResponse), 502, FlagUpstreamProtocolError, "14"},
+		{fmt.Errorf("%w: EOF", ErrReset), 503, FlagUpstreamReset, "14"},
+		{io.ErrUnexpectedEOF, 503, FlagUpstreamReset, "14"},
+	} {
+		x := &Exchange{Service: "greeter"}
+		lr := ReplyFor(x, tt.err, m)
+		switch {
+		case tt.wantStatus == 0 && lr != nil:
+			t.Errorf("%v: reply %+v, want none", tt.err, lr)
+		case tt.wantStatus != 0 && (lr == nil || lr.StatusCode() != tt.wantStatus || lr.GRPCStatus() != tt.wantGRPC ||
+			lr.Header("X-Tender-Error") == "" || lr.Header("X-Tender-Error") != lr.Message):
+			t.Errorf("%v: reply %+v, want %d (gRPC %s) with X-Tender-Error", tt.err, lr, tt.wantStatus, tt.wantGRPC)
+		}
+		if x.Flags != tt.wantFlags {
+			t.Errorf("%v: flags %v, want %v", tt.err, x.Flags, tt.wantFlags)
+		}
+	}
+	if got := testutil.ToFloat64(m.timeouts.WithLabelValues("greeter")); got != 2 {
+		t.Errorf("tender_upstream_timeouts_total = %v, want 2", got)
+	}
+	if ReplyFor(&Exchange{}, ErrTimeout, nil) == nil {
+		t.Error("no reply without metrics")
+	}
 }
 
 func TestFlagsAndPeer(t *testing.T) {
@@ -95,11 +192,32 @@ func TestFlagsAndPeer(t *testing.T) {
 	if got, ok := ParsePeer(p.String()); !ok || got != p {
 		t.Errorf("ParsePeer(%q) = %v, %v", p.String(), got, ok)
 	}
-	for _, bad := range []string{"", "shop", "/x", "shop/", "a/b/c"} {
+	for _, bad := range []string{"", "shop", "/x", "shop/", "a/b/c", "Shop/frontend", "shop/front end", "shop/" + strings.Repeat("a", 254)} {
 		if _, ok := ParsePeer(bad); ok {
 			t.Errorf("ParsePeer(%q) accepted", bad)
 		}
 	}
+}
+
+func FuzzParsePeer(f *testing.F) {
+	for _, s := range []string{"shop/frontend", "", "/", "a/b/c", "default/greeter-v1.x", "\xff/a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		p, ok := ParsePeer(v)
+		if !ok {
+			if p != (Peer{}) {
+				t.Errorf("ParsePeer(%q) refused but returned %+v", v, p)
+			}
+			return
+		}
+		if p.String() != v {
+			t.Errorf("ParsePeer(%q) = %+v, which renders as %q", v, p, p.String())
+		}
+		if q, ok := ParsePeer(p.String()); !ok || q != p {
+			t.Errorf("%+v does not round-trip: %+v %v", p, q, ok)
+		}
+	})
 }
 
 func newRecorder(t *testing.T) (*tracetest.SpanRecorder, *sdktrace.TracerProvider) {
@@ -131,16 +249,24 @@ func TestTracing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spans, tp := newRecorder(t)
-			var seen http.Header
-			h := Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				seen = r.Header.Clone()
-				w.WriteHeader(http.StatusServiceUnavailable)
-			}), Tracing(tp, testPropagator()), Observe)
-			r := httptest.NewRequest(http.MethodGet, "http://greeter:8080/greet", nil)
+			var seen header
+			var open bool
+			h := Chain(final(func(x *Exchange) Response {
+				seen = x.Req.(*fakeRequest).headers()
+				open = x.Span != nil && x.Span.IsRecording()
+				return response(http.StatusServiceUnavailable)
+			}), Tracing(tp, testPropagator()))
+			r := newRequest(http.MethodGet, "http://greeter:8080/greet")
 			for k, v := range tt.header {
-				r.Header.Set(k, v)
+				r.SetHeader(k, v)
 			}
 			e, _ := serve(h, r, tt.dir)
+			if !open {
+				t.Error("no open span on the Exchange while the request was forwarded")
+			}
+			if e.Span != nil {
+				t.Error("the span is still on the Exchange after Finish")
+			}
 			ended := spans.Ended()
 			if len(ended) != 1 {
 				t.Fatalf("%d spans, want 1", len(ended))
@@ -192,14 +318,15 @@ func TestTracing(t *testing.T) {
 
 func TestTracingGRPC(t *testing.T) {
 	spans, tp := newRecorder(t)
-	h := Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Grpc-Status", "0")
-	}), Tracing(tp, testPropagator()), Observe)
-	r := httptest.NewRequest(http.MethodPost, "/greeter.v1.Greeter/Greet", nil)
-	r.ProtoMajor = 2
-	r.Header.Set("Content-Type", "application/grpc")
+	h := Chain(final(func(*Exchange) Response { return response(200, "Grpc-Status", "0") }), Tracing(tp, testPropagator()))
+	r := grpcRequest()
+	r.path = "/greeter.v1.Greeter/Greet"
 	serve(h, r, Inbound)
-	s := spans.Ended()[0]
+	ended := spans.Ended()
+	if len(ended) != 1 {
+		t.Fatalf("%d spans, want 1", len(ended))
+	}
+	s := ended[0]
 	attrs := map[string]string{}
 	for _, a := range s.Attributes() {
 		attrs[string(a.Key)] = a.Value.String()
@@ -210,6 +337,33 @@ func TestTracingGRPC(t *testing.T) {
 	}
 }
 
+// A gRPC call that failed is an error span, though its HTTP status is 200.
+func TestTracingGRPCError(t *testing.T) {
+	spans, tp := newRecorder(t)
+	h := Chain(final(func(*Exchange) Response { return response(200, "Grpc-Status", "14") }), Tracing(tp, testPropagator()))
+	serve(h, grpcRequest(), Inbound)
+	s := spans.Ended()[0]
+	if s.Status().Code.String() != "Error" {
+		t.Errorf("status %v, want Error for grpc-status 14", s.Status())
+	}
+}
+
+// Strings the span keeps are its own: the engine reuses the request's
+// buffer once the exchange ends.
+func TestTracingCopiesRequest(t *testing.T) {
+	spans, tp := newRecorder(t)
+	buf := []byte("/greet\xff")
+	r := newRequest(http.MethodGet, "http://greeter:8080/")
+	r.path = unsafe.String(&buf[0], len(buf))
+	serve(Tracing(tp, testPropagator())(final(func(*Exchange) Response { return response(200) })), r, Outbound)
+	copy(buf, "XXXXXXX")
+	for _, a := range spans.Ended()[0].Attributes() {
+		if a.Key == attrPath && a.Value.AsString() != "/greet\uFFFD" {
+			t.Errorf("span path %q, want %q (a copy, valid UTF-8)", a.Value.AsString(), "/greet\uFFFD")
+		}
+	}
+}
+
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
@@ -217,19 +371,30 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, tp := newRecorder(t)
-	h := Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/fail" {
-			w.WriteHeader(500)
+	h := Chain(final(func(x *Exchange) Response {
+		x.ResponseBytes = 2
+		if x.Req.Path() == "/fail" {
+			return response(500)
 		}
-		w.Write([]byte("hi"))
-	}), m.Middleware(), Tracing(tp, testPropagator()), Observe)
+		return response(200)
+	}), m.Middleware(), Tracing(tp, testPropagator()))
 	for _, path := range []string{"/a", "/b", "/fail"} {
-		serve(h, httptest.NewRequest(http.MethodGet, path, nil), Outbound)
+		serve(h, newRequest(http.MethodGet, path), Outbound)
 	}
 	ok := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, Unknown, Unknown, "none", "200", "")
 	failed := m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local", Unknown, Unknown, Unknown, "none", "500", "")
 	if testutil.ToFloat64(ok) != 2 || testutil.ToFloat64(failed) != 1 {
 		t.Errorf("requests: 200=%v 500=%v, want 2 and 1 (paths must not be labels)", testutil.ToFloat64(ok), testutil.ToFloat64(failed))
+	}
+	if n := testutil.CollectAndCount(m.respBytes); n != 2 {
+		t.Errorf("%d response size series, want 2", n)
+	}
+	// A local reply is counted with its status, a gRPC one with its gRPC
+	// status.
+	serve(Chain(HandlerFunc(func(*Exchange) (Response, error) { return nil, ErrNoEndpoint }), m.Middleware()), grpcRequest(), Outbound)
+	if got := testutil.ToFloat64(m.requests.WithLabelValues("outbound", "client", "default", "greeter.default.svc.cluster.local",
+		Unknown, Unknown, Unknown, "none", "200", "14")); got != 1 {
+		t.Errorf("gRPC local reply counted %v times with 200/14, want 1", got)
 	}
 	// Exemplars carry the trace id.
 	mfs, err := reg.Gather()
@@ -272,11 +437,12 @@ func TestAccessLog(t *testing.T) {
 	var buf bytes.Buffer
 	al := NewAccessLog(slog.New(slog.NewJSONHandler(&buf, nil)))
 	_, tp := newRecorder(t)
-	h := Chain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		FromContext(r.Context()).Flags |= FlagNoHealthyUpstream
-		w.WriteHeader(503)
-	}), al.Middleware(), Tracing(tp, testPropagator()), Observe)
-	e, _ := serve(h, httptest.NewRequest(http.MethodPost, "http://greeter:8080/greet", strings.NewReader("abc")), Outbound)
+	h := Chain(HandlerFunc(func(*Exchange) (Response, error) { return nil, ErrNoEndpoint }),
+		al.Middleware(), Tracing(tp, testPropagator()))
+	e, resp := serve(h, newRequest(http.MethodPost, "http://greeter:8080/greet"), Outbound)
+	if resp == nil || resp.StatusCode() != 503 {
+		t.Errorf("response %v, want 503", resp)
+	}
 	var line map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("access log %q: %v", buf.String(), err)
@@ -294,3 +460,33 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 }
+
+func TestAccessLogTCP(t *testing.T) {
+	var buf bytes.Buffer
+	al := NewAccessLog(slog.New(slog.NewJSONHandler(&buf, nil)))
+	e := &Exchange{Direction: Inbound, Upstream: netip.MustParseAddrPort("10.0.0.7:9000"), ResponseBytes: 300, Flags: FlagRBACDenied}
+	e.AddRequestBytes(100)
+	al.TCPOpen(e)
+	if buf.Len() != 0 {
+		t.Errorf("logged on open: %s", buf.String())
+	}
+	al.TCPClose(e)
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("access log %q: %v", buf.String(), err)
+	}
+	for k, v := range map[string]any{"msg": "connection", "upstream": "10.0.0.7:9000", "bytes_received": float64(100),
+		"bytes_sent": float64(300), "response_flags": "RBAC", "direction": "inbound", "destination_service": Unknown} {
+		if line[k] != v {
+			t.Errorf("access log %s = %v, want %v", k, line[k], v)
+		}
+	}
+	if _, ok := line["method"]; ok {
+		t.Errorf("a connection logged a method: %v", line)
+	}
+}
+
+// header is a request's header as a try saw it, keys in any case.
+type header map[string]string
+
+func (h header) Get(k string) string { return h[strings.ToLower(k)] }
