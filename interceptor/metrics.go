@@ -84,7 +84,7 @@ func (m *Metrics) Middleware() Middleware {
 func (m *Metrics) record(e *Exchange) {
 	lv := [...]string{e.Direction.String(), e.Source.Workload, e.Source.Namespace, orUnknown(e.Service),
 		e.Destination.Workload, orUnknown(e.SourcePrincipal), orUnknown(e.DestinationPrincipal), e.SecurityPolicy(),
-		strconv.Itoa(e.Status), e.GRPCStatus}
+		statusLabel(e.Status), e.GRPCStatus}
 	labels := lv[:]
 	var ex prometheus.Labels
 	if e.Trace.IsSampled() {
@@ -241,4 +241,20 @@ func (m *SecurityMetrics) Denied(svc, policy string) {
 	if m != nil {
 		m.denied.WithLabelValues(orUnknown(svc), policy).Inc()
 	}
+}
+
+// statusLabels holds the response_code label of every status, so a
+// request's labels cost no allocation.
+var statusLabels = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusLabel(code int) string {
+	if code >= 0 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return strconv.Itoa(code)
 }

@@ -104,7 +104,10 @@ func (p *Proxy) h2Handler(d Direction) http.Handler {
 		}()
 		resp, err := p.chain(interceptor.HandlerFunc(st.try)).Handle(x)
 		if err != nil {
-			resp = interceptor.ReplyFor(x, err, p.opts.Resilience)
+			resp = nil
+			if lr := interceptor.ReplyFor(x, err, p.opts.Resilience); lr != nil {
+				resp = lr
+			}
 		}
 		switch rs := resp.(type) {
 		case *h2Response:
