@@ -225,6 +225,15 @@ func (c *h1conn) serveRequest() bool {
 		c.view.DelHeader("Upgrade")
 		c.view.DelHeader("Http2-Settings")
 	}
+	// A chunked body is checked as far as it came before anything is
+	// forwarded: a malformed chunk in the first read never reaches the
+	// upstream (one later ends both connections mid-body).
+	if rq.Chunked {
+		var ch wire.Chunked
+		if _, _, err := ch.Scan(c.in.b[c.headLen:c.in.w]); err != nil {
+			return c.refuse(err)
+		}
+	}
 	// A small body with a length is read whole: it leaves with its head
 	// and a retry can send it again.
 	if cl := rq.ContentLength; !rq.Chunked && cl > 0 && cl <= wholeBody && !rq.Expect100 {

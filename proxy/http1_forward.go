@@ -41,7 +41,9 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		}
 		c.uc = uc
 		c.upNow.Store(uc)
-		x.MTLS, x.DestinationPrincipal = key.meshed, uc.peerID
+		if x.Direction == interceptor.Outbound { // inbound, MTLS is the downstream hop's
+			x.MTLS, x.DestinationPrincipal = key.meshed, uc.peerID
+		}
 		started := c.pump != nil
 		err = c.send(uc)
 		if err == nil {

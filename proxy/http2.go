@@ -244,10 +244,13 @@ func (st *h2Stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	if key.meshed {
 		rt = p.h2m
 	}
-	x.MTLS = key.meshed
+	outbound := x.Direction == interceptor.Outbound
+	if outbound { // inbound, MTLS is the downstream hop's
+		x.MTLS = key.meshed
+	}
 	resp, err := rt.RoundTrip(out)
 	perTry := timer != nil && !timer.Stop()
-	if x.MTLS {
+	if outbound && key.meshed {
 		if id, ok := p.peerIDs.Load(out.URL.Host); ok {
 			x.DestinationPrincipal = id.(string)
 		}
@@ -368,7 +371,12 @@ func (st *h2Stream) relay() {
 	x.Status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
-	rc.Flush() //nolint:errcheck // a failed flush shows on the next write
+	if len(resp.Trailer) > 0 {
+		// Announced trailers: send the head now. Otherwise it goes with
+		// the first data, or alone with the end of the stream, so a
+		// trailers-only gRPC answer stays trailers-only.
+		rc.Flush() //nolint:errcheck // a failed flush shows on the next write
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp

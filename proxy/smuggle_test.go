@@ -1,0 +1,127 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/proxy/balancer"
+)
+
+// countingListener counts the bytes its connections read: what reached
+// the upstream.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestSmuggling sends what request smuggling and bad input are made of
+// over raw connections: each is refused with its status before anything
+// reaches the upstream, and a good request on a fresh connection works
+// after it.
+func TestSmuggling(t *testing.T) {
+	var got atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	up.Listener = countingListener{up.Listener, &got}
+	up.Start()
+	t.Cleanup(up.Close)
+	eps := []*balancer.Endpoint{{Addr: netip.MustParseAddrPort(up.Listener.Addr().String()), Stats: &balancer.Stats{}, Healthy: true}}
+	picker, _ := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
+	cl := &Cluster{Name: "test", Host: "greeter", Endpoints: eps, Picker: picker, Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}}}
+	tp := startProxy(t, cl)
+	big := "GET / HTTP/1.1\r\nHost: greeter\r\nX-Big: " + strings.Repeat("a", 61<<10) + "\r\n\r\n"
+	for _, c := range []struct {
+		name, req string
+		status    int
+	}{
+		{"CL and TE", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE and CL", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 400},
+		{"two different CL", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde", 400},
+		{"CL list", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 4, 5\r\n\r\nabcde", 400},
+		{"CL not a number", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 4a\r\n\r\nabcd", 400},
+		{"CL negative", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: -4\r\n\r\nabcd", 400},
+		{"CL overflow", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 99999999999999999999\r\n\r\nabcd", 400},
+		{"TE last not chunked", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400},
+		{"TE gzip chunked", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE identity", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: identity\r\n\r\n", 400},
+		{"TE in HTTP/1.0", "POST / HTTP/1.0\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"chunk size overflow", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff1\r\nx\r\n0\r\n\r\n", 400},
+		{"chunk size not hex", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n", 400},
+		{"chunk without CRLF", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy0\r\n\r\n", 400},
+		{"obs-fold", "GET / HTTP/1.1\r\nHost: greeter\r\nX-A: 1\r\n  folded\r\n\r\n", 400},
+		{"space before colon", "GET / HTTP/1.1\r\nHost: greeter\r\nX-A : 1\r\n\r\n", 400},
+		{"NUL in value", "GET / HTTP/1.1\r\nHost: greeter\r\nX-A: a\x00b\r\n\r\n", 400},
+		{"control in name", "GET / HTTP/1.1\r\nHost: greeter\r\nX\x01A: 1\r\n\r\n", 400},
+		{"bare CR", "GET / HTTP/1.1\r\nHost: greeter\r\nX-A: a\rb\r\n\r\n", 400},
+		{"bare LF", "GET / HTTP/1.1\nHost: greeter\n\n", 400},
+		{"no Host", "GET / HTTP/1.1\r\n\r\n", 400},
+		{"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"bad version", "GET / HTTP/1.2\r\nHost: greeter\r\n\r\n", 400},
+		{"head over the limit", big, 431},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := got.Load()
+			resp, _ := tp.raw(t, c.req)
+			if resp.StatusCode != c.status {
+				t.Errorf("got %d, want %d", resp.StatusCode, c.status)
+			}
+			if n := got.Load() - before; n != 0 {
+				t.Errorf("%d bytes reached the upstream, want none", n)
+			}
+			resp, body := tp.raw(t, "GET / HTTP/1.1\r\nHost: greeter\r\n\r\n")
+			if resp.StatusCode != 200 || body != "ok" {
+				t.Errorf("the next request on a fresh connection: got %d %q, want 200 ok", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestSlowHead: a client that sends half a head and stops gets 408 after
+// the header timeout, and its connection is closed.
+func TestSlowHead(t *testing.T) {
+	tp := startProxy(t, upstreams(t, nil, http.NotFoundHandler()))
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: gree")
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	b, _ := io.ReadAll(c)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 408 ") {
+		t.Errorf("got %q, want a 408", b)
+	}
+	if d := time.Since(start); d < time.Second || d > 20*time.Second {
+		t.Errorf("answered after %v, want after the 2 s header timeout", d)
+	}
+}
