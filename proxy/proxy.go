@@ -5,12 +5,15 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -62,6 +65,9 @@ type Options struct {
 	// a request head; default 60 KiB (431 beyond).
 	IdleTimeout, HeaderTimeout time.Duration
 	MaxHeaderBytes             int
+	// OwnPorts are the sidecar's listener ports: connections to them on
+	// this pod's addresses are refused, not forwarded back to itself.
+	OwnPorts []uint16
 }
 
 // Stats counts what the proxy did.
@@ -72,6 +78,29 @@ type Stats struct {
 	Upstream5xx atomic.Uint64
 	// BadRequests counts request heads refused before routing (400, 431).
 	BadRequests atomic.Uint64
+	// AcceptErrors counts failed accepts the listeners went on after
+	// (EMFILE and the like); SelfRefused connections to the sidecar's own
+	// ports, which would loop.
+	AcceptErrors, SelfRefused atomic.Uint64
+}
+
+// temporaryAccept reports whether an accept error leaves the listener
+// usable: resource exhaustion and aborted connections.
+func temporaryAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EAGAIN, syscall.EINTR, syscall.EPROTO} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (d Direction) String() string {
+	if d == Inbound {
+		return "inbound"
+	}
+	return "outbound"
 }
 
 // Proxy is the sidecar's data plane.
@@ -193,18 +222,26 @@ func (p *Proxy) Serve(lis net.Listener, d Direction) error {
 	}
 	p.listeners = append(p.listeners, lis)
 	p.mu.Unlock()
+	var backoff time.Duration
 	for {
 		c, err := lis.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if temporaryAccept(err) {
+				// Out of file descriptors or memory, or a connection that
+				// was reset before it was accepted: wait and go on, as
+				// net/http does; the listener itself is fine.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				p.Stats.AcceptErrors.Add(1)
+				p.opts.Logger.Warn("accept failed; retrying", "listener", lis.Addr().String(), "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
 				continue
 			}
-			return err
+			return fmt.Errorf("proxy: %s listener: %w", d, err)
 		}
+		backoff = 0
 		p.mu.Lock()
 		if p.closing {
 			p.mu.Unlock()
@@ -249,6 +286,15 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	dst, err := originalDst(tc)
 	if err != nil {
 		p.opts.Logger.Debug("no original destination; closing", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	if slices.Contains(p.opts.OwnPorts, dst.Port()) && (d == Inbound || p.isLocal(dst.Addr())) {
+		// A connection to one of the sidecar's own ports (POD_IP:15006,
+		// :15001) would be forwarded to the sidecar again, and again:
+		// refused, as Istio's blackhole rules do.
+		p.Stats.SelfRefused.Add(1)
+		p.opts.Logger.Debug("refused: a connection to the sidecar's own port", "remote", c.RemoteAddr(), "dst", dst)
 		c.Close()
 		return
 	}
@@ -507,3 +553,22 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// isLocal reports whether a is one of this host's (pod's) addresses.
+func (p *Proxy) isLocal(a netip.Addr) bool {
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -252,6 +253,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		IdleTimeout:    c.IdleTimeout,
 		HeaderTimeout:  c.HeaderTimeout,
 		MaxHeaderBytes: c.MaxHeadersKB << 10,
+		OwnPorts:       ownPorts(c.OutboundAddr, c.InboundAddr, c.AdminAddr, c.MetricsAddr),
 		RegistryOnly:   c.OutboundPolicy == "registry-only",
 		Self:           self,
 		Interceptors:   chain,
@@ -336,18 +338,34 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 
 	runCtx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
+	// A component that dies (a listener that cannot accept any more, the
+	// xDS client) takes readiness with it, and the sidecar exits non-zero
+	// after draining what it can.
 	g := new(errgroup.Group)
-	g.Go(func() error { return client.Run(runCtx) })
-	if ident != nil {
-		g.Go(func() error { return ident.Run(runCtx) })
+	died := make(chan error, 1)
+	run := func(f func() error) {
+		g.Go(func() error {
+			err := f()
+			if err != nil {
+				select {
+				case died <- err:
+				default:
+				}
+			}
+			return err
+		})
 	}
-	g.Go(func() error { return px.Serve(outLis, proxy.Outbound) })
-	g.Go(func() error { return px.Serve(inLis, proxy.Inbound) })
+	run(func() error { return client.Run(runCtx) })
+	if ident != nil {
+		run(func() error { return ident.Run(runCtx) })
+	}
+	run(func() error { return px.Serve(outLis, proxy.Outbound) })
+	run(func() error { return px.Serve(inLis, proxy.Inbound) })
 	for _, srv := range []struct {
 		s *http.Server
 		l net.Listener
 	}{{admin, adminLis}, {metricsSrv, metricsLis}} {
-		g.Go(func() error {
+		run(func() error {
 			if err := srv.s.Serve(srv.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
@@ -355,7 +373,12 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		})
 	}
 
-	<-ctx.Done()
+	var fatal error
+	select {
+	case <-ctx.Done():
+	case fatal = <-died:
+		logger.Error("a component stopped; not ready, draining and exiting", "err", fatal)
+	}
 	// Drain: not ready any more, stop accepting, let in-flight work finish.
 	ready.Store(false)
 	logger.Info("draining", "timeout", c.DrainTimeout)
@@ -368,9 +391,27 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	if fatal != nil {
+		return fatal
+	}
 	if drainErr != nil {
 		logger.Warn("drain timed out; closed what was left", "err", drainErr)
 	}
 	logger.Info("sidecar stopped")
 	return nil
+}
+
+// ownPorts are the ports of the sidecar's listener addresses.
+func ownPorts(addrs ...string) []uint16 {
+	var out []uint16
+	for _, a := range addrs {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil && n > 0 {
+			out = append(out, uint16(n))
+		}
+	}
+	return out
 }
