@@ -23,7 +23,6 @@ type Policy struct {
 	MinRetryConcurrency int64
 	// MaxRetries caps retries in flight when there is no budget; 0: none.
 	MaxRetries int64
-	Outlier    *OutlierPolicy
 	Fault      *FaultPolicy
 	State      *PolicyState
 }

@@ -372,10 +372,11 @@ func TestForwardRetryElsewhereAndEject(t *testing.T) {
 		}
 	})
 	pol := &interceptor.Policy{
-		Retry:   &interceptor.RetryPolicy{Attempts: 1, On: interceptor.ParseRetryOn("5xx"), BackoffBase: time.Millisecond},
-		Outlier: &interceptor.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Minute, MaxEjectionPercent: 50},
+		Retry: &interceptor.RetryPolicy{Attempts: 1, On: interceptor.ParseRetryOn("5xx"), BackoffBase: time.Millisecond},
 	}
 	cl := upstreams(t, pol, bad, good)
+	cl.Outlier = &balancer.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Minute, MaxEjectionPercent: 50}
+	cl.OutlierClock = &balancer.OutlierClock{}
 	tp := startProxy(t, cl, resilience()...)
 	c := tp.client()
 	for i := range 20 {

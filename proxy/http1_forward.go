@@ -528,8 +528,8 @@ func (p *Proxy) outcome(cl *Cluster, ep *balancer.Endpoint, status int, connectF
 	if status >= 500 || connectFailed {
 		ep.Stats.Failed.Add(1)
 	}
-	if rs := cl.Resilience; rs != nil && (status != 0 || connectFailed) {
-		rs.Outlier.RecordOutcome(ep.Stats, cl.Endpoints, status, connectFailed, time.Now(), func(e *balancer.Endpoint) {
+	if cl.Outlier != nil && (status != 0 || connectFailed) {
+		cl.Outlier.RecordOutcome(cl.OutlierClock, ep.Stats, cl.Endpoints, status, connectFailed, time.Now(), func(e *balancer.Endpoint) {
 			p.opts.Resilience.Ejection(cl.Host)
 			p.opts.Logger.Info("outlier ejected", "cluster", cl.Name, "endpoint", e.Addr,
 				"ejections", e.Stats.Ejections.Load(), "until", time.Unix(0, e.Stats.EjectedUntil.Load()))

@@ -10,6 +10,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
 	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/security/authz"
 )
 
@@ -17,7 +18,7 @@ import (
 // circuit breakers and outlier detection, and its route's timeout, retry
 // policy and fault filter config. state carries the counters over from the
 // cluster's previous version.
-func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *interceptor.PolicyState) (*interceptor.Policy, error) {
+func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *interceptor.PolicyState) (*interceptor.Policy, *balancer.OutlierPolicy, error) {
 	if state == nil {
 		state = &interceptor.PolicyState{}
 	}
@@ -25,6 +26,7 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 	// 3 retries in flight; a budget of 20%, at least 3, when a budget is
 	// given, and then max retries does not apply.
 	p := &interceptor.Policy{State: state, MaxRequests: 1024, MaxRetries: 3}
+	var outlier *balancer.OutlierPolicy
 	if ts := c.GetCircuitBreakers().GetThresholds(); len(ts) > 0 {
 		t := ts[0] // DEFAULT priority; tender does not route by priority
 		if v := t.GetMaxRequests(); v != nil {
@@ -45,7 +47,7 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 		}
 	}
 	if od := c.GetOutlierDetection(); od != nil {
-		o := &interceptor.OutlierPolicy{
+		o := &balancer.OutlierPolicy{
 			BaseEjectionTime:   od.GetBaseEjectionTime().AsDuration(),
 			MaxEjectionPercent: od.GetMaxEjectionPercent().GetValue(),
 		}
@@ -81,11 +83,11 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 				o.SuccessRateRequestVolume = v.GetValue()
 			}
 		}
-		p.Outlier = o
+		outlier = o
 	}
 	route := firstRoute(rc)
 	if route == nil {
-		return p, nil
+		return p, outlier, nil
 	}
 	action := route.GetRoute()
 	p.Timeout = action.GetTimeout().AsDuration()
@@ -106,7 +108,7 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 	if a := route.GetTypedPerFilterConfig()[wellknown.Fault]; a != nil {
 		var f faultv3.HTTPFault
 		if err := a.UnmarshalTo(&f); err != nil {
-			return nil, fmt.Errorf("%w: route %s: fault: %w", ErrInvalidConfig, rc.GetName(), err)
+			return nil, nil, fmt.Errorf("%w: route %s: fault: %w", ErrInvalidConfig, rc.GetName(), err)
 		}
 		p.Fault = &interceptor.FaultPolicy{
 			DelayPercent: percent(f.GetDelay().GetPercentage()),
@@ -115,10 +117,10 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 			AbortStatus:  int(f.GetAbort().GetHttpStatus()),
 		}
 		if p.Fault.AbortPercent > 0 && (p.Fault.AbortStatus < 200 || p.Fault.AbortStatus > 599) {
-			return nil, fmt.Errorf("%w: route %s: fault abort needs an http_status 200-599", ErrInvalidConfig, rc.GetName())
+			return nil, nil, fmt.Errorf("%w: route %s: fault abort needs an http_status 200-599", ErrInvalidConfig, rc.GetName())
 		}
 	}
-	return p, nil
+	return p, outlier, nil
 }
 
 func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {

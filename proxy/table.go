@@ -32,9 +32,12 @@ type Cluster struct {
 	Hashing   bool
 	Endpoints []*balancer.Endpoint
 	Picker    balancer.Picker
-	// Resilience: timeout, retries, circuit breaker, outlier detection,
-	// fault injection.
+	// Resilience: timeout, retries, circuit breaker, fault injection.
 	Resilience *interceptor.Policy
+	// Outlier is the cluster's outlier detection (nil: none); its clock
+	// is carried from the cluster's previous version.
+	Outlier      *balancer.OutlierPolicy
+	OutlierClock *balancer.OutlierClock
 	// MTLSMode is what the service's own sidecars accept inbound:
 	// PERMISSIVE or STRICT.
 	MTLSMode string
@@ -133,10 +136,14 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 		}
 		var old map[netip.AddrPort]*balancer.Stats
 		var state *interceptor.PolicyState
+		clock := &balancer.OutlierClock{}
 		if prev != nil {
 			if pc := prev.Clusters[name]; pc != nil {
 				if pc.Resilience != nil {
 					state = pc.Resilience.State
+				}
+				if pc.OutlierClock != nil {
+					clock = pc.OutlierClock
 				}
 				old = make(map[netip.AddrPort]*balancer.Stats, len(pc.Endpoints))
 				for _, e := range pc.Endpoints {
@@ -172,9 +179,10 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 		}
 		cl.Picker = p
 		rc := cfg.Routes[xds.RouteNameOf(c)]
-		if cl.Resilience, err = buildPolicy(c, rc, state); err != nil {
+		if cl.Resilience, cl.Outlier, err = buildPolicy(c, rc, state); err != nil {
 			return nil, err
 		}
+		cl.OutlierClock = clock
 		if vhs := rc.GetVirtualHosts(); len(vhs) > 0 {
 			if cl.Authz, err = authz.FromRoute(vhs[0].GetTypedPerFilterConfig()); err != nil {
 				return nil, fmt.Errorf("%w: route %s: %w", ErrInvalidConfig, rc.GetName(), err)

@@ -128,17 +128,21 @@ func TestBuildTableResilience(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := tb.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Resilience
+	cl := tb.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")]
+	p := cl.Resilience
+	wantOutlier := &balancer.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Second, MaxEjectionPercent: 50}
+	if diff := cmp.Diff(wantOutlier, cl.Outlier); diff != "" {
+		t.Errorf("outlier detection (-want +got):\n%s", diff)
+	}
 	want := &interceptor.Policy{
 		Timeout: 2 * time.Second,
 		Retry: &interceptor.RetryPolicy{Attempts: 3, On: interceptor.ParseRetryOn("5xx,connect-failure"), PerTryTimeout: 200 * time.Millisecond,
 			BackoffBase: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond},
 		// The budget overrides max retries, as in Envoy.
 		MaxRequests: 10, BudgetPercent: 25, MinRetryConcurrency: 2,
-		Outlier: &interceptor.OutlierPolicy{Consecutive5xx: 3, BaseEjectionTime: time.Second, MaxEjectionPercent: 50},
-		Fault:   &interceptor.FaultPolicy{AbortPercent: 12.5, AbortStatus: 503, DelayPercent: 1, Delay: time.Millisecond},
+		Fault: &interceptor.FaultPolicy{AbortPercent: 12.5, AbortStatus: 503, DelayPercent: 1, Delay: time.Millisecond},
 	}
-	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(interceptor.Policy{}, "State"), cmpopts.IgnoreUnexported(interceptor.OutlierPolicy{})); diff != "" {
+	if diff := cmp.Diff(want, p, cmpopts.IgnoreFields(interceptor.Policy{}, "State")); diff != "" {
 		t.Errorf("policy (-want +got):\n%s", diff)
 	}
 	// Retries without a budget or a limit get tender's default budget;
@@ -163,5 +167,8 @@ func TestBuildTableResilience(t *testing.T) {
 	}
 	if got := tb2.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Resilience.State.Active.Load(); got != 7 {
 		t.Errorf("active requests after a push: %d, want 7", got)
+	}
+	if tb2.Clusters[cl.Name].OutlierClock != cl.OutlierClock {
+		t.Error("a push gave the cluster a new outlier clock; its sweeps would start over")
 	}
 }

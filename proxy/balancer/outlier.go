@@ -1,11 +1,9 @@
-package interceptor
+package balancer
 
 import (
 	"math"
 	"sync/atomic"
 	"time"
-
-	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
 // OutlierPolicy is a destination's outlier_detection.
@@ -29,7 +27,13 @@ type OutlierPolicy struct {
 	SuccessRateStdevFactor   uint32
 	SuccessRateMinimumHosts  uint32
 	SuccessRateRequestVolume uint32
+}
 
+// OutlierClock is when a cluster's success rates were last compared. It
+// belongs to the cluster, not to its config: a push hands the cluster a
+// new OutlierPolicy and keeps the clock, so sweeps keep their interval
+// however often pushes come.
+type OutlierClock struct {
 	lastSweep atomic.Int64 // Unix nanoseconds
 }
 
@@ -38,12 +42,12 @@ type OutlierPolicy struct {
 // anything else resets its counts; once per Interval it compares success
 // rates. onEject, if set, is told of each endpoint ejected. It returns how
 // many were.
-func (o *OutlierPolicy) RecordOutcome(st *balancer.Stats, eps []*balancer.Endpoint, status int, connectFailed bool, now time.Time,
-	onEject func(*balancer.Endpoint)) int {
+func (o *OutlierPolicy) RecordOutcome(clock *OutlierClock, st *Stats, eps []*Endpoint, status int, connectFailed bool, now time.Time,
+	onEject func(*Endpoint)) int {
 	if o == nil || st == nil {
 		return 0
 	}
-	ejected := o.sweep(eps, now, onEject)
+	ejected := o.sweep(clock, eps, now, onEject)
 	st.IntervalTries.Add(1)
 	gateway := connectFailed || status == 502 || status == 503 || status == 504
 	if !connectFailed && status < 500 {
@@ -67,7 +71,7 @@ func (o *OutlierPolicy) RecordOutcome(st *balancer.Stats, eps []*balancer.Endpoi
 	return ejected
 }
 
-func notify(onEject func(*balancer.Endpoint), eps []*balancer.Endpoint, st *balancer.Stats) {
+func notify(onEject func(*Endpoint), eps []*Endpoint, st *Stats) {
 	if onEject == nil {
 		return
 	}
@@ -81,7 +85,7 @@ func notify(onEject func(*balancer.Endpoint), eps []*balancer.Endpoint, st *bala
 
 // eject takes st out, unless it is out already or max ejection percent
 // is reached.
-func (o *OutlierPolicy) eject(st *balancer.Stats, eps []*balancer.Endpoint, now time.Time) bool {
+func (o *OutlierPolicy) eject(st *Stats, eps []*Endpoint, now time.Time) bool {
 	if st.Ejected(now.UnixNano()) {
 		return false
 	}
@@ -116,21 +120,21 @@ func (o *OutlierPolicy) eject(st *balancer.Stats, eps []*balancer.Endpoint, now 
 // sweep runs once per interval, by whichever try comes first after it: it
 // lowers the ejection count of endpoints that stayed in, and ejects those
 // whose success rate is an outlier. It returns how many it ejected.
-func (o *OutlierPolicy) sweep(eps []*balancer.Endpoint, now time.Time, onEject func(*balancer.Endpoint)) int {
+func (o *OutlierPolicy) sweep(clock *OutlierClock, eps []*Endpoint, now time.Time, onEject func(*Endpoint)) int {
 	interval := o.Interval
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	last := o.lastSweep.Load()
+	last := clock.lastSweep.Load()
 	if last == 0 {
-		o.lastSweep.CompareAndSwap(0, now.UnixNano())
+		clock.lastSweep.CompareAndSwap(0, now.UnixNano())
 		return 0
 	}
-	if now.UnixNano()-last < int64(interval) || !o.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+	if now.UnixNano()-last < int64(interval) || !clock.lastSweep.CompareAndSwap(last, now.UnixNano()) {
 		return 0
 	}
 	type sample struct {
-		st   *balancer.Stats
+		st   *Stats
 		rate float64
 	}
 	var samples []sample
