@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -107,39 +109,85 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 		return len(last) == 3
 	})
 
-	// Scale down: greeter-3 terminating, then gone.
-	scaledAt := time.Now()
-	if _, err := endpointSlices.Update(ctx, greeterSlice(m.greeters, map[string]bool{"greeter-3": true}), metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	// Scale down: greeter-3 terminating, then gone. Times count from
+	// when the API server has stored each change (Update returned), not
+	// from the call: the store's own latency (etcd syncs each write to
+	// disk, slow on a busy machine; the test process may stall under
+	// load too) is not the mesh's.
+	admin := m.client.httpClient(false)
+	defer admin.CloseIdleConnections()
+	update := func(slice *discoveryv1.EndpointSlice) time.Time {
+		t.Helper()
+		start := time.Now()
+		if _, err := endpointSlices.Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		stored := time.Now()
+		t.Logf("EndpointSlice update stored in %v", stored.Sub(start).Round(time.Millisecond))
+		return stored
 	}
-	time.Sleep(1500 * time.Millisecond)
-	if _, err := endpointSlices.Update(ctx, greeterSlice(m.greeters[:2], nil), metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
-	stopLoad()
-	last, errs, n := log.snapshot()
+	scaledAt := update(greeterSlice(m.greeters, map[string]bool{"greeter-3": true}))
+	// Terminating but serving is DRAINING in EDS, which the client
+	// sidecar's balancer leaves out: once its table says so, no new
+	// request may reach greeter-3, while the slice still lists it (the
+	// removal must not be what moves the traffic).
+	var drainedAt time.Time
+	waitUntil(ctx, t, "the client sidecar to mark greeter-3 draining", func() bool {
+		listed, healthy := clientEndpoint(ctx, t, admin, m.greeters[2].ip)
+		drainedAt = time.Now()
+		return listed && !healthy
+	})
+	t.Logf("the client sidecar had greeter-3 draining %v after the scale-down", drainedAt.Sub(scaledAt).Round(time.Millisecond))
+	// Enough requests that a balancer still choosing greeter-3 would
+	// have sent it some: each of 100 misses it with odds of 2/3.
+	waitUntil(ctx, t, "100 requests sent after the drain to be answered", func() bool {
+		n := log.sentSince(drainedAt)
+		return n["greeter-1"]+n["greeter-2"]+n["greeter-3"] >= 100
+	})
+	last, _, _ := log.snapshot()
 	lag := last["greeter-3"].Sub(scaledAt)
-	t.Logf("greeter-3 answered its last request %v after the scale-down (%d requests, %d failed)", lag, n, len(errs))
+
+	removedAt := update(greeterSlice(m.greeters[:2], nil))
+	var droppedAt time.Time
+	waitUntil(ctx, t, "the client sidecar to drop greeter-3", func() bool {
+		listed, _ := clientEndpoint(ctx, t, admin, m.greeters[2].ip)
+		droppedAt = time.Now()
+		return !listed
+	})
+	waitUntil(ctx, t, "greeter-1 and greeter-2 to answer requests sent after the removal", func() bool {
+		n := log.sentSince(droppedAt)
+		return n["greeter-1"] > 0 && n["greeter-2"] > 0
+	})
+	stopLoad()
+	_, errs, n := log.snapshot()
+	t.Logf("greeter-3 answered its last request %v after the scale-down (%d requests, %d failed; the removal %v after the scale-down)",
+		lag, n, len(errs), removedAt.Sub(scaledAt).Round(time.Millisecond))
 	if len(errs) > 0 {
 		t.Errorf("%d of %d requests failed during the scale-down, first: %v", len(errs), n, errs[0])
+	}
+	if after := log.sentSince(drainedAt); after["greeter-3"] > 0 {
+		t.Errorf("greeter-3 answered %d requests sent after the client sidecar marked it draining (all after: %v), want none",
+			after["greeter-3"], after)
 	}
 	if lag > time.Second {
 		t.Errorf("greeter-3 still got requests %v after the scale-down, want traffic moved within 1 s", lag)
 	}
-	for _, g := range m.greeters[:2] {
-		if since := time.Since(last[g.name]); since > 500*time.Millisecond {
-			t.Errorf("%s last answered %v ago, want it serving", g.name, since)
-		}
-	}
 
-	// tenderctl: every sidecar in sync; the client's view of the greeter;
-	// a sidecar whose stream ends drops out of the list.
-	status := m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014")
-	for _, name := range []string{"client", "greeter-1", "greeter-2", "greeter-3"} {
-		if !regexp.MustCompile(`(?m)^` + name + `\.default\s+delta\s+SYNCED\s+SYNCED\s+SYNCED\s+SYNCED\s+NOT SENT\s`).MatchString(status) {
-			t.Errorf("proxy-status does not list %s.default as SYNCED for CDS, EDS, RDS and SDS:\n%s", name, status)
+	// tenderctl: every sidecar in sync (each ACKs the removal in its own
+	// time: wait for all); the client's view of the greeter; a sidecar
+	// whose stream ends drops out of the list.
+	var status string
+	synced := func() bool {
+		status = m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014")
+		for _, name := range []string{"client", "greeter-1", "greeter-2", "greeter-3"} {
+			if !regexp.MustCompile(`(?m)^` + name + `\.default\s+delta\s+SYNCED\s+SYNCED\s+SYNCED\s+SYNCED\s+NOT SENT\s`).MatchString(status) {
+				return false
+			}
 		}
+		return true
+	}
+	if !within(ctx, 30*time.Second, synced) {
+		t.Errorf("proxy-status does not list every sidecar as SYNCED for CDS, EDS, RDS and SDS:\n%s", status)
 	}
 	endpoints := m.client.run(t, "tenderctl", "proxy-config", "endpoints", "127.0.0.1", "--cluster", "greeter.default.svc.cluster.local")
 	for _, g := range m.greeters[:2] {
@@ -158,4 +206,46 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 	waitUntil(ctx, t, "proxy-status to drop greeter-3", func() bool {
 		return !strings.Contains(m.cp.run(t, "tenderctl", "proxy-status", "--controlplane", "127.0.0.1:15014"), "greeter-3.default")
 	})
+}
+
+// clientEndpoint reports whether the client sidecar's table lists ip as
+// an endpoint of the greeter's HTTP port, and whether as healthy; admin
+// is an HTTP client of the client pod.
+func clientEndpoint(ctx context.Context, t *testing.T, admin *http.Client, ip string) (listed, healthy bool) {
+	t.Helper()
+	var clusters []struct {
+		Name      string
+		Endpoints []struct {
+			Address string
+			Healthy bool
+		}
+	}
+	if err := json.Unmarshal(pollHTTP(ctx, t, admin, "http://127.0.0.1:15000/clusters", 200), &clusters); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range clusters {
+		if !strings.HasPrefix(c.Name, "outbound|80||greeter.") {
+			continue
+		}
+		for _, e := range c.Endpoints {
+			if strings.HasPrefix(e.Address, ip+":") {
+				return true, e.Healthy
+			}
+		}
+	}
+	return false, false
+}
+
+// within polls cond until it holds (true) or d has passed (false).
+func within(ctx context.Context, d time.Duration, cond func() bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return true
 }

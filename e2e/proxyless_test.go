@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -158,13 +159,23 @@ func TestProxylessRoundRobin(t *testing.T) {
 
 // rpcLog records every RPC of a background load.
 type rpcLog struct {
-	mu   sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// last holds when each instance last answered.
 	last map[string]time.Time
-	errs []error
-	n    int
+	// answers lists every answered call with when it was sent: a
+	// balancer change shows at once in what is sent after it, while a
+	// call already on its way may still be answered by the old choice.
+	answers []answer
+	errs    []error
+	n       int
 }
 
-func (l *rpcLog) add(inst string, err error) {
+type answer struct {
+	inst string
+	sent time.Time
+}
+
+func (l *rpcLog) add(inst string, err error, sent time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n++
@@ -173,16 +184,42 @@ func (l *rpcLog) add(inst string, err error) {
 		return
 	}
 	l.last[inst] = time.Now()
+	l.answers = append(l.answers, answer{inst, sent})
+}
+
+// sentSince counts, per instance, the answered calls sent after t.
+func (l *rpcLog) sentSince(t time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, a := range l.answers {
+		if a.sent.After(t) {
+			out[a.inst]++
+		}
+	}
+	return out
+}
+
+// recent counts, per instance, the last k answers; nil until there are
+// k. A balancer that still chose an instance would show in them: of 100
+// answers in a row round robin over three gives each about 33.
+func (l *rpcLog) recent(k int) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.answers) < k {
+		return nil
+	}
+	out := map[string]int{}
+	for _, a := range l.answers[len(l.answers)-k:] {
+		out[a.inst]++
+	}
+	return out
 }
 
 func (l *rpcLog) snapshot() (map[string]time.Time, []error, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	last := make(map[string]time.Time, len(l.last))
-	for k, v := range l.last {
-		last[k] = v
-	}
-	return last, append([]error(nil), l.errs...), l.n
+	return maps.Clone(l.last), append([]error(nil), l.errs...), l.n
 }
 
 // load sends RPCs back to back until stop is closed (bounded by ctx).
@@ -207,7 +244,9 @@ func loadWith(ctx context.Context, stop <-chan struct{}, workers int, call func(
 					return
 				default:
 				}
-				l.add(call())
+				sent := time.Now()
+				inst, err := call()
+				l.add(inst, err, sent)
 			}
 		})
 	}
@@ -247,8 +286,13 @@ func TestProxylessEndpointRemoval(t *testing.T) {
 
 	removedAt := time.Now()
 	cp.setMesh(t, meshYAML("", ports[0], ports[1]))
-	// Give the change time to land, then check when greeter-3 last answered.
-	waitUntil(ctx, t, "2 s of load after the removal", func() bool { return time.Since(removedAt) > 2*time.Second })
+	// Once greeter-3 is out of 100 answers in a row the change has
+	// landed; then check when it last answered.
+	var recent map[string]int
+	waitUntil(ctx, t, "100 RPCs in a row without greeter-3", func() bool {
+		recent = log.recent(100)
+		return recent != nil && recent["greeter-3"] == 0
+	})
 	last, errs, n := log.snapshot()
 	if len(errs) > 0 {
 		t.Fatalf("%d of %d RPCs failed during the removal; first: %v", len(errs), n, errs[0])
@@ -258,8 +302,8 @@ func TestProxylessEndpointRemoval(t *testing.T) {
 	if lag > time.Second {
 		t.Errorf("greeter-3 still answered %v after its removal, want none after 1 s", lag)
 	}
-	if since := time.Since(last["greeter-1"]); since > 500*time.Millisecond {
-		t.Errorf("greeter-1 last answered %v ago, want it serving", since)
+	if recent["greeter-1"] == 0 || recent["greeter-2"] == 0 {
+		t.Errorf("the last 100 RPCs went to %v, want greeter-1 and greeter-2 serving", recent)
 	}
 
 	addedAt := time.Now()
