@@ -12,13 +12,17 @@ FORTIO_VERSION := v1.66.1
 # Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
+# make test runs each fuzz target this long; make fuzz, FUZZTIME.
+TEST_FUZZTIME ?= 5s
+FUZZTIME ?= 60s
 
-CMDS := controlplane
-EXAMPLES := greeter greeter-client
-
-.PHONY: bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
+.PHONY: help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
 
 all: build
+
+## help: this list
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 ## build: compile every binary into bin/
 build:
@@ -31,6 +35,12 @@ test: lint build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@echo "each Go benchmark once, so they cannot rot (numbers: make bench)"
 	$(GO) test -run '^$$' -bench . -benchtime 1x $$($(GO) list ./... | grep -v /e2e)
+	@echo "each fuzz target for $(TEST_FUZZTIME) (longer: make fuzz)"
+	FUZZTIME=$(TEST_FUZZTIME) ./hack/fuzz.sh
+
+## fuzz: every fuzz target for FUZZTIME (default 60s) each
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./hack/fuzz.sh
 
 ## test-unit: everything but e2e, fast
 test-unit:
@@ -40,13 +50,12 @@ test-unit:
 test-e2e: build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
 
-## lint: gofmt, go vet, and golangci-lint when it is in .tools/
-lint:
+## lint: gofmt, go vet and golangci-lint (built into .tools/ first)
+lint: tools-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@if [ -x $(TOOLS)/golangci-lint ]; then $(TOOLS)/golangci-lint run ./...; \
-	  else echo "lint: golangci-lint not in .tools/ (make tools-lint); skipped"; fi
+	$(TOOLS)/golangci-lint run ./...
 
 ## tools: build the slow external tools into .tools/ (reused when present)
 tools: tools-lint tools-h2spec tools-jaeger tools-consul tools-kube
@@ -104,7 +113,7 @@ $(TOOLS)/fortio:
 bench: build tools-fortio
 	./bench/run.sh
 
-## demo: a small mesh on loopback: control plane, three greeters, a client
+## demo: a small mesh in the lab (network namespaces): control plane, three greeters, a frontend, a client, Jaeger, Prometheus
 demo: build tools-jaeger
 	./hack/demo.sh
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -121,14 +122,14 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 		n := 0
 		for {
 			m, err := c.Read(buf[n:])
-			if err != nil && err != io.EOF {
+			if err != nil && !errors.Is(err, io.EOF) {
 				b.Fatal(err)
 			}
 			n += m
 			if end := bytes.Index(buf[:n], []byte("\r\n\r\n")); end >= 0 && n >= end+4+contentLength(buf[:end]) {
 				return
 			}
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				b.Fatal("proxy closed the connection")
 			}
 		}

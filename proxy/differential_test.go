@@ -45,17 +45,17 @@ type seen struct {
 
 // scriptedUpstream accepts connections and answers each request with resp
 // (raw bytes), reporting what it received.
-func scriptedUpstream(t testing.TB, resp string) (netip.AddrPort, <-chan seen) {
-	t.Helper()
+func scriptedUpstream(tb testing.TB, resp string) (netip.AddrPort, <-chan seen) {
+	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ch := make(chan seen, 16)
 	var mu sync.Mutex
 	var conns []net.Conn
 	var wg sync.WaitGroup
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		lis.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -105,15 +105,15 @@ func scriptedUpstream(t testing.TB, resp string) (netip.AddrPort, <-chan seen) {
 }
 
 // viaReverseProxy serves the reference: httputil.ReverseProxy to up.
-func viaReverseProxy(t testing.TB, up netip.AddrPort) string {
-	t.Helper()
+func viaReverseProxy(tb testing.TB, up netip.AddrPort) string {
+	tb.Helper()
 	tr := &http.Transport{DisableCompression: true}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Scheme, pr.Out.URL.Host = "http", up.String()
 		pr.Out.Host = pr.In.Host
 	}, Transport: tr}
 	s := httptest.NewServer(rp)
-	t.Cleanup(func() { s.Close(); tr.CloseIdleConnections() })
+	tb.Cleanup(func() { s.Close(); tr.CloseIdleConnections() })
 	return strings.TrimPrefix(s.URL, "http://")
 }
 
@@ -128,10 +128,11 @@ func viaTender(t *testing.T, up netip.AddrPort) string {
 }
 
 // exchange sends req on a fresh connection to addr and reads the answer.
-func exchange(t testing.TB, addr, req, method string) (seen, error) {
+func exchange(tb testing.TB, addr, req, method string) (seen, error) {
+	tb.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -285,7 +286,10 @@ func stricter(req string) bool {
 	return strings.Contains(head, "\r\ntransfer-encoding:")
 }
 
-func viaReverseProxy2(t *testing.T, up netip.AddrPort) string { return viaReverseProxy(t, up) }
+func viaReverseProxy2(t *testing.T, up netip.AddrPort) string {
+	t.Helper()
+	return viaReverseProxy(t, up)
+}
 
 // FuzzDifferential builds requests from fuzzed parts: whatever net/http's
 // server refuses, tender refuses; what both take, both forward alike.

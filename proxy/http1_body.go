@@ -123,11 +123,10 @@ func (b *h1Body) Rewind() bool { return b.c.whole || b.c.pump == nil }
 // h1Request is the current request head as the chain sees it: the parsed
 // fields, less those deleted, plus those added.
 type h1Request struct {
-	c       *h1conn
-	del     [2]uint64 // bit i: Fields[i] deleted (wire.MaxHeaders ≤ 128)
-	added   []addedField
-	target  string // a rewritten request-target; "" keeps the one sent
-	pathLen int
+	c      *h1conn
+	del    [2]uint64 // bit i: Fields[i] deleted (wire.MaxHeaders ≤ 128)
+	added  []addedField
+	target string // a rewritten request-target; "" keeps the one sent
 }
 
 type addedField struct{ name, value string }

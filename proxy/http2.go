@@ -24,9 +24,9 @@ import (
 
 // isH2 reports whether the connection starts with the HTTP/2 preface.
 func isH2(sc *sniffedConn, timeout time.Duration) bool {
-	sc.Conn.SetReadDeadline(time.Now().Add(timeout)) //nolint:errcheck // a failed set shows on the read
-	b, _ := sc.br.Peek(3)                            //nolint:errcheck // fewer bytes: not HTTP/2
-	sc.Conn.SetReadDeadline(time.Time{})             //nolint:errcheck // a failed reset shows on the next read
+	sc.SetReadDeadline(time.Now().Add(timeout)) //nolint:errcheck // a failed set shows on the read
+	b, _ := sc.br.Peek(3)                       //nolint:errcheck // fewer bytes: not HTTP/2
+	sc.SetReadDeadline(time.Time{})             //nolint:errcheck // a failed reset shows on the next read
 	return string(b) == "PRI"
 }
 

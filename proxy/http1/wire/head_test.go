@@ -244,7 +244,7 @@ func TestParseRequestRefuses(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("ParseRequest: got (%d, %v), want error %v", n, err, tt.want)
 			}
-			if tt.want != ErrTooManyHeaders && !errors.Is(err, ErrMalformed) {
+			if !errors.Is(tt.want, ErrTooManyHeaders) && !errors.Is(err, ErrMalformed) {
 				t.Errorf("got error %v, want it to wrap ErrMalformed", err)
 			}
 		})
@@ -263,7 +263,7 @@ func TestParseRequestIncomplete(t *testing.T) {
 	in := crlf("\nPOST /p HTTP/1.1\nHost: g\nContent-Length: 1\n\n")
 	for i := range len(in) {
 		var h Head
-		if n, err := h.ParseRequest(in[:i]); err != ErrIncomplete {
+		if n, err := h.ParseRequest(in[:i]); !errors.Is(err, ErrIncomplete) {
 			t.Errorf("ParseRequest(%q): got (%d, %v), want ErrIncomplete", in[:i], n, err)
 		}
 	}
