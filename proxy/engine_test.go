@@ -39,7 +39,10 @@ func (rec *recorder) middleware(next interceptor.Handler) interceptor.Handler {
 			Tried: append([]netip.AddrPort(nil), x.Tried...), Upstream: x.Upstream, ResponseBytes: x.ResponseBytes,
 			GRPCStatus: x.GRPCStatus, Service: x.Service, RequestBytes: x.RequestBytes()})
 		rec.mu.Unlock()
-		rec.ch <- struct{}{}
+		select {
+		case rec.ch <- struct{}{}:
+		default: // nobody waits for this many
+		}
 	}
 	return interceptor.HandlerFunc(func(x *interceptor.Exchange) (interceptor.Response, error) {
 		x.Defer(save)

@@ -65,7 +65,8 @@ type h1conn struct {
 	// upNow is the upstream connection in use, for a forced close.
 	upNow atomic.Pointer[upConn]
 
-	in, up buffer // downstream and upstream bytes
+	in, up buffer  // downstream and upstream bytes
+	upBuf  *[]byte // up's buffer, from bufPool while a request is forwarded
 	req    wire.Head
 	resp   wire.Head
 	view   h1Request
@@ -123,7 +124,6 @@ var errHeadTooLarge = errors.New("head too large")
 func (p *Proxy) serveHTTP1(sc *sniffedConn) {
 	c := &h1conn{p: p, sc: sc, c: sc.Conn, src: sc.br, dir: sc.dir, raddr: sc.Conn.RemoteAddr().String()}
 	c.in.b = getBuf()
-	c.up.b = getBuf()
 	c.out = make([]byte, 0, 1024)
 	c.view.c, c.rv.c, c.body.c = c, c, c
 	c.chain = p.chain(interceptor.HandlerFunc(c.try))
@@ -138,7 +138,7 @@ func (p *Proxy) serveHTTP1(sc *sniffedConn) {
 			c.uc.Close()
 		}
 		putBuf(c.in.b)
-		putBuf(c.up.b)
+		c.releaseUp()
 	}()
 	for c.serveOne() {
 	}
@@ -264,7 +264,7 @@ func (c *h1conn) serveRequest() bool {
 		c.ep = nil
 	}
 	keep = c.finishBody() && keep
-	x.AddRequestBytes(0)
+	c.releaseUp()
 	x.Finish()
 	if !keep || c.close || p.draining() {
 		return false
@@ -333,6 +333,16 @@ func (c *h1conn) finishBody() bool {
 	}
 	c.bodyEnd = pm.end
 	return true
+}
+
+// releaseUp returns the upstream read buffer between requests: a
+// connection only holds one while it forwards (refused requests and idle
+// keep-alive connections do not).
+func (c *h1conn) releaseUp() {
+	if c.upBuf != nil {
+		bufPool.put(c.upBuf) // its own slice, even if up grew past it
+		c.upBuf, c.up.b, c.up.r, c.up.w = nil, nil, 0, 0
+	}
 }
 
 // closeBoth closes the downstream connection and the upstream one in
@@ -444,5 +454,11 @@ func (c *h1conn) writeLocal(r *interceptor.LocalReply) bool {
 // bufPool holds the engine's connection buffers.
 var bufPool = newBufPool()
 
-func getBuf() []byte  { return bufPool.get() }
-func putBuf(b []byte) { bufPool.put(b) }
+func getBuf() []byte { return *bufPool.get() }
+
+// putBuf returns a 16 KiB buffer to the pool; others are dropped.
+func putBuf(b []byte) {
+	if cap(b) == h1BufSize {
+		bufPool.put(&b)
+	}
+}

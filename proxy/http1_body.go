@@ -275,12 +275,12 @@ func newBufPool() *bufPoolT {
 	return &bufPoolT{p: sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}}
 }
 
-func (bp *bufPoolT) get() []byte { return *(bp.p.Get().(*[]byte)) }
+func (bp *bufPoolT) get() *[]byte { return bp.p.Get().(*[]byte) }
 
-func (bp *bufPoolT) put(b []byte) {
-	if cap(b) == h1BufSize {
-		b = b[:h1BufSize]
-		bp.p.Put(&b)
+func (bp *bufPoolT) put(b *[]byte) {
+	if b != nil && cap(*b) == h1BufSize {
+		*b = (*b)[:h1BufSize]
+		bp.p.Put(b)
 	}
 }
 

@@ -33,6 +33,10 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		ep.Stats.Active.Add(1)
 		ep.Stats.Total.Add(1)
 	}
+	if c.upBuf == nil {
+		c.upBuf = bufPool.get()
+		c.up.b = *c.upBuf
+	}
 	for fresh := false; ; fresh = true {
 		uc, err := p.pool.get(context.Background(), key)
 		if err != nil {
