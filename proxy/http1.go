@@ -124,6 +124,13 @@ var errHeadTooLarge = errors.New("head too large")
 func (p *Proxy) serveHTTP1(sc *sniffedConn) {
 	c := &h1conn{p: p, sc: sc, c: sc.Conn, src: sc.br, dir: sc.dir, raddr: sc.Conn.RemoteAddr().String()}
 	c.in.b = getBuf()
+	// Take over what sniffing buffered and read the connection directly
+	// from now on: no second copy, and the sniffing buffer goes.
+	if n := sc.br.Buffered(); n > 0 {
+		b, _ := sc.br.Peek(n) //nolint:errcheck // n bytes are buffered
+		c.in.w = copy(c.in.b, b)
+	}
+	c.src, sc.br = sc.Conn, nil
 	c.out = make([]byte, 0, 1024)
 	c.view.c, c.rv.c, c.body.c = c, c, c
 	c.chain = p.chain(interceptor.HandlerFunc(c.try))
