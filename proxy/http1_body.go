@@ -66,16 +66,28 @@ func (c *h1conn) copyLength(uc *upConn, n int64) (int64, int, error) {
 			return sent, pos, nil
 		}
 		// Everything buffered is sent: read the next part over it.
-		pos, b.w = c.headLen, c.headLen
-		m, err := c.src.Read(b.b[b.w:])
-		b.w += m
-		if m == 0 && err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
+		var err error
+		if pos, err = c.refillBody(); err != nil {
 			return sent, 0, err
 		}
 	}
+}
+
+// refillBody reads the next part of a streamed body over the part already
+// sent, right after the head (which stays where the request's fields
+// point); it returns where the new bytes start.
+func (c *h1conn) refillBody() (int, error) {
+	b := &c.in
+	b.w = c.headLen
+	m, err := c.src.Read(b.b[b.w:])
+	b.w += m
+	if m == 0 && err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	return c.headLen, nil
 }
 
 // copyChunked copies a chunked body as it came, up to the end of its
@@ -100,13 +112,7 @@ func (c *h1conn) copyChunked(uc *upConn) (int64, int, error) {
 		if done {
 			return sent, pos, nil
 		}
-		pos, b.w = c.headLen, c.headLen
-		m, err := c.src.Read(b.b[b.w:])
-		b.w += m
-		if m == 0 && err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
+		if pos, err = c.refillBody(); err != nil {
 			return sent, 0, err
 		}
 	}
