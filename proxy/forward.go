@@ -105,11 +105,11 @@ func (p *Proxy) dialUpstream(ctx context.Context, key poolKey) (*upConn, error) 
 			p.opts.Logger.Warn("mTLS to upstream failed", "upstream", addr, "err", err)
 			return nil, fmt.Errorf("mTLS to %s: %w", addr, err)
 		}
-		return &upConn{Conn: tc, key: key, peerID: id}, nil
+		return newUpConn(tc, key, id), nil
 	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &upConn{Conn: c, key: key}, nil
+	return newUpConn(c, key, ""), nil
 }

@@ -155,7 +155,16 @@ func (p *Proxy) serveHTTP1(sc *sniffedConn) {
 // connection stays open for another.
 func (c *h1conn) serveOne() bool {
 	p := c.p
+	if p.draining() {
+		return false // Shutdown may have passed while this one was busy
+	}
 	c.in.compact()
+	if len(c.in.b) > h1BufSize && c.in.w <= h1BufSize {
+		// A large head or body grew the buffer: back to a pooled one.
+		b := getBuf()
+		c.in.w = copy(b, c.in.b[:c.in.w])
+		c.in.b = b
+	}
 	// Idle until the first byte, then the head must come within the
 	// header timeout.
 	if c.in.w == 0 {
@@ -177,6 +186,9 @@ func (c *h1conn) serveOne() bool {
 		}
 		if !errors.Is(err, wire.ErrIncomplete) {
 			return c.refuse(err)
+		}
+		if c.in.w >= p.opts.MaxHeaderBytes {
+			return c.refuse(wire.ErrTooManyHeaders)
 		}
 		if _, err := c.in.fill(c.src, p.opts.MaxHeaderBytes); err != nil {
 			if errors.Is(err, errHeadTooLarge) {
@@ -226,11 +238,22 @@ func (c *h1conn) serveRequest() bool {
 	c.bodyEnd = c.headLen
 	c.cl, c.peered = p.route(x, c.dir, c.sc)
 	// No h2c upgrade through the sidecar: the upgraded stream would
-	// escape the per-request checks (as Envoy refuses it).
-	if rq.Upgrade && equalFoldString(c.view.Header("Upgrade"), "h2c") {
+	// escape the per-request checks (as Envoy refuses it). Nor an upgrade
+	// of a request whose body is still coming (the tunnel would race the
+	// body's copy).
+	if rq.Upgrade && (rq.HasToken("Upgrade", "h2c") || rq.Chunked || rq.ContentLength > 0 || rq.Expect100) {
 		rq.Upgrade = false
 		c.view.DelHeader("Upgrade")
 		c.view.DelHeader("Http2-Settings")
+	}
+	if string(rq.Method) == http.MethodConnect {
+		// A tunnel to anywhere: not through a sidecar (Envoy refuses it
+		// unless configured).
+		c.close = true
+		c.x.Status = http.StatusMethodNotAllowed
+		c.writeLocal(interceptor.Reply(http.StatusMethodNotAllowed, "CONNECT is not proxied"))
+		x.Finish()
+		return false
 	}
 	// A chunked body is checked as far as it came before anything is
 	// forwarded: a malformed chunk in the first read never reaches the
@@ -284,16 +307,17 @@ func (c *h1conn) serveRequest() bool {
 func (c *h1conn) readWholeBody(n int) bool {
 	need := c.headLen + n
 	if need > len(c.in.b) {
-		nb := make([]byte, need+h1BufSize)
+		nb := make([]byte, need)
 		copy(nb, c.in.b[:c.in.w])
-		putBuf(c.in.b)
+		// The old buffer is dropped, not pooled: strings the chain took
+		// from the head point into it until the exchange ends.
 		c.in.b = nb
 		// The head's fields point into the old buffer: parse it again.
 		if _, err := c.req.ParseRequest(c.in.b[:c.in.w]); err != nil {
 			return false
 		}
 	}
-	c.c.SetReadDeadline(time.Now().Add(c.p.opts.IdleTimeout)) //nolint:errcheck // a failed set shows on the read
+	c.c.SetReadDeadline(time.Now().Add(c.p.opts.HeaderTimeout)) //nolint:errcheck // a failed set shows on the read
 	for c.in.w < need {
 		if _, err := c.in.fill(c.src, len(c.in.b)); err != nil {
 			return false

@@ -31,8 +31,7 @@ func (c *h1conn) startPump(uc *upConn) {
 	if len(c.in.b)-c.headLen < 4<<10 {
 		nb := make([]byte, c.headLen+h1BufSize)
 		copy(nb, c.in.b[:c.in.w])
-		putBuf(c.in.b)
-		c.in.b = nb
+		c.in.b = nb                         // the old one is dropped: the chain's strings point into it
 		c.req.ParseRequest(c.in.b[:c.in.w]) //nolint:errcheck // parsed before, parses again
 	}
 	rq := &c.req

@@ -60,8 +60,9 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		uc.Close()
 		c.uc = nil
 		// A kept-alive connection the server closed while idle: send
-		// again on a fresh one, when the body can be.
-		if uc.used && !fresh && !got && !started && c.pump == nil && isReset(err) {
+		// again on a fresh one, when the body can be and the method is
+		// safe to repeat (as net/http does).
+		if uc.used && !fresh && !got && !started && c.pump == nil && isReset(err) && idempotent(c.req.Method) {
 			continue
 		}
 		switch {
@@ -77,7 +78,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		}
 		return nil, err
 	}
-	if x.Direction == interceptor.Outbound {
+	if x.Direction == interceptor.Outbound && c.cl != nil { // only a mesh service's sidecar answers with one
 		if v := c.resp.Get(interceptor.PeerHeader); v != nil {
 			if peer, ok := interceptor.ParsePeer(string(v)); ok {
 				x.Destination = peer
@@ -90,6 +91,15 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	}
 	p.outcome(c.cl, ep, status, false)
 	return &c.rv, nil
+}
+
+// idempotent: methods a client may send twice (RFC 9110 §9.2.2).
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 func isReset(err error) bool {
@@ -199,6 +209,11 @@ func (c *h1conn) readResponseHead(x *interceptor.Exchange) error {
 	c.up.r, c.up.w = 0, 0
 	for {
 		n, err := c.resp.ParseResponse(c.up.b[c.up.r:c.up.w])
+		if err == nil && c.resp.Status == http.StatusSwitchingProtocols && !c.req.Upgrade {
+			// Nothing asked to switch: a 101 here would turn a kept-alive
+			// connection into a tunnel past every later check.
+			return fmt.Errorf("%w: 101 Switching Protocols to a request that asked for no upgrade", interceptor.ErrBadResponse)
+		}
 		if err == nil {
 			if c.resp.Status >= 100 && c.resp.Status < 200 && c.resp.Status != http.StatusSwitchingProtocols {
 				if err := c.writeResponseHead(); err != nil {

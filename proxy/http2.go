@@ -136,6 +136,8 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (cl
 			x.Service = cl.Host
 			x.Policy = cl.Resilience
 			x.Req.SetHeader(interceptor.PeerHeader, p.self)
+		} else {
+			x.Req.DelHeader(interceptor.PeerHeader) // the app's own is not passed off as a sidecar's
 		}
 		return cl, false
 	}
@@ -352,12 +354,12 @@ func (st *h2Stream) relay() {
 	defer resp.Body.Close()
 	removeHopByHop(resp.Header)
 	if x.Direction == interceptor.Outbound {
-		if v := resp.Header.Get(interceptor.PeerHeader); v != "" {
+		if v := resp.Header.Get(interceptor.PeerHeader); v != "" && st.cl != nil {
 			if peer, ok := interceptor.ParsePeer(v); ok {
 				x.Destination = peer
 			}
-			resp.Header.Del(interceptor.PeerHeader)
 		}
+		resp.Header.Del(interceptor.PeerHeader)
 	} else if st.peered {
 		resp.Header.Set(interceptor.PeerHeader, st.p.self)
 	}

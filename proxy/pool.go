@@ -2,10 +2,15 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Pool limits.
@@ -28,6 +33,53 @@ type upConn struct {
 	// used is set once a request went over it: a failure on a used
 	// connection may just be the server having closed it while idle.
 	used bool
+	// raw and peek look at a plaintext connection without reading it
+	// (built once per connection: no allocation per check).
+	raw     syscall.RawConn
+	peek    func(fd uintptr) bool
+	peekN   int
+	peekErr error
+}
+
+// stale reports whether an idle connection can no longer carry a
+// request: the server closed it, or sent bytes nobody asked for (a body
+// after a 204, a late error). One non-blocking peek; the mesh's TLS
+// connections are not peeked (a TLS 1.3 session ticket may be waiting
+// there), a failure on them is retried once when it is safe.
+func (uc *upConn) stale() bool {
+	if uc.raw == nil {
+		return false
+	}
+	if err := uc.raw.Read(uc.peek); err != nil {
+		return true
+	}
+	if uc.peekN > 0 || uc.peekErr == nil { // bytes, or EOF
+		return true
+	}
+	return !errors.Is(uc.peekErr, unix.EAGAIN)
+}
+
+// newUpConn wraps a fresh connection.
+func newUpConn(c net.Conn, key poolKey, peerID string) *upConn {
+	uc := &upConn{Conn: c, key: key, peerID: peerID}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			var b [1]byte
+			uc.raw = raw
+			uc.peek = func(fd uintptr) bool {
+				// recvfrom without an address to fill (unix.Recvfrom
+				// allocates one).
+				n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+					unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+				uc.peekN, uc.peekErr = int(n), nil
+				if errno != 0 {
+					uc.peekN, uc.peekErr = 0, errno
+				}
+				return true
+			}
+		}
+	}
+	return uc
 }
 
 type poolKey struct {
@@ -66,7 +118,7 @@ func (p *pool) get(ctx context.Context, key poolKey) (*upConn, error) {
 		uc := l.conns[len(l.conns)-1]
 		l.conns[len(l.conns)-1] = nil
 		l.conns = l.conns[:len(l.conns)-1]
-		if now.Sub(uc.idleSince) < poolIdleTimeout {
+		if now.Sub(uc.idleSince) < poolIdleTimeout && !uc.stale() {
 			l.mu.Unlock()
 			return uc, nil
 		}

@@ -1,15 +1,19 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
@@ -123,5 +127,72 @@ func TestSlowHead(t *testing.T) {
 	}
 	if d := time.Since(start); d < time.Second || d > 20*time.Second {
 		t.Errorf("answered after %v, want after the 2 s header timeout", d)
+	}
+}
+
+// TestConnectionCannotUnframe: a Connection header naming Content-Length
+// must not strip the length from what is forwarded; the body stays a
+// body (it was a second request the upstream ran, past every check, and
+// its answer went to the next client).
+func TestConnectionCannotUnframe(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		fmt.Fprintf(w, "%s got %d bytes", r.URL.Path, len(b))
+	}))
+	tp := startProxy(t, cl)
+	inner := "GET /admin HTTP/1.1\r\nHost: greeter\r\n\r\n"
+	resp, body := tp.raw(t, fmt.Sprintf("POST /ok HTTP/1.1\r\nHost: greeter\r\nConnection: Content-Length\r\nContent-Length: %d\r\n\r\n%s", len(inner), inner))
+	if resp.StatusCode != 200 || body != fmt.Sprintf("/ok got %d bytes", len(inner)) {
+		t.Errorf("got %d %q, want the POST answered with its whole body", resp.StatusCode, body)
+	}
+	_, body = tp.raw(t, "GET /victim HTTP/1.1\r\nHost: greeter\r\n\r\n")
+	if body != "/victim got 0 bytes" {
+		t.Errorf("the next client got %q, want its own answer", body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if d := cmp.Diff([]string{"/ok", "/victim"}, paths); d != "" {
+		t.Errorf("requests the upstream ran (-want +got):\n%s", d)
+	}
+}
+
+// TestUnrequestedSwitch: a 101 to a request that asked for no upgrade is
+// a bad response (502 UPE), not a tunnel past every later check.
+func TestUnrequestedSwitch(t *testing.T) {
+	up, _ := scriptedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\n")
+	eps := []*balancer.Endpoint{{Addr: up, Stats: &balancer.Stats{}, Healthy: true}}
+	picker, _ := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
+	tp := startProxy(t, &Cluster{Name: "test", Host: "greeter", Endpoints: eps, Picker: picker,
+		Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}}})
+	resp, _ := tp.raw(t, "GET / HTTP/1.1\r\nHost: greeter\r\n\r\n")
+	if got := tp.rec.last(t); resp.StatusCode != http.StatusBadGateway || got.Flags&interceptor.FlagUpstreamProtocolError == 0 {
+		t.Errorf("got %d flags %v, want 502 UPE", resp.StatusCode, got.Flags)
+	}
+}
+
+// TestStaleBytesNotReused: bytes an upstream sends after a bodiless
+// answer make its connection unusable; the next request goes on a fresh
+// one and gets its own answer.
+func TestStaleBytesNotReused(t *testing.T) {
+	up, _ := scriptedUpstream(t, "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+	eps := []*balancer.Endpoint{{Addr: up, Stats: &balancer.Stats{}, Healthy: true}}
+	picker, _ := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
+	tp := startProxy(t, &Cluster{Name: "test", Host: "greeter", Endpoints: eps, Picker: picker,
+		Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}}})
+	c := tp.client()
+	for i := range 3 {
+		resp, err := c.Get("http://greeter/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Errorf("request %d: got %d, want 204 (not the stale 200)", i, resp.StatusCode)
+		}
 	}
 }

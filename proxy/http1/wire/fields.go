@@ -117,12 +117,17 @@ var hopByHop = [...]string{
 
 // IsHopByHop reports whether f must not be forwarded: it is one of the
 // hop-by-hop fields, or it is named in a Connection field of h (RFC 9110
-// §7.6.1).
+// §7.6.1). A Connection field cannot take away the fields that frame the
+// message or name its target (Content-Length, Host): a message whose
+// framing the next hop would read differently is request smuggling.
 func (h *Head) IsHopByHop(f Field) bool {
 	for _, name := range hopByHop {
 		if equalFold(f.Name, name) {
 			return true
 		}
+	}
+	if equalFold(f.Name, "Content-Length") || equalFold(f.Name, "Host") {
+		return false
 	}
 	return hasToken(h, "Connection", f.Name)
 }
