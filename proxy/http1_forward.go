@@ -203,9 +203,13 @@ func (c *h1conn) readResponseHead(x *interceptor.Exchange) error {
 	if !x.TryDeadline.IsZero() && (dl.IsZero() || x.TryDeadline.Before(dl)) {
 		dl = x.TryDeadline
 	}
-	if !dl.IsZero() {
-		uc.SetReadDeadline(dl) //nolint:errcheck // a failed set shows on the read
+	if dl.IsZero() {
+		// No timeout on the route: an upstream silent for the idle
+		// timeout is given up on all the same (Envoy's stream idle
+		// timeout), not waited for until drain.
+		dl = time.Now().Add(c.p.opts.IdleTimeout)
 	}
+	uc.SetReadDeadline(dl) //nolint:errcheck // a failed set shows on the read
 	c.up.r, c.up.w = 0, 0
 	for {
 		n, err := c.resp.ParseResponse(c.up.b[c.up.r:c.up.w])
@@ -237,10 +241,10 @@ func (c *h1conn) readResponseHead(x *interceptor.Exchange) error {
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if x.Expired() {
-					return interceptor.ErrTimeout
+				if !x.TryDeadline.IsZero() && !x.Expired() && !time.Now().Before(x.TryDeadline) {
+					return interceptor.ErrPerTryTimeout
 				}
-				return interceptor.ErrPerTryTimeout
+				return interceptor.ErrTimeout // the route's timeout, or the idle timeout
 			}
 			if c.up.w == 0 && c.up.r == 0 {
 				if errors.Is(err, io.EOF) {
@@ -255,9 +259,7 @@ func (c *h1conn) readResponseHead(x *interceptor.Exchange) error {
 		}
 	}
 	if x.Deadline.IsZero() {
-		if !dl.IsZero() {
-			uc.SetReadDeadline(time.Time{}) //nolint:errcheck // a failed reset shows on the next read
-		}
+		uc.SetReadDeadline(time.Time{}) //nolint:errcheck // a failed reset shows on the next read
 	} else if !dl.Equal(x.Deadline) {
 		uc.SetReadDeadline(x.Deadline) //nolint:errcheck // a failed set shows on the read
 	}
@@ -404,6 +406,7 @@ func (c *h1conn) relayLength(uc *upConn, buffered []byte, n int64) (int64, error
 		}
 	}
 	for left > 0 {
+		c.idleRead(uc)
 		m, err := uc.Read(c.up.b[:min(int64(len(c.up.b)), left)])
 		if m > 0 {
 			if _, werr := c.c.Write(c.up.b[:m]); werr != nil {
@@ -420,6 +423,15 @@ func (c *h1conn) relayLength(uc *upConn, buffered []byte, n int64) (int64, error
 		}
 	}
 	return sent, nil
+}
+
+// idleRead bounds the next read of a streamed response body by the idle
+// timeout, when the request has no deadline of its own (which bounds it
+// already): a body that stalls is cut, not waited for.
+func (c *h1conn) idleRead(uc *upConn) {
+	if c.x.Deadline.IsZero() {
+		uc.SetReadDeadline(time.Now().Add(c.p.opts.IdleTimeout)) //nolint:errcheck // a failed set shows on the read
+	}
 }
 
 // relayChunked relays a chunked body as it came, framing, extensions and
@@ -452,6 +464,7 @@ func (c *h1conn) relayChunked(uc *upConn, buffered []byte) (int64, error) {
 			}
 			return sent, nil
 		}
+		c.idleRead(uc)
 		m, err := uc.Read(c.up.b)
 		if m == 0 && err != nil {
 			if errors.Is(err, io.EOF) {
@@ -471,6 +484,7 @@ func (c *h1conn) relayUntilClose(uc *upConn, buffered []byte) (int64, error) {
 	}
 	sent := int64(len(buffered))
 	for {
+		c.idleRead(uc)
 		m, err := uc.Read(c.up.b)
 		if m > 0 {
 			if _, werr := c.c.Write(c.up.b[:m]); werr != nil {

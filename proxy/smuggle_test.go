@@ -196,3 +196,35 @@ func TestStaleBytesNotReused(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledUpstream: with no route timeout, an upstream that stops
+// mid-answer is given up on after the idle timeout (head: 504 UT; body:
+// the response is cut, UC), not waited for until drain.
+func TestStalledUpstream(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			w.Header().Set("Content-Length", "100")
+			io.WriteString(w, "part")
+			w.(http.Flusher).Flush()
+		}
+		<-release
+	}))
+	tp := startProxy(t, cl)
+	tp.p.opts.IdleTimeout = 300 * time.Millisecond
+	start := time.Now()
+	resp, _ := tp.raw(t, "GET /head HTTP/1.1\r\nHost: greeter\r\n\r\n")
+	if got := tp.rec.last(t); resp.StatusCode != http.StatusGatewayTimeout || got.Flags&interceptor.FlagUpstreamTimeout == 0 || time.Since(start) > 5*time.Second {
+		t.Errorf("silent upstream: %d flags %v after %v, want 504 UT after the 300 ms idle timeout", resp.StatusCode, got.Flags, time.Since(start))
+	}
+	start = time.Now()
+	r, err := tp.client().Get("http://greeter/body")
+	if err == nil {
+		_, err = io.ReadAll(r.Body)
+		r.Body.Close()
+	}
+	if got := tp.rec.last(t); err == nil || got.Flags&interceptor.FlagUpstreamReset == 0 || time.Since(start) > 5*time.Second {
+		t.Errorf("stalled body: err %v flags %v after %v, want it cut (UC) after the idle timeout", err, got.Flags, time.Since(start))
+	}
+}
