@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of the module for FUZZTIME each (default 60s):
-# make fuzz runs them long, make test for a short bounded time.
+# Runs every fuzz target of the module for FUZZTIME each (default 60s; a
+# count such as 2000x bounds the inputs instead): make fuzz runs them
+# long, make test for a bounded number of inputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 time=${FUZZTIME:-60s}
