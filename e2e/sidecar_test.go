@@ -180,11 +180,7 @@ func greetHTTP(c *http.Client) (string, error) {
 
 func inboundRequests(ctx context.Context, t *testing.T, p *pod) int {
 	t.Helper()
-	var st map[string]int
-	if err := json.Unmarshal(waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/stats", 200), &st); err != nil {
-		t.Fatal(err)
-	}
-	return st["inbound_requests"]
+	return sidecarStat(ctx, t, p, "inbound_requests")
 }
 
 func checkSpread(t *testing.T, what string, counts map[string]int, names ...string) {

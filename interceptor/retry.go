@@ -195,11 +195,17 @@ func idempotent(r Request) bool {
 	if r == nil {
 		return false
 	}
-	switch r.Method() {
+	return IdempotentMethod(r.Method()) || IsGRPC(r)
+}
+
+// IdempotentMethod reports whether a request of method m may be sent
+// twice (RFC 9110 §9.2.2).
+func IdempotentMethod(m string) bool {
+	switch m {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
 		return true
 	}
-	return IsGRPC(r)
+	return false
 }
 
 // admitRetry applies the retry budget, when the policy has one, else max

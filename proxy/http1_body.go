@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -165,7 +166,7 @@ func (r *h1Request) Path() string {
 func pathOf(t string) string {
 	if len(t) > 0 && t[0] != '/' {
 		// absolute-form: scheme://authority/path
-		if i := indexString(t, "://"); i >= 0 {
+		if i := strings.Index(t, "://"); i >= 0 {
 			t = t[i+3:]
 			j := 0
 			for j < len(t) && t[j] != '/' && t[j] != '?' {
@@ -185,15 +186,6 @@ func pathOf(t string) string {
 	return t
 }
 
-func indexString(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
-}
-
 // Proto is HTTP/1.1 or HTTP/1.0.
 func (r *h1Request) Proto() string {
 	if r.c.req.Minor == 0 {
@@ -205,12 +197,12 @@ func (r *h1Request) Proto() string {
 // Header returns the first value of the named field.
 func (r *h1Request) Header(name string) string {
 	for i := len(r.added) - 1; i >= 0; i-- {
-		if equalFoldString(r.added[i].name, name) {
+		if strings.EqualFold(r.added[i].name, name) {
 			return r.added[i].value
 		}
 	}
 	for i, f := range r.c.req.Fields {
-		if !r.deleted(i) && equalFoldString(b2s(f.Name), name) {
+		if !r.deleted(i) && strings.EqualFold(b2s(f.Name), name) {
 			return b2s(f.Value)
 		}
 	}
@@ -226,13 +218,13 @@ func (r *h1Request) SetHeader(name, value string) {
 // DelHeader removes the named fields.
 func (r *h1Request) DelHeader(name string) {
 	for i, f := range r.c.req.Fields {
-		if equalFoldString(b2s(f.Name), name) {
+		if strings.EqualFold(b2s(f.Name), name) {
 			r.del[i>>6] |= 1 << (i & 63)
 		}
 	}
 	kept := r.added[:0]
 	for _, f := range r.added {
-		if !equalFoldString(f.name, name) {
+		if !strings.EqualFold(f.name, name) {
 			kept = append(kept, f)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -62,7 +63,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		// A kept-alive connection the server closed while idle: send
 		// again on a fresh one, when the body can be and the method is
 		// safe to repeat (as net/http does).
-		if uc.used && !fresh && !got && !started && c.pump == nil && isReset(err) && idempotent(c.req.Method) {
+		if uc.used && !fresh && !got && !started && c.pump == nil && isReset(err) && interceptor.IdempotentMethod(b2s(c.req.Method)) {
 			continue
 		}
 		switch {
@@ -91,15 +92,6 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	}
 	p.outcome(c.cl, ep, status, false)
 	return &c.rv, nil
-}
-
-// idempotent: methods a client may send twice (RFC 9110 §9.2.2).
-func idempotent(m []byte) bool {
-	switch string(m) {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
 }
 
 func isReset(err error) bool {
@@ -278,7 +270,7 @@ func (c *h1conn) writeResponseHead() error {
 	b = append(b, rs.Reason...)
 	b = append(b, "\r\n"...)
 	for _, f := range rs.Fields {
-		if rs.IsHopByHop(f) || equalFoldString(b2s(f.Name), interceptor.PeerHeader) {
+		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) {
 			continue
 		}
 		b = appendField(b, f.Name, f.Value)

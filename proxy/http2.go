@@ -145,7 +145,7 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (cl
 	x.MTLS, x.SourcePrincipal = sc.mtls, sc.peer
 	if v := x.Req.Header(interceptor.PeerHeader); v != "" {
 		if peer, ok := interceptor.ParsePeer(v); ok {
-			x.Source, peered = Peer(clone(peer.Workload), clone(peer.Namespace)), true
+			x.Source, peered = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}, true
 		}
 		x.Req.DelHeader(interceptor.PeerHeader)
 	}
@@ -153,11 +153,6 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (cl
 		x.Service = cl.Host
 	}
 	return cl, peered
-}
-
-// Peer names a workload.
-func Peer(workload, namespace string) interceptor.Peer {
-	return interceptor.Peer{Workload: workload, Namespace: namespace}
 }
 
 // chain is the whole per-request chain, outermost first: the sidecar's
