@@ -19,7 +19,7 @@ TEST_TIMEOUT ?= 20m
 TEST_FUZZTIME ?= 2000x
 FUZZTIME ?= 60s
 
-.PHONY: help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube demo clean proto
+.PHONY: help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js demo clean proto
 
 all: build
 
@@ -61,7 +61,7 @@ lint: tools-lint
 	$(TOOLS)/golangci-lint run ./...
 
 ## tools: build the slow external tools into .tools/ (reused when present)
-tools: tools-lint tools-h2spec tools-jaeger tools-consul tools-kube
+tools: tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js
 
 tools-lint: $(TOOLS)/golangci-lint
 $(TOOLS)/golangci-lint:
@@ -87,6 +87,17 @@ $(TOOLS)/consul: hack/tools/consul/go.mod hack/tools/consul/go.sum hack/tools/co
 	@mkdir -p $(TOOLS)
 	@echo "building Consul into $(TOOLS)/consul (several minutes the first time)"
 	cd hack/tools/consul && GONOSUMDB=github.com/hashicorp $(GO) build -o $(TOOLS)/consul .
+
+# eureka-js-client from npm, the real Eureka client the e2e tests drive
+# tender's Eureka server emulation with; pinned by
+# hack/tools/eureka-js/package-lock.json. Seconds, with node and npm.
+EUREKA_JS := $(TOOLS)/eureka-js/node_modules/eureka-js-client/package.json
+tools-eureka-js: $(EUREKA_JS)
+$(EUREKA_JS): hack/tools/eureka-js/package.json hack/tools/eureka-js/package-lock.json
+	@mkdir -p $(TOOLS)/eureka-js
+	cp hack/tools/eureka-js/package.json hack/tools/eureka-js/package-lock.json $(TOOLS)/eureka-js/
+	cd $(TOOLS)/eureka-js && npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
 
 # kube-apiserver through a wrapper module that pins k8s.io/kubernetes'
 # staging modules (about 12 minutes cold), and Helm; etcd comes from

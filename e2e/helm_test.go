@@ -148,10 +148,11 @@ func TestHelmChart(t *testing.T) {
 		"injector.enabled=false,dashboard.enabled=false,podDisruptionBudget.enabled=false",
 		"injector.certManager.enabled=true,injector.certManager.issuerRef.name=ca,metrics.serviceMonitor.enabled=true,antiAffinity=hard",
 		"consul.addr=consul:8500,consul.tokenSecret=consul-acl,tracing.otlpEndpoint=jaeger-collector:4317,tracing.sampling=0.5,kubernetes.watchNamespaces={a,b}",
+		"eureka.urls={http://eureka-0:8761/eureka,https://eureka-1:8761/eureka},eureka.credentialsSecret=eureka-auth,eureka.region=eu-west-1,eureka.refresh=10s",
 	} {
 		api.helm(ctx, t, "lint", chartDir, "--strict", "--set", set)
 	}
-	for _, bad := range []string{"injector.failurePolicy=Sometimes", "sidecar.accessLog=xml", "replicaCount=-1", "injector.url=http://plain"} {
+	for _, bad := range []string{"injector.failurePolicy=Sometimes", "sidecar.accessLog=xml", "replicaCount=-1", "injector.url=http://plain", "eureka.urls={eureka:8761}"} {
 		cmd := exec.CommandContext(ctx, tool(t, "helm"), "lint", chartDir, "--set", bad)
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("helm lint --set %s passed, want the schema to refuse it:\n%s", bad, out)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tender-mesh/tender/discovery/consul"
+	"github.com/tender-mesh/tender/discovery/eureka"
 	"github.com/tender-mesh/tender/inject"
 )
 
@@ -28,6 +29,7 @@ type config struct {
 	LogLevel    string
 	LogFormat   string
 	Consul      consul.Options
+	Eureka      eureka.Options
 	// Kubernetes is on, off or auto (on inside a pod or with a
 	// kubeconfig).
 	Kubernetes      string
@@ -66,6 +68,22 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.Consul.ZoneMetaKey, "consul-zone-meta-key", "zone", "Consul node meta key holding the zone")
 	fs.BoolVar(&c.Consul.IncludeWarning, "consul-include-warning", false, "also serve instances whose checks are warning (default: passing only)")
 	fs.DurationVar(&c.Consul.Wait, "consul-wait", time.Minute, "longest wait of one Consul blocking query")
+	fs.Func("eureka-url", "Eureka server service URL (http(s)://[USER:PASSWORD@]HOST:PORT/eureka); repeat it (or separate with commas) for failover in order; none: no Eureka source", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				c.Eureka.URLs = append(c.Eureka.URLs, u)
+			}
+		}
+		return nil
+	})
+	fs.DurationVar(&c.Eureka.Refresh, "eureka-refresh", 30*time.Second, "time between two Eureka registry fetches (deltas after the first)")
+	fs.StringVar(&c.Eureka.Namespace, "eureka-namespace", "default", "tender namespace of Eureka instances without tender.dev/namespace metadata")
+	fs.StringVar(&c.Eureka.Region, "eureka-region", "", "region of the Eureka servers' instances (their endpoints' locality region)")
+	fs.StringVar(&c.Eureka.UsernameFile, "eureka-username-file", "", "file holding the Eureka basic-auth user, for URLs without one; read on every request")
+	fs.StringVar(&c.Eureka.PasswordFile, "eureka-password-file", "", "file holding the Eureka basic-auth password, with --eureka-username-file")
+	fs.StringVar(&c.Eureka.CAFile, "eureka-ca-file", "", "CA certificate to verify https Eureka servers")
+	fs.StringVar(&c.Eureka.CertFile, "eureka-cert-file", "", "client certificate for the Eureka servers")
+	fs.StringVar(&c.Eureka.KeyFile, "eureka-key-file", "", "client key for the Eureka servers")
 	fs.StringVar(&c.Kubernetes, "kubernetes", "auto", "Kubernetes source: on, off, or auto (on when running in a pod or given --kubeconfig)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster to watch; empty: the pod's service account")
 	var watchNamespaces string
@@ -160,6 +178,12 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.Consul.Wait <= 0 {
 		return nil, fmt.Errorf("--consul-wait must be positive, got %s", c.Consul.Wait)
+	}
+	if c.Eureka.Refresh <= 0 {
+		return nil, fmt.Errorf("--eureka-refresh must be positive, got %s", c.Eureka.Refresh)
+	}
+	if (c.Eureka.UsernameFile == "") != (c.Eureka.PasswordFile == "") {
+		return nil, errors.New("--eureka-username-file and --eureka-password-file go together")
 	}
 	if c.DNSRefresh <= 0 {
 		return nil, fmt.Errorf("--dns-refresh must be positive, got %s", c.DNSRefresh)

@@ -16,6 +16,12 @@ func TestParseFlags(t *testing.T) {
 			return c.XDSAddr == ":15010" && c.MetricsAddr == ":15014" && c.Debounce == 100*time.Millisecond
 		}},
 		{"dns servers", []string{"--dns-servers", "127.0.0.1:53,[::1]:53"}, true, func(c *config) bool { return len(c.DNSServers) == 2 }},
+		{"eureka urls, repeated and comma-separated", []string{"--eureka-url", "http://a:8761/eureka", "--eureka-url", "http://b:8761/eureka, http://c:8761/eureka"}, true,
+			func(c *config) bool {
+				return len(c.Eureka.URLs) == 3 && c.Eureka.URLs[2] == "http://c:8761/eureka" && c.Eureka.Refresh == 30*time.Second
+			}},
+		{"eureka password without user", []string{"--eureka-url", "http://a:8761/eureka", "--eureka-password-file", "/p"}, false, nil},
+		{"zero eureka refresh", []string{"--eureka-refresh", "0s"}, false, nil},
 		{"zero debounce", []string{"--debounce", "0s"}, false, nil},
 		{"stray argument", []string{"mesh.yaml"}, false, nil},
 		{"unknown flag", []string{"--xds-port", "1"}, false, nil},

@@ -20,6 +20,7 @@ import (
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/discovery/consul"
 	"github.com/tender-mesh/tender/discovery/dns"
+	"github.com/tender-mesh/tender/discovery/eureka"
 	"github.com/tender-mesh/tender/discovery/file"
 	"github.com/tender-mesh/tender/discovery/kube"
 	"github.com/tender-mesh/tender/security/authz"
@@ -48,7 +49,8 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	}
 
 	// The order is the precedence on a name two sources report: the
-	// operator's mesh.yaml, then Kubernetes, then Consul, then DNS.
+	// operator's mesh.yaml, then Kubernetes, then Consul, then Eureka, then
+	// DNS.
 	var sources []discovery.Source
 	var dnsSrc *dns.Source
 	if cfg.ConfigFile != "" {
@@ -77,11 +79,19 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		}
 		sources = append(sources, src)
 	}
+	if len(cfg.Eureka.URLs) > 0 {
+		cfg.Eureka.Logger = logger.With("source", "eureka")
+		src, err := eureka.New(cfg.Eureka)
+		if err != nil {
+			return err
+		}
+		sources = append(sources, src)
+	}
 	if dnsSrc != nil {
 		sources = append(sources, dnsSrc)
 	}
 	if len(sources) == 0 {
-		return errors.New("no discovery source: give --config-file, --kubeconfig (or run in a pod), --consul-addr, or several")
+		return errors.New("no discovery source: give --config-file, --kubeconfig (or run in a pod), --consul-addr, --eureka-url, or several")
 	}
 	names := make([]string, len(sources))
 	for i, s := range sources {

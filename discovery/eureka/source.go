@@ -21,6 +21,12 @@ import (
 // Name is the source's name in the registry.
 const Name = "eureka"
 
+// userAgent names tender in the servers' logs.
+const userAgent = "tender-controlplane"
+
+// errUnreachable is wrapped by errors of requests that got no answer.
+var errUnreachable = errors.New("unreachable")
+
 // maxAnswer bounds the body of one answer (a registry of some 100,000
 // instances).
 const maxAnswer = 256 << 20
@@ -224,8 +230,8 @@ type fetcher struct {
 }
 
 // refresh brings the table up to date: a delta from the current server
-// (a full fetch when the table is new, the delta fails or its hash does
-// not match), else a full fetch from each following server in turn. The
+// (a full fetch when the table is new, or the delta's answer is bad or its
+// hash does not match), else a full fetch from each following server in turn. The
 // first server that answers becomes the current one; a server other than
 // the one the table came from always starts with a full fetch, as each
 // server's delta is its own. changed reports whether the table may have
@@ -240,13 +246,16 @@ func (f *fetcher) refresh(ctx context.Context) (changed bool, err error) {
 		sv := &f.servers[n]
 		if i == 0 && f.table != nil {
 			ok, changed, err := f.delta(ctx, sv)
-			if err == nil && ok {
+			switch {
+			case err == nil && ok:
 				return changed, nil
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return false, ctx.Err()
-				}
+			case ctx.Err() != nil:
+				return false, ctx.Err()
+			case errors.Is(err, errUnreachable):
+				// The server is gone: on to the next.
+				errs = append(errs, err)
+				continue
+			case err != nil:
 				f.s.opts.Logger.Warn("eureka delta failed; fetching the full registry", "err", err)
 			}
 		}
@@ -312,6 +321,7 @@ func (s *Source) get(ctx context.Context, sv *server, path string) (*application
 		return nil, fmt.Errorf("eureka: GET %s: %w", where, err)
 	}
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
 	user, password, ok, err := s.credentials(sv)
 	if err != nil {
 		return nil, err
@@ -325,7 +335,7 @@ func (s *Source) get(ctx context.Context, sv *server, path string) (*application
 		if errors.As(err, &uerr) {
 			err = uerr.Err // it repeats the URL
 		}
-		return nil, fmt.Errorf("eureka: GET %s: %w", where, err)
+		return nil, fmt.Errorf("eureka: GET %s: %w: %w", where, errUnreachable, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -179,7 +179,7 @@ func TestDeltas(t *testing.T) {
 			}
 
 			// The next delta loses the change; its hash does not match.
-			srv.LoseNextDelta()
+			srv.LoseNextDelta("tender-controlplane")
 			call(t, http.MethodDelete, base+"/apps/GREETER/g1/status?value=UP", nil, http.StatusOK)
 			s.wait(t, "g1 back after a full fetch", func(last []discovery.Service, _ int, _ []error) bool {
 				return endpoints(last, "greeter") == "g1=HEALTHY,g2=DRAINING"

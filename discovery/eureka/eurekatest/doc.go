@@ -19,12 +19,15 @@
 // An override outlives re-registration and ends with a cancel or an
 // eviction, as on Netflix's server. A lease expires durationInSecs after
 // its last renewal (Netflix's server, by a known bug, waits about twice
-// that); expired leases are evicted when the next request comes. The
-// delta holds every instance changed in the last DeltaRetention (default
+// that); expired leases are evicted when the next request comes. Stop
+// and Start cut a server off from its clients and reconnect it: the
+// registry stays and no lease expires meanwhile (as Netflix's
+// self-preservation keeps leases when renewals stop arriving). The delta
+// holds every instance changed in the last DeltaRetention (default
 // three minutes), each once with its latest action, and the appsHashCode
 // of the whole registry.
 //
 // What it does not do: XML, peer replication (register an instance with
-// each server instead), self-preservation, the empty-registry wait after a
+// each server instead), self-preservation as a rule on renewal rates, the empty-registry wait after a
 // start (waitTimeInMsWhenSyncEmpty), regions, /vips and /svips.
 package eurekatest

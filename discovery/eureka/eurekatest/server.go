@@ -42,8 +42,10 @@ type Server struct {
 	// recent is the delta queue, oldest first.
 	recent  []change
 	version int64
-	// loseDeltas is the number of next deltas served without instances.
-	loseDeltas    int
+	// loseDelta, when set, is the User-Agent prefix whose next delta
+	// holding a change made since loseArmed is served without instances.
+	loseDelta     *string
+	loseArmed     time.Time
 	fulls, deltas int
 	lis           net.Listener
 	srv           *http.Server
@@ -88,7 +90,7 @@ func New(o Options) *Server {
 
 // Start serves on 127.0.0.1 (a free port the first time, the same port
 // after a Stop). The registry survives a Stop and Start, as a server cut
-// off from its clients keeps it.
+// off from its clients keeps it, and its leases start over.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -104,6 +106,15 @@ func (s *Server) Start() error {
 		return fmt.Errorf("eurekatest: %w", err)
 	}
 	s.lis, s.addr = lis, lis.Addr().String()
+	// No lease expired while the server was cut off from its clients
+	// (Netflix's self-preservation keeps them when renewals stop
+	// arriving): they count from now.
+	now := time.Now()
+	for _, ls := range s.leases {
+		for _, l := range ls {
+			l.lastRenewed = now
+		}
+	}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	srv := s.srv
 	go srv.Serve(lis) //nolint:errcheck // ErrServerClosed after Stop
@@ -129,12 +140,28 @@ func (s *Server) URL() string {
 	return "http://" + s.addr + s.opts.Path
 }
 
-// LoseNextDelta makes the next delta answer carry no instances but the
-// true appsHashCode, as a delta that missed a change would.
-func (s *Server) LoseNextDelta() {
+// LoseNextDelta makes the next delta answer to a client whose User-Agent
+// starts with userAgent, and that holds a change made from now on, carry
+// no instances but the true appsHashCode, as a delta that missed a change
+// would.
+func (s *Server) LoseNextDelta(userAgent string) {
 	s.mu.Lock()
-	s.loseDeltas++
+	s.loseDelta, s.loseArmed = &userAgent, time.Now()
 	s.mu.Unlock()
+}
+
+// losing reports whether r's delta is the one LoseNextDelta asked for.
+func (s *Server) losing(r *http.Request) bool {
+	if s.loseDelta == nil || !strings.HasPrefix(r.UserAgent(), *s.loseDelta) {
+		return false
+	}
+	for _, c := range s.recent {
+		if !c.at.Before(s.loseArmed) {
+			s.loseDelta = nil
+			return true
+		}
+	}
+	return false
 }
 
 // Fetches counts the full and delta fetches served.
@@ -149,7 +176,9 @@ func (s *Server) Fetches() (full, delta int) {
 func (s *Server) Status(app, id string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.evict(time.Now())
+	if s.lis != nil {
+		s.evict(time.Now())
+	}
 	l := s.leases[strings.ToUpper(app)][id]
 	if l == nil {
 		return "", false
@@ -361,9 +390,7 @@ func (s *Server) hash() string {
 
 func (s *Server) writeDelta(w http.ResponseWriter, r *http.Request, now time.Time) {
 	out := appsList{}
-	if s.loseDeltas > 0 {
-		s.loseDeltas--
-	} else {
+	if !s.losing(r) {
 		// Each changed instance once, with its latest change.
 		type key struct{ app, id string }
 		latest := map[key]int{}
