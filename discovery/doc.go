@@ -2,7 +2,7 @@
 // Locality — and the Registry that merges what the discovery sources report
 // into immutable snapshots for the xDS translator.
 //
-// Sources (one sub-package each: file, dns, and later kube and consul) push
+// Sources (one sub-package each: file, dns, kube, consul and eureka) push
 // the complete set of services they know into the Registry with Update. The
 // Registry owns all mutable state in one goroutine, debounces bursts of
 // updates and publishes a new *Snapshot to its subscribers. Nothing in this

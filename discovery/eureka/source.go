@@ -190,7 +190,7 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		}
 		if err != nil {
 			if !failing {
-				s.opts.Logger.Warn("eureka unreachable; serving the last known registry", "err", err)
+				s.opts.Logger.Warn("every eureka server failed; serving the last known registry", "err", err)
 			}
 			failing = true
 			sink.ReportError(Name, err)

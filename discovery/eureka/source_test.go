@@ -295,6 +295,42 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// TestBadDelta: a delta answer that is not a registry is followed by a
+// full fetch from the same server, and no error is reported.
+func TestBadDelta(t *testing.T) {
+	srv := eurekatest.New(eurekatest.Options{})
+	var fulls atomic.Int32
+	var broken atomic.Bool
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/apps/delta") && broken.Load():
+			w.Write([]byte(`{"applications":{"application":[{"instance":[{"instanceId":"g1","actionType":"MOVED"}]}]}}`))
+			return
+		case strings.HasSuffix(r.URL.Path, "/apps"):
+			fulls.Add(1)
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	base := ts.URL + "/eureka"
+	register(t, base, "GREETER", "g1", "127.0.0.1", 9001)
+	s := run(t, eureka.Options{URLs: []string{base}})
+	s.wait(t, "the registry", func(last []discovery.Service, _ int, _ []error) bool {
+		return endpoints(last, "greeter") == "g1=HEALTHY"
+	})
+	broken.Store(true)
+	register(t, base, "GREETER", "g2", "127.0.0.2", 9002)
+	s.wait(t, "g2 through a full fetch", func(last []discovery.Service, _ int, _ []error) bool {
+		return endpoints(last, "greeter") == "g1=HEALTHY,g2=HEALTHY"
+	})
+	if n := fulls.Load(); n < 2 {
+		t.Errorf("%d full fetches, want one more after the bad delta", n)
+	}
+	if _, _, errs := s.state(); len(errs) > 0 {
+		t.Errorf("errors reported although the full fetch worked: %v", errs)
+	}
+}
+
 // TestAuthAndTLS: basic auth from the URL and from files, over TLS
 // verified with a CA file.
 func TestAuthAndTLS(t *testing.T) {
