@@ -2,7 +2,6 @@ package inject
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -110,9 +109,9 @@ func Decide(pod *corev1.Pod, namespaceLabels map[string]string) Decision {
 		return Decision{false, "namespace label " + NamespaceLabel + "=disabled"}
 	}
 	if v, ok := pod.Annotations[AnnotationInject]; ok {
-		on, err := strconv.ParseBool(v)
+		on, err := parseBool(v)
 		if err != nil {
-			return Decision{false, fmt.Sprintf("annotation %s=%q is not a boolean", AnnotationInject, v)}
+			return Decision{false, (&AnnotationError{Key: AnnotationInject, Value: v, Reason: "not a boolean"}).Error()}
 		}
 		if on {
 			return Decision{true, "annotation " + AnnotationInject + "=true"}
@@ -140,82 +139,55 @@ func hasContainer(pod *corev1.Pod, name string) bool {
 // proxy, as cfg and the pod's annotations say. It fails on an annotation
 // it cannot apply, naming it: a pod is better refused than meshed wrong.
 func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
+	o, err := parseAnnotations(pod.Annotations)
+	if err != nil {
+		return nil, err
+	}
 	out := pod.DeepCopy()
-	a := pod.Annotations
 	image := cfg.Image
-	if v := a[AnnotationProxyImage]; v != "" {
-		image = v
+	if o.image != "" {
+		image = o.image
 	}
 	native := cfg.NativeSidecar
-	if v, ok := a[AnnotationNativeSidecar]; ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, fmt.Errorf("annotation %s=%q: want true or false", AnnotationNativeSidecar, v)
-		}
-		native = b
+	if o.native != nil {
+		native = *o.native
 	}
 	initArgs := []string{"init"}
-	for _, x := range []struct{ key, flag string }{
-		{AnnotationExcludeInbound, "--exclude-inbound-ports"},
-		{AnnotationExcludeOutbound, "--exclude-outbound-ports"},
-	} {
-		if v, ok := a[x.key]; ok {
-			ports, err := capture.ParsePorts(v)
-			if err != nil {
-				return nil, fmt.Errorf("annotation %s=%q: %w", x.key, v, err)
-			}
-			initArgs = append(initArgs, x.flag+"="+joinInts(ports))
-		}
+	if o.hasInbound {
+		initArgs = append(initArgs, "--exclude-inbound-ports="+joinInts(o.excludeInbound))
 	}
-	if v, ok := a[AnnotationExcludeOutboundIPs]; ok {
-		prefixes, err := capture.ParseCIDRs(v)
-		if err != nil {
-			return nil, fmt.Errorf("annotation %s=%q: %w", AnnotationExcludeOutboundIPs, v, err)
-		}
-		cidrs := make([]string, len(prefixes))
-		for i, p := range prefixes {
-			cidrs[i] = p.String()
-		}
-		initArgs = append(initArgs, "--exclude-outbound-cidrs="+strings.Join(cidrs, ","))
+	if o.hasOutbound {
+		initArgs = append(initArgs, "--exclude-outbound-ports="+joinInts(o.excludeOutbound))
+	}
+	if o.hasCIDRs {
+		initArgs = append(initArgs, "--exclude-outbound-cidrs="+strings.Join(o.excludeCIDRs, ","))
 	}
 	resources := *cfg.Resources.DeepCopy()
 	for _, x := range []struct {
-		key  string
+		q    *resource.Quantity
 		list *corev1.ResourceList
 		name corev1.ResourceName
 	}{
-		{AnnotationProxyCPU, &resources.Requests, corev1.ResourceCPU},
-		{AnnotationProxyMemory, &resources.Requests, corev1.ResourceMemory},
-		{AnnotationProxyCPULimit, &resources.Limits, corev1.ResourceCPU},
-		{AnnotationProxyMemoryLimit, &resources.Limits, corev1.ResourceMemory},
+		{o.cpu, &resources.Requests, corev1.ResourceCPU},
+		{o.mem, &resources.Requests, corev1.ResourceMemory},
+		{o.cpuLim, &resources.Limits, corev1.ResourceCPU},
+		{o.memLim, &resources.Limits, corev1.ResourceMemory},
 	} {
-		if v, ok := a[x.key]; ok {
-			q, err := resource.ParseQuantity(v)
-			if err != nil {
-				return nil, fmt.Errorf("annotation %s=%q: %w", x.key, v, err)
-			}
-			if *x.list == nil {
-				*x.list = corev1.ResourceList{}
-			}
-			(*x.list)[x.name] = q
+		if x.q == nil {
+			continue
 		}
+		if *x.list == nil {
+			*x.list = corev1.ResourceList{}
+		}
+		(*x.list)[x.name] = *x.q
 	}
 	logLevel := cfg.LogLevel
-	if v, ok := a[AnnotationLogLevel]; ok {
-		switch v {
-		case "debug", "info", "warn", "error":
-			logLevel = v
-		default:
-			return nil, fmt.Errorf("annotation %s=%q: want debug, info, warn or error", AnnotationLogLevel, v)
-		}
+	if o.logLevel != "" {
+		logLevel = o.logLevel
 	}
 	drain := cfg.DrainTimeout
-	if v, ok := a[AnnotationDrainTimeout]; ok {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("annotation %s=%q: want a duration such as 30s", AnnotationDrainTimeout, v)
-		}
-		drain = d
+	if o.drain != nil {
+		drain = *o.drain
 	}
 
 	root, proxyUID := int64(0), int64(capture.ProxyUID)
@@ -310,6 +282,14 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 			ReadOnlyRootFilesystem:   new(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
+	}
+	if _, ok := resources.Limits[corev1.ResourceMemory]; ok {
+		// The Go runtime of the sidecar collects harder as it nears the
+		// container's memory limit instead of being killed at it (as
+		// Istio sets it): the limit in bytes, from the Downward API.
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "GOMEMLIMIT", ValueFrom: &corev1.EnvVarSource{
+			ResourceFieldRef: &corev1.ResourceFieldSelector{ContainerName: ContainerProxy, Resource: "limits.memory"},
+		}})
 	}
 	if cfg.MTLS {
 		// The root to check the control plane with, and a token of the

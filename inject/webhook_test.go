@@ -260,3 +260,53 @@ func TestWebhookBadRequests(t *testing.T) {
 		t.Errorf("undecodable pod: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestWebhookAnnotationBounds: every annotation the injector reads is
+// bounded before it is parsed (issue 22, item 1). A quantity in exponent
+// form made resource.ParseQuantity compute 10^999999999 for minutes, in
+// the process that also serves xDS and the CA.
+func TestWebhookAnnotationBounds(t *testing.T) {
+	wh := &Webhook{Config: testConfig}
+	long := strings.Repeat("8", 4096)
+	for _, tt := range []struct{ key, value string }{
+		{AnnotationProxyMemory, "1e-999999999"},
+		{AnnotationProxyMemoryLimit, "1e-999999999"},
+		{AnnotationProxyCPU, "1E999999999"},
+		{AnnotationProxyCPULimit, "1e-999999999"},
+		{AnnotationProxyMemory, "-64Mi"},
+		{AnnotationProxyMemory, "0"},
+		{AnnotationProxyMemory, "64Pi"},
+		{AnnotationProxyCPU, "100000"},
+		{AnnotationProxyMemory, long},
+		{AnnotationExcludeInbound, long},
+		{AnnotationExcludeOutbound, strings.Repeat("80,", 1000) + "80"},
+		{AnnotationExcludeOutboundIPs, strings.Repeat("10.0.0.0/8,", 1000) + "10.0.0.0/8"},
+		{AnnotationExcludeOutboundIPs, "10.0.0.0/33"},
+		{AnnotationNativeSidecar, "yes"},
+		{AnnotationDrainTimeout, "9999999h"},
+		{AnnotationDrainTimeout, long + "s"},
+		{AnnotationProxyImage, "evil image\nwith: spaces"},
+		{AnnotationProxyImage, strings.Repeat("a", 1024)},
+		{AnnotationLogLevel, "trace"},
+	} {
+		t.Run(tt.key+"="+tt.value[:min(len(tt.value), 16)], func(t *testing.T) {
+			pod := appPod(map[string]string{AnnotationInject: "true", tt.key: tt.value})
+			done := make(chan *admissionv1.AdmissionResponse, 1)
+			go func() {
+				resp, _ := admit(t, wh, pod)
+				done <- resp
+			}()
+			select {
+			case resp := <-done:
+				if resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, tt.key) {
+					t.Errorf("got allowed=%v result %+v, want refused naming %s", resp.Allowed, resp.Result, tt.key)
+				}
+				if resp.Result != nil && len(resp.Result.Message) > 512 {
+					t.Errorf("got a refusal of %d bytes, want a short one", len(resp.Result.Message))
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("annotation %s=%.16q: no answer in 20s, want a refusal at once", tt.key, tt.value)
+			}
+		})
+	}
+}
