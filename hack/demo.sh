@@ -115,6 +115,7 @@ sidecar() {
   printf 'demo-token-%s\n' "$2" >"$SECRETS/$2.token"
   run "$1-sidecar" "$1" setpriv --reuid=1337 --regid=1337 --clear-groups --pdeathsig SIGKILL \
     "$BIN/sidecar" run --xds-addr "$CP:15012" --xds-tls --ca-root-file "$SECRETS/root-cert.pem" --token-file "$SECRETS/$2.token" \
+    --controlplane-identity spiffe://cluster.local/ns/tender-system/sa/tender-controlplane \
     --pod-name "$1" --pod-namespace default --workload "$2" \
     --otlp-endpoint "$OBS:4317" --trace-sampling 1 --log-format json
 }

@@ -15,9 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// maxReviewBytes bounds an AdmissionReview; the API server caps objects
-// at 3 MiB.
-const maxReviewBytes = 6 << 20
+// DefaultMaxReviewBytes bounds an AdmissionReview unless the Webhook
+// says otherwise: the API server takes no write request over 3 MiB
+// (--max-request-body-bytes), so no pod it would admit is larger.
+const DefaultMaxReviewBytes = 3 << 20
 
 // Webhook is the mutating admission webhook that meshes pods: served on
 // the control plane's :15017 at /inject.
@@ -30,6 +31,8 @@ type Webhook struct {
 	// or "refused" (an annotation it could not apply, or a broken review).
 	Observe func(result string)
 	Logger  *slog.Logger
+	// MaxReviewBytes bounds the request body; 0: DefaultMaxReviewBytes.
+	MaxReviewBytes int64
 }
 
 // patchOp is one RFC 6902 operation.
@@ -63,7 +66,16 @@ func (wh *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want Content-Type application/json", http.StatusUnsupportedMediaType)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxReviewBytes))
+	limit := wh.MaxReviewBytes
+	if limit <= 0 {
+		limit = DefaultMaxReviewBytes
+	}
+	if r.ContentLength > limit {
+		wh.observe("refused")
+		http.Error(w, fmt.Sprintf("the review is over %d bytes", limit), http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		wh.observe("refused")
 		http.Error(w, "reading the review: "+err.Error(), http.StatusBadRequest)

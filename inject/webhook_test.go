@@ -239,7 +239,7 @@ func TestWebhookBadRequests(t *testing.T) {
 		{"not JSON", http.MethodPost, "text/plain", "{}", http.StatusUnsupportedMediaType},
 		{"garbage", http.MethodPost, "application/json", "{not json", http.StatusBadRequest},
 		{"no request", http.MethodPost, "application/json", `{"kind":"AdmissionReview"}`, http.StatusBadRequest},
-		{"huge", http.MethodPost, "application/json", `{"x":"` + strings.Repeat("a", maxReviewBytes) + `"}`, http.StatusBadRequest},
+		{"huge", http.MethodPost, "application/json", `{"x":"` + strings.Repeat("a", DefaultMaxReviewBytes) + `"}`, http.StatusRequestEntityTooLarge},
 	} {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(tt.method, "/inject", strings.NewReader(tt.body))

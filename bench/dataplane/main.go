@@ -357,7 +357,7 @@ func run(ctx context.Context, c config, l *lab) error {
 		}
 		if _, err := l.start(pod, 1, []string{"GOMAXPROCS=1"}, "setpriv", "--reuid="+proxyUID, "--regid="+proxyUID, "--clear-groups",
 			bin("sidecar"), "run", "--xds-addr", cpIP+":15012", "--xds-tls", "--ca-root-file", filepath.Join(dir, "root.pem"),
-			"--token-file", filepath.Join(dir, "token"), "--pod-name", pod, "--pod-namespace", "default", "--log-level", "warn"); err != nil {
+			"--controlplane-identity", "spiffe://cluster.local/ns/tender-system/sa/tender-controlplane", "--token-file", filepath.Join(dir, "token"), "--pod-name", pod, "--pod-namespace", "default", "--log-level", "warn"); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,11 @@ type caConfig struct {
 	TokenAudiences  []string
 	ServiceAccount  string
 	Hosts           []string
+	// AuthFailureTTL is how long a refused token is refused from memory;
+	// PeerRate and PeerBurst bound the calls each peer address makes.
+	AuthFailureTTL time.Duration
+	PeerRate       float64
+	PeerBurst      int
 }
 
 // mesh is the CA and what serves it: the authenticator of tokens and the
@@ -50,6 +56,7 @@ type mesh struct {
 	ca      *security.CA
 	auth    security.Authenticator
 	service *security.Service
+	limiter *security.PeerLimiter
 	self    security.ID
 	logger  *slog.Logger
 
@@ -91,11 +98,13 @@ func newMesh(ctx context.Context, cfg caConfig, namespace string, client kuberne
 	if len(chain) == 0 {
 		logger.Warn("no way to authenticate sidecars: every certificate request is refused; run with Kubernetes or give --bootstrap-tokens-file")
 	}
-	svc, err := security.NewService(security.ServiceOptions{CA: ca, Authenticator: chain, Logger: logger, Registerer: reg})
+	// A bad token retried costs one TokenReview per TTL, not one per call.
+	auth := security.NewFailureCache(chain, cfg.AuthFailureTTL)
+	svc, err := security.NewService(security.ServiceOptions{CA: ca, Authenticator: auth, Logger: logger, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	m := &mesh{cfg: cfg, ca: ca, auth: chain, service: svc, logger: logger,
+	m := &mesh{cfg: cfg, ca: ca, auth: auth, service: svc, logger: logger, limiter: security.NewPeerLimiter(cfg.PeerRate, cfg.PeerBurst),
 		self: security.ID{TrustDomain: ca.TrustDomain(), Namespace: namespace, ServiceAccount: cfg.ServiceAccount}}
 	if _, err := m.certificate(); err != nil {
 		return nil, err
@@ -169,6 +178,9 @@ func (m *mesh) serve(ctx context.Context, srv *xds.Server, lis net.Listener) err
 // authenticateUnary refuses the unary xDS calls (Fetch*) without a valid
 // token; the CA's own call authenticates itself (it needs the caller).
 func (m *mesh) authenticateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := m.limit(ctx); err != nil {
+		return nil, err
+	}
 	if strings.HasPrefix(info.FullMethod, "/istio.v1.auth.IstioCertificateService/") {
 		return handler(ctx, req)
 	}
@@ -180,10 +192,29 @@ func (m *mesh) authenticateUnary(ctx context.Context, req any, info *grpc.UnaryS
 
 // authenticateStream refuses xDS streams without a valid token.
 func (m *mesh) authenticateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := m.limit(ss.Context()); err != nil {
+		return err
+	}
 	if err := m.authenticate(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)
+}
+
+// limit refuses a call from a peer over its rate (--peer-rate-limit).
+func (m *mesh) limit(ctx context.Context) error {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	if err != nil {
+		return nil
+	}
+	if !m.limiter.Allow(ap.Addr()) {
+		return status.Error(codes.ResourceExhausted, "too many calls from this address; retry later")
+	}
+	return nil
 }
 
 // authenticate checks the call's bearer token.

@@ -100,6 +100,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&w.Namespace, "namespace", podNamespace, "the control plane's namespace (env POD_NAMESPACE)")
 	var webhookHosts string
 	fs.StringVar(&webhookHosts, "webhook-hosts", "", "comma-separated extra DNS names or IPs for the injector certificate")
+	fs.Int64Var(&w.MaxRequestBytes, "webhook-max-request-bytes", inject.DefaultMaxReviewBytes, "largest AdmissionReview the injector reads (the API server takes no object over 3 MiB)")
+	fs.IntVar(&w.MaxConcurrent, "webhook-max-concurrent", 8, "reviews the injector decides at once; more wait for a slot within --webhook-timeout")
+	fs.DurationVar(&w.Timeout, "webhook-timeout", 30*time.Second, "time the injector takes at most to read, decide and answer a review (the API server waits at most 30 s)")
 	ca := &c.CA
 	fs.StringVar(&ca.Addr, "xds-tls-addr", ":15012", "address of the TLS xDS server and the CA (sidecars send a token); empty: off, and no mutual TLS in the mesh")
 	fs.StringVar(&ca.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's identities")
@@ -114,6 +117,8 @@ func parseFlags(args []string) (*config, error) {
 	var audiences string
 	fs.StringVar(&audiences, "token-audiences", "tender", "comma-separated audiences a service-account token must be for (TokenReview)")
 	fs.StringVar(&ca.ServiceAccount, "service-account", envOr("SERVICE_ACCOUNT", "tender-controlplane"), "the control plane's service account: its SPIFFE ID on the TLS xDS port (env SERVICE_ACCOUNT)")
+	fs.DurationVar(&ca.AuthFailureTTL, "auth-failure-cache-ttl", 10*time.Second, "how long a refused token is refused from memory, without another TokenReview; 0: not remembered")
+	fs.Float64Var(&ca.PeerRate, "peer-rate-limit", 10, "calls per second each peer address may make to the TLS xDS port and the CA (bursts of twice that); 0: no limit")
 	var sidecar inject.Flags
 	sidecar.Register(fs)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -155,12 +160,20 @@ func parseFlags(args []string) (*config, error) {
 	if ca.WorkloadTTL <= 0 || ca.MaxWorkloadTTL < ca.WorkloadTTL {
 		return nil, fmt.Errorf("--workload-cert-ttl (%s) must be positive and at most --max-workload-cert-ttl (%s)", ca.WorkloadTTL, ca.MaxWorkloadTTL)
 	}
+	if ca.AuthFailureTTL < 0 || ca.PeerRate < 0 {
+		return nil, fmt.Errorf("--auth-failure-cache-ttl (%s) and --peer-rate-limit (%g) must not be negative", ca.AuthFailureTTL, ca.PeerRate)
+	}
+	ca.PeerBurst = max(1, int(2*ca.PeerRate))
 	if webhookHosts != "" {
 		for _, h := range strings.Split(webhookHosts, ",") {
 			if h = strings.TrimSpace(h); h != "" {
 				w.Hosts = append(w.Hosts, h)
 			}
 		}
+	}
+	if w.MaxRequestBytes <= 0 || w.MaxConcurrent <= 0 || w.Timeout <= 0 {
+		return nil, fmt.Errorf("--webhook-max-request-bytes (%d), --webhook-max-concurrent (%d) and --webhook-timeout (%s) must be positive",
+			w.MaxRequestBytes, w.MaxConcurrent, w.Timeout)
 	}
 	if (w.CertFile == "") != (w.KeyFile == "") {
 		return nil, errors.New("--webhook-cert-file and --webhook-key-file go together")

@@ -23,6 +23,12 @@ func TestParseFlags(t *testing.T) {
 		{"eureka password without user", []string{"--eureka-url", "http://a:8761/eureka", "--eureka-password-file", "/p"}, false, nil},
 		{"zero eureka refresh", []string{"--eureka-refresh", "0s"}, false, nil},
 		{"zero debounce", []string{"--debounce", "0s"}, false, nil},
+		{"webhook and CA bounds by default", nil, true, func(c *config) bool {
+			return c.Webhook.MaxRequestBytes == 3<<20 && c.Webhook.MaxConcurrent == 8 && c.Webhook.Timeout == 30*time.Second &&
+				c.CA.AuthFailureTTL == 10*time.Second && c.CA.PeerRate == 10 && c.CA.PeerBurst == 20
+		}},
+		{"zero webhook concurrency", []string{"--webhook-max-concurrent", "0"}, false, nil},
+		{"negative peer rate", []string{"--peer-rate-limit", "-1"}, false, nil},
 		{"stray argument", []string{"mesh.yaml"}, false, nil},
 		{"unknown flag", []string{"--xds-port", "1"}, false, nil},
 	}

@@ -35,6 +35,10 @@ type webhookConfig struct {
 	Namespace  string
 	Hosts      []string
 	Inject     inject.Config
+	// MaxRequestBytes, MaxConcurrent and Timeout bound the requests.
+	MaxRequestBytes int64
+	MaxConcurrent   int
+	Timeout         time.Duration
 }
 
 // hosts are the names the webhook's certificate is for.
@@ -86,15 +90,23 @@ func serveWebhook(ctx context.Context, cfg webhookConfig, client kubernetes.Inte
 			}
 			return ns.Labels, nil
 		},
-		Observe: func(result string) { metrics.Injections.WithLabelValues(result).Inc() },
-		Logger:  logger,
+		Observe:        func(result string) { metrics.Injections.WithLabelValues(result).Inc() },
+		Logger:         logger,
+		MaxReviewBytes: cfg.MaxRequestBytes,
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/inject", wh)
+	// The API server waits timeoutSeconds (at most 30 s) for an answer:
+	// a review is read, decided and written within --webhook-timeout, and
+	// at most --webhook-max-concurrent are decided at once.
+	mux.Handle("/inject", http.TimeoutHandler(limitConcurrency(wh, cfg.MaxConcurrent), cfg.Timeout, "tender injector: timed out"))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }) //nolint:errcheck // client gone
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: webhookHeaderTimeout,
+		ReadTimeout:       cfg.Timeout,
+		WriteTimeout:      cfg.Timeout + 5*time.Second,
+		IdleTimeout:       webhookIdleTimeout,
+		MaxHeaderBytes:    webhookMaxHeader,
 		TLSConfig:         &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}

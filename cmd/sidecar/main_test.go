@@ -26,10 +26,25 @@ func TestParseRunFlags(t *testing.T) {
 		{"--access-log", "yes"},
 		{"--trace-sampling", "1.5"},
 		{"--otlp-protocol", "thrift"},
+		{"--xds-tls", "--ca-root-file", "/etc/tender/root.pem"}, // no --controlplane-identity
+		{"--admin-max-connections", "-1"},
 	} {
 		if _, err := parseRunFlags(bad); err == nil {
 			t.Errorf("parseRunFlags(%q): got no error", bad)
 		}
+	}
+}
+
+func TestXDSTLSNeedsControlPlaneIdentity(t *testing.T) {
+	t.Setenv("TENDER_CONTROLPLANE_IDENTITY", "")
+	_, err := parseRunFlags([]string{"--xds-tls", "--ca-root-file", "/etc/tender/root.pem"})
+	if err == nil || !strings.Contains(err.Error(), "--controlplane-identity") {
+		t.Errorf("--xds-tls without --controlplane-identity: got %v, want an error naming the flag", err)
+	}
+	c, err := parseRunFlags([]string{"--xds-tls", "--ca-root-file", "/etc/tender/root.pem",
+		"--controlplane-identity", "spiffe://cluster.local/ns/tender-system/sa/tender-controlplane"})
+	if err != nil || c.AdminMaxConns != defaultAdminMaxConns {
+		t.Errorf("with the identity: got %v, admin connections %d; want ok, %d", err, c.AdminMaxConns, defaultAdminMaxConns)
 	}
 }
 

@@ -51,6 +51,7 @@ type runConfig struct {
 	IdleTimeout    time.Duration
 	HeaderTimeout  time.Duration
 	MaxHeadersKB   int
+	AdminMaxConns  int
 	LogLevel       string
 	LogFormat      string
 	Identity       identityConfig
@@ -102,6 +103,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 5*time.Minute, "close a downstream HTTP keep-alive connection idle this long")
 	fs.DurationVar(&c.HeaderTimeout, "request-header-timeout", 10*time.Second, "how long a client may take to send a request head once it began")
 	fs.IntVar(&c.MaxHeadersKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
+	fs.IntVar(&c.AdminMaxConns, "admin-max-connections", defaultAdminMaxConns, "connections the admin and the metrics listener each keep open at most; more wait (0: no limit)")
 	id := &c.Identity
 	fs.StringVar(&id.CAAddr, "ca-addr", envOr("TENDER_CA_ADDR", ""), "control plane TLS address (:15012) to get the workload certificate from (env TENDER_CA_ADDR); empty: no mutual TLS, plaintext only")
 	fs.StringVar(&id.RootFile, "ca-root-file", envOr("TENDER_CA_ROOT_FILE", ""), "PEM root certificate(s) to verify the control plane with before the first trust bundle arrives (env TENDER_CA_ROOT_FILE; env TENDER_CA_ROOT may hold the PEM itself)")
@@ -118,6 +120,16 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	}
 	if id.XDSTLS && id.CAAddr == "" {
 		id.CAAddr = c.XDSAddr
+	}
+	if id.XDSTLS && id.ControlPlaneID == "" {
+		// Else any workload of the trust domain could pose as the
+		// control plane and be handed the sidecar's token. The injector
+		// always sets it; a sidecar outside Kubernetes must too.
+		return nil, errors.New("--xds-tls needs --controlplane-identity (env TENDER_CONTROLPLANE_IDENTITY), the SPIFFE ID the control plane presents, " +
+			"e.g. spiffe://cluster.local/ns/tender-system/sa/tender-controlplane: without it the sidecar would send its token to any workload of the trust domain")
+	}
+	if c.AdminMaxConns < 0 {
+		return nil, fmt.Errorf("--admin-max-connections must not be negative, got %d", c.AdminMaxConns)
 	}
 	if id.CAAddr != "" && id.RootFile == "" && os.Getenv("TENDER_CA_ROOT") == "" {
 		return nil, errors.New("--ca-addr needs --ca-root-file (or env TENDER_CA_ROOT) to verify the control plane")
@@ -330,8 +342,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		adminLis.Close()
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	admin := &http.Server{Handler: newAdmin(px, client, &ready, &connected, ident), ReadHeaderTimeout: 10 * time.Second}
-	metricsSrv := &http.Server{Handler: metricsHandler(reg), ReadHeaderTimeout: 10 * time.Second}
+	admin := adminServer(newAdmin(px, client, &ready, &connected, ident))
+	metricsSrv := adminServer(metricsHandler(reg))
+	adminLis, metricsLis = limitListener(adminLis, c.AdminMaxConns), limitListener(metricsLis, c.AdminMaxConns)
 	logger.Info("sidecar starting", "node", c.NodeID, "workload", self.String(), "xds", c.XDSAddr,
 		"outbound", outLis.Addr().String(), "inbound", inLis.Addr().String(), "admin", adminLis.Addr().String(),
 		"metrics", metricsLis.Addr().String(), "otlp", c.OTLPEndpoint, "access_log", c.AccessLog)
