@@ -123,7 +123,10 @@ func (s *h2stream) run() {
 		resp, err = s.chain.Handle(x)
 	}
 	if err != nil {
-		resp = interceptor.ReplyFor(x, err, p.opts.Resilience)
+		resp = nil
+		if lr := interceptor.ReplyFor(x, err, p.opts.Resilience); lr != nil {
+			resp = lr
+		}
 	}
 	switch r := resp.(type) {
 	case *h2resp:
