@@ -50,7 +50,7 @@ func envOr(key, def string) string {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
 	c := &config{}
-	fs.StringVar(&c.XDSAddr, "xds-addr", ":15010", "address of the plaintext xDS (ADS) gRPC server")
+	fs.StringVar(&c.XDSAddr, "xds-addr", ":15010", "address of the plaintext xDS (ADS) gRPC server; it shows the whole topology and policy set to any caller; empty: ADS on --xds-tls-addr only")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":15014", "address of /metrics, /healthz, /readyz and /debug/*")
 	fs.StringVar(&c.ConfigFile, "config-file", "", "mesh.yaml to read services from and watch (file source)")
 	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "quiet time the registry waits for after a change before it pushes")
@@ -159,6 +159,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if ca.WorkloadTTL <= 0 || ca.MaxWorkloadTTL < ca.WorkloadTTL {
 		return nil, fmt.Errorf("--workload-cert-ttl (%s) must be positive and at most --max-workload-cert-ttl (%s)", ca.WorkloadTTL, ca.MaxWorkloadTTL)
+	}
+	if c.XDSAddr == "" && ca.Addr == "" {
+		return nil, errors.New("--xds-addr and --xds-tls-addr are both empty: nothing would serve xDS")
 	}
 	if ca.AuthFailureTTL < 0 || ca.PeerRate < 0 {
 		return nil, fmt.Errorf("--auth-failure-cache-ttl (%s) and --peer-rate-limit (%g) must not be negative", ca.AuthFailureTTL, ca.PeerRate)

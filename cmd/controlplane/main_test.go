@@ -29,6 +29,8 @@ func TestParseFlags(t *testing.T) {
 		}},
 		{"zero webhook concurrency", []string{"--webhook-max-concurrent", "0"}, false, nil},
 		{"negative peer rate", []string{"--peer-rate-limit", "-1"}, false, nil},
+		{"ADS on the TLS port only", []string{"--xds-addr", ""}, true, func(c *config) bool { return c.XDSAddr == "" && c.CA.Addr == ":15012" }},
+		{"no xDS port at all", []string{"--xds-addr", "", "--xds-tls-addr", ""}, false, nil},
 		{"stray argument", []string{"mesh.yaml"}, false, nil},
 		{"unknown flag", []string{"--xds-port", "1"}, false, nil},
 	}

@@ -133,11 +133,15 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	// Bind both ports before anything runs, so a port in use is an
 	// immediate, clear error.
 	var lc net.ListenConfig
-	xdsLis, err := lc.Listen(ctx, "tcp", cfg.XDSAddr)
-	if err != nil {
-		return fmt.Errorf("xds listener: %w", err)
+	// Plaintext ADS shows every service, endpoint and policy to any pod
+	// that can reach it; --xds-addr "" serves ADS on the TLS port only.
+	var xdsLis net.Listener
+	if cfg.XDSAddr != "" {
+		if xdsLis, err = lc.Listen(ctx, "tcp", cfg.XDSAddr); err != nil {
+			return fmt.Errorf("xds listener: %w", err)
+		}
+		defer xdsLis.Close()
 	}
-	defer xdsLis.Close()
 	var tlsLis net.Listener
 	if ca != nil {
 		if tlsLis, err = lc.Listen(ctx, "tcp", cfg.CA.Addr); err != nil {
@@ -161,11 +165,14 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		Handler:           newAdmin(reg, registry, xdsServer, ca),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	tlsAddr := ""
+	xdsAddr, tlsAddr := "", ""
+	if xdsLis != nil {
+		xdsAddr = xdsLis.Addr().String()
+	}
 	if tlsLis != nil {
 		tlsAddr = tlsLis.Addr().String()
 	}
-	logger.Info("control plane starting", "xds", xdsLis.Addr().String(), "xds_tls", tlsAddr, "metrics", adminLis.Addr().String(), "sources", names)
+	logger.Info("control plane starting", "xds", xdsAddr, "xds_tls", tlsAddr, "metrics", adminLis.Addr().String(), "sources", names)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return registry.Run(ctx) })
@@ -177,7 +184,9 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 			return nil
 		})
 	}
-	g.Go(func() error { return xdsServer.Serve(ctx, xdsLis) })
+	if xdsLis != nil {
+		g.Go(func() error { return xdsServer.Serve(ctx, xdsLis) })
+	}
 	if ca != nil {
 		g.Go(func() error { return ca.serve(ctx, xdsServer, tlsLis) })
 		g.Go(func() error { ca.ca.Watch(ctx, 5*time.Second); return nil })
