@@ -33,7 +33,7 @@ func TestSidecarSmuggling(t *testing.T) {
 	}{
 		{"Content-Length with Transfer-Encoding", "POST /greet HTTP/1.1\r\nHost: greeter\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: greeter\r\n\r\n", 400},
 		{"two Content-Lengths", "POST /greet HTTP/1.1\r\nHost: greeter\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd", 400},
-		{"Transfer-Encoding not chunked last", "POST /greet HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400},
+		{"Transfer-Encoding not chunked last", "POST /greet HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501},
 		{"chunk size overflow", "POST /greet HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\nx\r\n0\r\n\r\n", 400},
 		{"obs-fold", "GET /greet HTTP/1.1\r\nHost: greeter\r\nX-A: 1\r\n\tfolded\r\n\r\n", 400},
 		{"space before colon", "GET /greet HTTP/1.1\r\nHost: greeter\r\nContent-Length : 5\r\n\r\n", 400},

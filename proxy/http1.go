@@ -209,9 +209,12 @@ func (c *h1conn) serveOne() bool {
 // refuse answers a request head that does not parse, and closes.
 func (c *h1conn) refuse(err error) bool {
 	c.p.Stats.BadRequests.Add(1)
-	if errors.Is(err, wire.ErrTooManyHeaders) {
+	switch {
+	case errors.Is(err, wire.ErrTooManyHeaders):
 		c.writeRaw(http.StatusRequestHeaderFieldsTooLarge, "request header fields too large")
-	} else {
+	case errors.Is(err, wire.ErrTransferEncoding):
+		c.writeRaw(http.StatusNotImplemented, "unsupported transfer encoding")
+	default:
 		c.p.opts.Logger.Debug("bad request refused", "remote", c.raddr, "err", err)
 		c.writeRaw(http.StatusBadRequest, "bad request")
 	}

@@ -36,6 +36,10 @@ var (
 	ErrMalformed = errors.New("wire: malformed message")
 	// ErrTooManyHeaders means a head has more than MaxHeaders fields.
 	ErrTooManyHeaders = errors.New("wire: too many header fields")
+	// ErrTransferEncoding (wrapping ErrMalformed) means a transfer coding
+	// other than a single "chunked": a server answers 501, as net/http
+	// does (RFC 9112 §6.1).
+	ErrTransferEncoding = malformed("Transfer-Encoding other than chunked")
 )
 
 // The reasons for a refusal, one per rule, so tests can tell them apart.
@@ -56,7 +60,6 @@ var (
 	errFieldValue       = malformed("control character in field value")
 	errContentLength    = malformed("Content-Length is not a decimal number")
 	errCLMismatch       = malformed("differing Content-Length fields")
-	errTransferEncoding = malformed("Transfer-Encoding other than chunked")
 	errCLAndTE          = malformed("both Content-Length and Transfer-Encoding")
 	errTE10             = malformed("Transfer-Encoding in an HTTP/1.0 message")
 	errTrailerField     = malformed("Trailer field names a framing field")

@@ -316,7 +316,7 @@ func (fr *framing) transferEncoding(h *Head, v []byte) error {
 	}
 	fr.transferCoding++
 	if fr.transferCoding > 1 || !equalFold(v, "chunked") {
-		return errTransferEncoding
+		return ErrTransferEncoding
 	}
 	h.Chunked = true
 	return nil
