@@ -75,8 +75,8 @@ func TestSmuggling(t *testing.T) {
 		{"CL negative", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: -4\r\n\r\nabcd", 400},
 		{"CL overflow", "POST / HTTP/1.1\r\nHost: greeter\r\nContent-Length: 99999999999999999999\r\n\r\nabcd", 400},
 		{"TE last not chunked", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 501}, // as net/http: a coding it does not implement
-		{"TE gzip chunked", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501}, // as net/http: a coding it does not implement
-		{"TE identity", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: identity\r\n\r\n", 501}, // as net/http: a coding it does not implement
+		{"TE gzip chunked", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},     // as net/http: a coding it does not implement
+		{"TE identity", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: identity\r\n\r\n", 501},                       // as net/http: a coding it does not implement
 		{"TE in HTTP/1.0", "POST / HTTP/1.0\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"chunk size overflow", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff1\r\nx\r\n0\r\n\r\n", 400},
 		{"chunk size not hex", "POST / HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nx\r\n0\r\n\r\n", 400},
