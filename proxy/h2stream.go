@@ -158,10 +158,8 @@ func (s *h2stream) cleanup() {
 		s.down.reset(s.id, http2.ErrCodeNo)
 		s.down.mu.Unlock()
 	}
-	unsent := int64(s.req.pending()) // never passed on: the client's connection window comes back
 	s.req.buf, s.resp.buf, s.replay = nil, nil, nil
 	s.mu.Unlock()
-	s.down.credit(0, unsent, nil)
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -360,7 +358,9 @@ func (s *h2stream) detach(code http2.ErrCode) {
 	open := up != nil && (!s.resp.end || !s.req.endSent) && !s.resp.reset
 	queued := int64(s.resp.pending())
 	s.up, s.upID = nil, 0
-	s.resp.buf, s.resp.off = s.resp.buf[:0], 0
+	if !s.committed {
+		s.resp.buf, s.resp.off = s.resp.buf[:0], 0
+	}
 	s.mu.Unlock()
 	if up == nil {
 		return
@@ -378,7 +378,9 @@ func (s *h2stream) detach(code http2.ErrCode) {
 	if done {
 		up.fail(io.EOF)
 	}
-	up.credit(0, queued, nil) // what the dropped answer held of the connection's window
+	if !s.committed {
+		up.credit(0, queued, nil) // what the dropped answer held of the connection's window
+	}
 }
 
 // Rewind readies the body for another try: it can when all of it so far
