@@ -83,27 +83,27 @@ type testProxy struct {
 	rec  *recorder
 }
 
-func startProxy(tb testing.TB, cl *Cluster, mws ...interceptor.Middleware) *testProxy {
-	tb.Helper()
+func startProxy(t *testing.T, cl *Cluster, mws ...interceptor.Middleware) *testProxy {
+	t.Helper()
 	orig := originalDst
 	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return testVIP, nil }
-	tb.Cleanup(func() { originalDst = orig })
+	t.Cleanup(func() { originalDst = orig })
 	rec := newRecorder()
 	p := New(Options{DialTimeout: time.Second, HeaderTimeout: 2 * time.Second,
 		Interceptors: append([]interceptor.Middleware{rec.middleware}, mws...)})
-	table := NewTable()
+	tb := NewTable()
 	if cl != nil {
-		table.ByVIP[testVIP] = cl
-		table.Clusters[cl.Name] = cl
+		tb.ByVIP[testVIP] = cl
+		tb.Clusters[cl.Name] = cl
 	}
-	p.SetTable(table)
+	p.SetTable(tb)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { p.Serve(lis, Outbound); close(done) }()
-	tb.Cleanup(func() {
+	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
@@ -114,8 +114,8 @@ func startProxy(tb testing.TB, cl *Cluster, mws ...interceptor.Middleware) *test
 
 // upstreams starts one server per handler and returns a cluster over them
 // with the given policy.
-func upstreams(tb testing.TB, pol *interceptor.Policy, handlers ...http.Handler) *Cluster {
-	tb.Helper()
+func upstreams(t *testing.T, pol *interceptor.Policy, handlers ...http.Handler) *Cluster {
+	t.Helper()
 	var eps []*balancer.Endpoint
 	for _, h := range handlers {
 		up := httptest.NewUnstartedServer(h)
@@ -124,13 +124,13 @@ func upstreams(tb testing.TB, pol *interceptor.Policy, handlers ...http.Handler)
 		up.Config.Protocols.SetUnencryptedHTTP2(true)
 		up.Config.ErrorLog = log.New(io.Discard, "", 0) // h2spec's malformed frames are logged otherwise
 		up.Start()
-		tb.Cleanup(up.Close)
+		t.Cleanup(up.Close)
 		eps = append(eps, &balancer.Endpoint{Addr: netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://")),
 			Stats: &balancer.Stats{}, Healthy: true, Weight: 1})
 	}
 	picker, err := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
 	if err != nil {
-		tb.Fatal(err)
+		t.Fatal(err)
 	}
 	if pol == nil {
 		pol = &interceptor.Policy{}

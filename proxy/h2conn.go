@@ -385,3 +385,12 @@ func (hc *h2conn) stream(id uint32) *h2stream {
 	hc.mu.Unlock()
 	return s
 }
+
+// forget drops a stream that ended.
+func (hc *h2conn) forget(id uint32, s *h2stream) {
+	hc.mu.Lock()
+	if hc.streams[id] == s {
+		delete(hc.streams, id)
+	}
+	hc.mu.Unlock()
+}

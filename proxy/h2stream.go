@@ -355,7 +355,7 @@ func (s *h2stream) open(up *h2conn) error {
 func (s *h2stream) detach(code http2.ErrCode) {
 	s.mu.Lock()
 	up, id := s.up, s.upID
-	open := up != nil && (!s.resp.end || !s.req.endSent) && !s.resp.reset
+	open := up != nil && !(s.resp.end && s.req.endSent) && !s.resp.reset
 	queued := int64(s.resp.pending())
 	s.up, s.upID = nil, 0
 	if !s.committed {

@@ -129,9 +129,10 @@ type Proxy struct {
 	handoff sync.WaitGroup
 
 	// With Options.MTLS: the inbound side's config, the outbound side's by
-	// ALPN value.
+	// ALPN value, and the SPIFFE ID each upstream address presented.
 	serverTLS *tls.Config
 	clientTLS map[string]*tls.Config
+	peerIDs   sync.Map // "ip:port" → SPIFFE ID
 	// inboundOpen: with mutual TLS, inbound connections wait for the first
 	// complete config (modes, policies): before it they are refused, not
 	// let through unchecked.
