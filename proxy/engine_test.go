@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -122,7 +121,6 @@ func upstreams(t *testing.T, pol *interceptor.Policy, handlers ...http.Handler) 
 		up.Config.Protocols = new(http.Protocols)
 		up.Config.Protocols.SetHTTP1(true)
 		up.Config.Protocols.SetUnencryptedHTTP2(true)
-		up.Config.ErrorLog = log.New(io.Discard, "", 0) // h2spec's malformed frames are logged otherwise
 		up.Start()
 		t.Cleanup(up.Close)
 		eps = append(eps, &balancer.Endpoint{Addr: netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://")),

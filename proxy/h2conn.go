@@ -112,7 +112,6 @@ func newH2Conn(c net.Conn, br *bufio.Reader, server bool, maxHeaderBytes int) *h
 	hc.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	hc.rfr.MaxHeaderListSize = uint32(maxHeaderBytes)
 	hc.rfr.SetReuseFrames()
-	hc.rfr.SetMaxReadFrameSize(defaultFrame) // what tender's SETTINGS leave in force
 	hc.wfr = http2.NewFramer(h2out{hc}, nil)
 	hc.henc = hpack.NewEncoder(&hc.hbuf)
 	return hc

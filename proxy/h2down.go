@@ -96,9 +96,6 @@ func (hc *h2conn) armIdle(idle time.Duration) {
 func (p *Proxy) readDown(hc *h2conn, sc *sniffedConn, d Direction) error {
 	for {
 		f, err := hc.rfr.ReadFrame()
-		if errors.Is(err, http2.ErrFrameTooLarge) {
-			return http2.ConnectionError(http2.ErrCodeFrameSize)
-		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {

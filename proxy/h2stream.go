@@ -123,10 +123,7 @@ func (s *h2stream) run() {
 		resp, err = s.chain.Handle(x)
 	}
 	if err != nil {
-		resp = nil
-		if lr := interceptor.ReplyFor(x, err, p.opts.Resilience); lr != nil {
-			resp = lr
-		}
+		resp = interceptor.ReplyFor(x, err, p.opts.Resilience)
 	}
 	switch r := resp.(type) {
 	case *h2resp:

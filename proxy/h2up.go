@@ -142,9 +142,6 @@ func (p *Proxy) readUp(hc *h2conn) {
 func (p *Proxy) readUpFrames(hc *h2conn) error {
 	for {
 		f, err := hc.rfr.ReadFrame()
-		if errors.Is(err, http2.ErrFrameTooLarge) {
-			return http2.ConnectionError(http2.ErrCodeFrameSize)
-		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
