@@ -247,6 +247,7 @@ type sniffedConn struct {
 
 func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
 
+
 // handle routes one accepted connection; it calls p.handoff.Done once the
 // connection is owned by an HTTP server or registered as TCP.
 func (p *Proxy) handle(c net.Conn, d Direction) {
