@@ -171,23 +171,7 @@ func TestConsul(t *testing.T) {
 	c := dialXDS(t, cp, "consul-client")
 	waitServing(ctx, t, c, "greeter-1", "greeter-2", "greeter-3")
 
-	stop := make(chan struct{})
-	log, done := load(ctx, c, stop)
-	stopLoad := func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-done
-		}
-	}
-	defer stopLoad()
-	noErrors := func(when string) {
-		t.Helper()
-		if _, errs, n := log.snapshot(); len(errs) > 0 {
-			t.Fatalf("%s: %d of %d RPCs failed; first: %v", when, len(errs), n, errs[0])
-		}
-	}
+	log := startLoad(ctx, t, c)
 
 	// A failing health check: out of the rotation within 1 s of the
 	// agent seeing it fail (it checks every second).
@@ -202,7 +186,7 @@ func TestConsul(t *testing.T) {
 	if lag > time.Second {
 		t.Errorf("greeter-2 still answered %v after its check failed, want none after 1 s", lag)
 	}
-	noErrors("a check failing")
+	log.noErrors(t, "a check failing")
 	passedAt := time.Now()
 	health[1].failing.Store(false)
 	waitUntil(ctx, t, "greeter-2 back in the rotation", func() bool {
@@ -210,7 +194,7 @@ func TestConsul(t *testing.T) {
 		return last["greeter-2"].After(passedAt)
 	})
 	t.Logf("greeter-2 answered again %v after its check passed", time.Since(passedAt).Round(time.Millisecond))
-	noErrors("a check passing again")
+	log.noErrors(t, "a check passing again")
 
 	// The agent stopped: the last endpoints keep serving, the source is
 	// reported unhealthy; restarted: updates resume.
@@ -232,7 +216,7 @@ func TestConsul(t *testing.T) {
 		n := log.sentSince(downAt)
 		return n["greeter-1"] >= 20 && n["greeter-2"] >= 20 && n["greeter-3"] >= 20
 	})
-	noErrors("the agent down")
+	log.noErrors(t, "the agent down")
 	agent.start(ctx)
 	waitUntil(ctx, t, "the consul source healthy again", func() bool {
 		m, ok := get(cp.url("/metrics"))
@@ -245,10 +229,10 @@ func TestConsul(t *testing.T) {
 		return r != nil && r["greeter-3"] == 0
 	})
 	health[2].failing.Store(false)
-	noErrors("the agent restarted")
+	log.noErrors(t, "the agent restarted")
 
 	// Deregistering the service removes it from the mesh.
-	stopLoad()
+	log.Stop()
 	for _, g := range gs {
 		agent.put("/v1/agent/service/deregister/" + g.name)
 	}

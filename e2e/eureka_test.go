@@ -159,23 +159,7 @@ func TestEureka(t *testing.T) {
 	waitServing(ctx, t, c, "greeter-1", "greeter-2", "greeter-3")
 	t.Logf("control plane started and a client reached all three in %v", time.Since(started).Round(time.Millisecond))
 
-	stop := make(chan struct{})
-	log, done := load(ctx, c, stop)
-	stopLoad := func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-			<-done
-		}
-	}
-	defer stopLoad()
-	noErrors := func(when string) {
-		t.Helper()
-		if _, errs, n := log.snapshot(); len(errs) > 0 {
-			t.Fatalf("%s: %d of %d RPCs failed; first: %v", when, len(errs), n, errs[0])
-		}
-	}
+	log := startLoad(ctx, t, c)
 	// leaves waits until name is out of the rotation and returns how long
 	// after at it answered its last RPC.
 	leaves := func(what, name string, at time.Time) time.Duration {
@@ -201,7 +185,7 @@ func TestEureka(t *testing.T) {
 	// OUT_OF_SERVICE drains at the next refresh; back UP, it returns.
 	at := eurekaCall(t, http.MethodPut, "/apps/GREETER/greeter-2/status?value=OUT_OF_SERVICE", a, b)
 	leaves("OUT_OF_SERVICE", "greeter-2", at)
-	noErrors("an instance taken OUT_OF_SERVICE")
+	log.noErrors(t, "an instance taken OUT_OF_SERVICE")
 	waitUntil(ctx, t, "the js client to see greeter-2 out of service through a delta", func() bool {
 		return ins[0].sees(a.URL(), func(s string) bool { return strings.Contains(s, "greeter-2=OUT_OF_SERVICE") })
 	})
@@ -213,7 +197,7 @@ func TestEureka(t *testing.T) {
 	leaves("DOWN", "greeter-3", at)
 	at = eurekaCall(t, http.MethodDelete, "/apps/GREETER/greeter-3/status?value=UP", a, b)
 	returns("back UP", "greeter-3", at)
-	noErrors("an instance DOWN and back")
+	log.noErrors(t, "an instance DOWN and back")
 
 	// A delta that lost its change: the hash does not match, a full fetch
 	// repairs the registry.
@@ -229,7 +213,7 @@ func TestEureka(t *testing.T) {
 	}
 	at = eurekaCall(t, http.MethodDelete, "/apps/GREETER/greeter-1/status?value=UP", a, b)
 	returns("back UP", "greeter-1", at)
-	noErrors("a lost delta")
+	log.noErrors(t, "a lost delta")
 
 	// A client that dies stops renewing: its instance leaves when the
 	// lease (2 s) expires. Restarted, it registers again.
@@ -238,7 +222,7 @@ func TestEureka(t *testing.T) {
 	if lag := leaves("lease expired", "greeter-1", at); lag < time.Second {
 		t.Errorf("greeter-1 left %v after its client died, before its 2 s lease could expire", lag)
 	}
-	noErrors("a lease expiring")
+	log.noErrors(t, "a lease expiring")
 	at = time.Now()
 	ins[0].start(t)
 	returns("registered again", "greeter-1", at)
@@ -251,7 +235,7 @@ func TestEureka(t *testing.T) {
 	if !strings.Contains(ins[0].proc.output(), `"msg":"deregistered"`) {
 		t.Errorf("the js client did not deregister:\n%s", ins[0].proc.output())
 	}
-	noErrors("an instance deregistered")
+	log.noErrors(t, "an instance deregistered")
 
 	// The first server stopped: the source fails over to the second and
 	// stays healthy.
@@ -285,7 +269,7 @@ func TestEureka(t *testing.T) {
 		n := log.sentSince(downAt)
 		return n["greeter-2"] >= 20 && n["greeter-3"] >= 20
 	})
-	noErrors("both servers down")
+	log.noErrors(t, "both servers down")
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,8 +281,8 @@ func TestEureka(t *testing.T) {
 	t.Logf("the source was healthy again %v after a server came back", time.Since(upAt).Round(time.Millisecond))
 	at = eurekaCall(t, http.MethodPut, "/apps/GREETER/greeter-3/status?value=OUT_OF_SERVICE", a)
 	leaves("after the servers came back", "greeter-3", at)
-	noErrors("a server back")
-	stopLoad()
+	log.noErrors(t, "a server back")
+	log.Stop()
 
 	// The shared name: mesh.yaml's echo is served, the conflict was logged
 	// once through all the changes above.

@@ -93,17 +93,7 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 	// Steady load through the ClusterIP from the client pod.
 	c := m.client.httpClient(false)
 	defer c.CloseIdleConnections()
-	stop := make(chan struct{})
-	log, done := loadWith(ctx, stop, 4, func() (string, error) { return greetHTTP(c) })
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			<-done
-		}
-	}
-	defer stopLoad()
+	log := startLoadWith(ctx, t, 4, func() (string, error) { return greetHTTP(c) })
 	waitUntil(ctx, t, "all three greeters to answer through the ClusterIP", func() bool {
 		last, _, _ := log.snapshot()
 		return len(last) == 3
@@ -158,7 +148,7 @@ func TestKubernetesServiceInTheLab(t *testing.T) {
 		n := log.sentSince(droppedAt)
 		return n["greeter-1"] > 0 && n["greeter-2"] > 0
 	})
-	stopLoad()
+	log.Stop()
 	_, errs, n := log.snapshot()
 	t.Logf("greeter-3 answered its last request %v after the scale-down (%d requests, %d failed; the removal %v after the scale-down)",
 		lag, n, len(errs), removedAt.Sub(scaledAt).Round(time.Millisecond))

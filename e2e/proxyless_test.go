@@ -227,6 +227,45 @@ func load(ctx context.Context, c pb.GreeterClient, stop <-chan struct{}) (*rpcLo
 	return loadWith(ctx, stop, 1, func() (string, error) { return greet(ctx, c) })
 }
 
+// steadyLoad is load a test keeps up across its steps, checks for
+// failed RPCs between them, and stops once (at the latest when the test
+// ends).
+type steadyLoad struct {
+	*rpcLog
+	stop chan struct{}
+	done <-chan struct{}
+	once sync.Once
+}
+
+// startLoad starts load on c until Stop or the end of the test.
+func startLoad(ctx context.Context, t *testing.T, c pb.GreeterClient) *steadyLoad {
+	return startLoadWith(ctx, t, 1, func() (string, error) { return greet(ctx, c) })
+}
+
+// startLoadWith is startLoad with workers goroutines running call.
+func startLoadWith(ctx context.Context, t *testing.T, workers int, call func() (string, error)) *steadyLoad {
+	sl := &steadyLoad{stop: make(chan struct{})}
+	sl.rpcLog, sl.done = loadWith(ctx, sl.stop, workers, call)
+	t.Cleanup(sl.Stop)
+	return sl
+}
+
+// Stop ends the load and waits for its last RPC.
+func (sl *steadyLoad) Stop() {
+	sl.once.Do(func() {
+		close(sl.stop)
+		<-sl.done
+	})
+}
+
+// noErrors fails the test if any RPC so far failed.
+func (sl *steadyLoad) noErrors(t *testing.T, when string) {
+	t.Helper()
+	if _, errs, n := sl.snapshot(); len(errs) > 0 {
+		t.Fatalf("%s: %d of %d RPCs failed; first: %v", when, len(errs), n, errs[0])
+	}
+}
+
 // loadWith runs call back to back in workers goroutines until stop is
 // closed (bounded by ctx), logging each answering instance; done closes
 // when every worker has returned.

@@ -128,6 +128,18 @@ func start(t *testing.T, o eurekatest.Options) *eurekatest.Server {
 	return srv
 }
 
+// runOne registers one greeter instance, g1, at base and runs the source
+// on base until it reports it.
+func runOne(t *testing.T, base string) *sink {
+	t.Helper()
+	register(t, base, "GREETER", "g1", "127.0.0.1", 9001)
+	s := run(t, eureka.Options{URLs: []string{base}})
+	s.wait(t, "the registry", func(last []discovery.Service, _ int, _ []error) bool {
+		return endpoints(last, "greeter") == "g1=HEALTHY"
+	})
+	return s
+}
+
 // run runs a source until the test ends.
 func run(t *testing.T, o eureka.Options) *sink {
 	t.Helper()
@@ -276,11 +288,7 @@ func TestMalformed(t *testing.T) {
 	}))
 	defer ts.Close()
 	base := ts.URL + "/eureka"
-	register(t, base, "GREETER", "g1", "127.0.0.1", 9001)
-	s := run(t, eureka.Options{URLs: []string{base}})
-	s.wait(t, "the registry", func(last []discovery.Service, _ int, _ []error) bool {
-		return endpoints(last, "greeter") == "g1=HEALTHY"
-	})
+	s := runOne(t, base)
 	for _, body := range []string{`{"applications":{"application":{"instance":{"port":{"$":"x"}}}}}`, `<html>`, `{}`} {
 		broken.Store(body)
 		_, _, before := s.state()
@@ -313,11 +321,7 @@ func TestBadDelta(t *testing.T) {
 	}))
 	defer ts.Close()
 	base := ts.URL + "/eureka"
-	register(t, base, "GREETER", "g1", "127.0.0.1", 9001)
-	s := run(t, eureka.Options{URLs: []string{base}})
-	s.wait(t, "the registry", func(last []discovery.Service, _ int, _ []error) bool {
-		return endpoints(last, "greeter") == "g1=HEALTHY"
-	})
+	s := runOne(t, base)
 	broken.Store(true)
 	register(t, base, "GREETER", "g2", "127.0.0.2", 9002)
 	s.wait(t, "g2 through a full fetch", func(last []discovery.Service, _ int, _ []error) bool {
