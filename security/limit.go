@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // maxRemembered bounds the tokens a FailureCache remembers and the peers
@@ -75,26 +77,21 @@ func (c *FailureCache) Authenticate(ctx context.Context, token string) (Caller, 
 	return caller, err
 }
 
-// PeerLimiter is a token bucket per peer address: Allow says whether a
-// peer may make one more call now.
+// PeerLimiter is a token bucket (x/time/rate) per peer address: Allow
+// says whether a peer may make one more call now.
 type PeerLimiter struct {
-	rate  float64 // calls per second
-	burst float64
+	rate  rate.Limit
+	burst int
 	now   func() time.Time
 
 	mu    sync.Mutex // guards peers
-	peers map[netip.Addr]*bucket
+	peers map[netip.Addr]*rate.Limiter
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// NewPeerLimiter lets each peer make rate calls a second, burst at once;
-// rate 0 or less: no limit.
-func NewPeerLimiter(rate float64, burst int) *PeerLimiter {
-	return &PeerLimiter{rate: rate, burst: float64(max(burst, 1)), now: time.Now, peers: map[netip.Addr]*bucket{}}
+// NewPeerLimiter lets each peer make r calls a second, burst at once; r 0
+// or less: no limit.
+func NewPeerLimiter(r float64, burst int) *PeerLimiter {
+	return &PeerLimiter{rate: rate.Limit(r), burst: max(burst, 1), now: time.Now, peers: map[netip.Addr]*rate.Limiter{}}
 }
 
 // Allow takes a token from addr's bucket.
@@ -106,12 +103,12 @@ func (l *PeerLimiter) Allow(addr netip.Addr) bool {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.peers[addr]
+	lim, ok := l.peers[addr]
 	if !ok {
 		if len(l.peers) >= maxRemembered {
 			// Full buckets are the same as none: forget them.
 			for a, o := range l.peers {
-				if o.tokens+now.Sub(o.last).Seconds()*l.rate >= l.burst {
+				if o.TokensAt(now) >= float64(l.burst) {
 					delete(l.peers, a)
 				}
 			}
@@ -119,16 +116,10 @@ func (l *PeerLimiter) Allow(addr netip.Addr) bool {
 				return false
 			}
 		}
-		b = &bucket{tokens: l.burst, last: now}
-		l.peers[addr] = b
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.peers[addr] = lim
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return lim.AllowN(now, 1)
 }
 
 var _ Authenticator = (*FailureCache)(nil)

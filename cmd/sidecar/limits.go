@@ -3,8 +3,9 @@ package main
 import (
 	"net"
 	"net/http"
-	"sync"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Bounds of the sidecar's own HTTP servers (admin :15000, metrics
@@ -31,49 +32,12 @@ func adminServer(h http.Handler) *http.Server {
 	}
 }
 
-// limitListener accepts at most n connections open at once: Accept waits
-// for one to close.
+// limitListener accepts at most n connections open at once (x/net's
+// netutil.LimitListener: Accept waits for one to close); n 0 or less: no
+// cap.
 func limitListener(l net.Listener, n int) net.Listener {
 	if n <= 0 {
 		return l
 	}
-	return &capped{Listener: l, slots: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-type capped struct {
-	net.Listener
-	slots     chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func (l *capped) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return &cappedConn{Conn: c, release: func() { <-l.slots }}, nil
-}
-
-func (l *capped) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-type cappedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *cappedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+	return netutil.LimitListener(l, n)
 }
