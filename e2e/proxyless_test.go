@@ -239,11 +239,13 @@ type steadyLoad struct {
 
 // startLoad starts load on c until Stop or the end of the test.
 func startLoad(ctx context.Context, t *testing.T, c pb.GreeterClient) *steadyLoad {
+	t.Helper()
 	return startLoadWith(ctx, t, 1, func() (string, error) { return greet(ctx, c) })
 }
 
 // startLoadWith is startLoad with workers goroutines running call.
 func startLoadWith(ctx context.Context, t *testing.T, workers int, call func() (string, error)) *steadyLoad {
+	t.Helper()
 	sl := &steadyLoad{stop: make(chan struct{})}
 	sl.rpcLog, sl.done = loadWith(ctx, sl.stop, workers, call)
 	t.Cleanup(sl.Stop)
