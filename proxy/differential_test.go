@@ -127,15 +127,16 @@ func viaTender(t *testing.T, up netip.AddrPort) string {
 	return startProxy(t, cl).addr
 }
 
-// exchange sends req on a fresh connection to addr and reads the answer.
-func exchange(tb testing.TB, addr, req, method string) (seen, error) {
+// exchange sends req on a fresh connection to addr and reads the answer,
+// waiting at most wait.
+func exchange(tb testing.TB, addr, req, method string, wait time.Duration) (seen, error) {
 	tb.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(wait))
 	if _, err := io.WriteString(c, req); err != nil {
 		return seen{}, err
 	}
@@ -223,13 +224,14 @@ var differentialCases = []struct {
 func TestDifferentialReverseProxy(t *testing.T) {
 	for _, c := range differentialCases {
 		t.Run(c.name, func(t *testing.T) {
-			differential(t, c.req, c.resp)
+			differential(t, c.req, c.resp, 10*time.Second)
 		})
 	}
 }
 
-// differential runs req through both proxies and compares.
-func differential(t *testing.T, req, resp string) {
+// differential runs req through both proxies and compares, waiting at
+// most wait for each answer.
+func differential(t *testing.T, req, resp string, wait time.Duration) {
 	t.Helper()
 	method, _, _ := strings.Cut(req, " ")
 	var got [2]struct {
@@ -241,7 +243,7 @@ func differential(t *testing.T, req, resp string) {
 	for i, via := range []func(*testing.T, netip.AddrPort) string{viaReverseProxy2, viaTender} {
 		up, ch := scriptedUpstream(t, resp)
 		addr := via(t, up)
-		got[i].client, got[i].err = exchange(t, addr, req, method)
+		got[i].client, got[i].err = exchange(t, addr, req, method, wait)
 		select {
 		case got[i].up = <-ch:
 			got[i].upOK = true
@@ -249,14 +251,17 @@ func differential(t *testing.T, req, resp string) {
 		}
 	}
 	ref, ten := got[0], got[1]
+	if ten.err == nil && !ten.upOK && (ten.client.Status == http.StatusBadRequest || ten.client.Status == http.StatusNotImplemented) && stricter(req) {
+		// tender refuses on purpose what net/http takes, or waits on
+		// for more (a chunked body whose trailers never end, where a
+		// Content-Length beside it said the body was complete).
+		return
+	}
 	if (ref.err != nil) != (ten.err != nil) {
 		t.Fatalf("ReverseProxy: err %v; tender: err %v", ref.err, ten.err)
 	}
 	if !ref.upOK && !ten.upOK && ref.client.Status >= 400 && ref.client.Status == ten.client.Status {
 		return // both refused it, each in its own words
-	}
-	if ref.upOK && !ten.upOK && ten.client.Status == http.StatusBadRequest && stricter(req) {
-		return // tender refuses what net/http takes, by design
 	}
 	if ref.upOK != ten.upOK {
 		t.Fatalf("reached the upstream: ReverseProxy %v, tender %v (reference answered %d, tender %d)", ref.upOK, ten.upOK, ref.client.Status, ten.client.Status)
@@ -312,6 +317,8 @@ func FuzzDifferential(f *testing.F) {
 		if bytes.ContainsAny([]byte(target), " \r\n") || strings.ContainsAny(name+value, "\r\n") {
 			return // another request line or field: not one field's content
 		}
-		differential(t, req, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+		// A shorter wait than the fixed cases: a request both sides
+		// wait on for more bytes would hold the fuzzer 20 s per input.
+		differential(t, req, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok", 3*time.Second)
 	})
 }
