@@ -9,11 +9,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
-	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/security/authz"
-	"github.com/tender-mesh/tender/xds"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // Cluster is one service port as the sidecar routes to it.
@@ -84,7 +83,7 @@ func (t *Table) InboundClusters(dst netip.AddrPort) []*Cluster {
 // of its services is STRICT.
 func (t *Table) Strict(dst netip.AddrPort) bool {
 	for _, cl := range t.InboundClusters(dst) {
-		if cl.MTLSMode == string(discovery.MTLSStrict) {
+		if cl.MTLSMode == xdsclient.MTLSStrict {
 			return true
 		}
 	}
@@ -107,10 +106,10 @@ var ErrInvalidConfig = errors.New("invalid config")
 // BuildTable turns an xDS config into a Table. Endpoint objects of prev
 // are reused for the same cluster and address, so active-request counts
 // survive pushes. local is the sidecar's locality.
-func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, error) {
+func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*Table, error) {
 	t := NewTable()
 	for name, c := range cfg.Clusters {
-		md := c.GetMetadata().GetFilterMetadata()[xds.MetadataKey].GetFields()
+		md := c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields()
 		cl := &Cluster{
 			Name:       name,
 			Service:    md["service"].GetStringValue(),
@@ -121,10 +120,10 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			Policy:     md["lb"].GetStringValue(),
 			MTLSMode:   md["mtls"].GetStringValue(),
 		}
-		switch discovery.MTLSMode(cl.MTLSMode) {
+		switch cl.MTLSMode {
 		case "":
-			cl.MTLSMode = string(discovery.MTLSPermissive)
-		case discovery.MTLSPermissive, discovery.MTLSStrict:
+			cl.MTLSMode = xdsclient.MTLSPermissive
+		case xdsclient.MTLSPermissive, xdsclient.MTLSStrict:
 		default:
 			return nil, fmt.Errorf("%w: cluster %s: mtls mode %q", ErrInvalidConfig, name, cl.MTLSMode)
 		}
@@ -167,7 +166,7 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 				e.Weight = lb.GetLoadBalancingWeight().GetValue()
 				e.Priority = lle.GetPriority()
 				e.Locality = loc
-				e.Meshed = lb.GetMetadata().GetFilterMetadata()[xds.TransportSocketMatch].GetFields()["tlsMode"].GetStringValue() == xds.TLSModeMesh
+				e.Meshed = lb.GetMetadata().GetFilterMetadata()[xdsclient.TransportSocketMatch].GetFields()["tlsMode"].GetStringValue() == xdsclient.TLSModeMesh
 				hs := lb.GetHealthStatus()
 				e.Healthy = hs == corev3.HealthStatus_HEALTHY || hs == corev3.HealthStatus_UNKNOWN
 				cl.Endpoints = append(cl.Endpoints, e)
@@ -178,7 +177,7 @@ func BuildTable(cfg *xds.Config, prev *Table, local balancer.Locality) (*Table, 
 			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
 		}
 		cl.Picker = p
-		rc := cfg.Routes[xds.RouteNameOf(c)]
+		rc := cfg.Routes[xdsclient.RouteNameOf(c)]
 		if cl.Resilience, cl.Outlier, err = buildPolicy(c, rc, state); err != nil {
 			return nil, err
 		}

@@ -18,17 +18,18 @@ import (
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/xds"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // config translates services the way the control plane does, so the test
 // checks both sides of the resource shapes against each other.
-func config(t *testing.T, services ...discovery.Service) *xds.Config {
+func config(t *testing.T, services ...discovery.Service) *xdsclient.Config {
 	t.Helper()
 	res, err := xds.Translate(services, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &xds.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+	cfg := &xdsclient.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		Routes: map[string]*routev3.RouteConfiguration{}, Versions: map[string]string{resource.ClusterType: "1", resource.RouteType: "1"}}
 	for _, r := range res[resource.RouteType] {
 		rc := r.(*routev3.RouteConfiguration)
@@ -100,7 +101,7 @@ func TestBuildTableRejectsBadConfig(t *testing.T) {
 	}
 	cfg = config(t, greeterService("10.0.0.1"))
 	for _, c := range cfg.Clusters {
-		c.Metadata.FilterMetadata[xds.MetadataKey].Fields["lb"].Kind = nil
+		c.Metadata.FilterMetadata[xdsclient.MetadataKey].Fields["lb"].Kind = nil
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	}
 	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {

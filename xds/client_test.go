@@ -11,12 +11,15 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // runClient runs a Client against addr until the test ends.
-func runClient(t *testing.T, addr string, apply func(*Config) error) *Client {
+func runClient(t *testing.T, addr string, apply func(*xdsclient.Config) error) *xdsclient.Client {
 	t.Helper()
-	c := NewClient(ClientOptions{Addr: addr, Node: &corev3.Node{Id: "sidecar-1"}, Apply: apply})
+	c := xdsclient.New(xdsclient.Options{Addr: addr, Node: &corev3.Node{Id: "sidecar-1"}, Apply: apply})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
@@ -24,7 +27,7 @@ func runClient(t *testing.T, addr string, apply func(*Config) error) *Client {
 	return c
 }
 
-func endpointsOf(cfg *Config, cluster string) []string {
+func endpointsOf(cfg *xdsclient.Config, cluster string) []string {
 	var out []string
 	for _, lle := range cfg.Endpoints[cluster].GetEndpoints() {
 		for _, e := range lle.GetLbEndpoints() {
@@ -42,7 +45,7 @@ func TestClientAppliesACKsAndNACKs(t *testing.T) {
 
 	var mu sync.Mutex
 	reject := ""
-	c := runClient(t, addr, func(cfg *Config) error {
+	c := runClient(t, addr, func(cfg *xdsclient.Config) error {
 		mu.Lock()
 		defer mu.Unlock()
 		for name := range cfg.Endpoints {
@@ -101,7 +104,7 @@ func TestClientSurvivesControlPlaneRestart(t *testing.T) {
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s1.Serve(sctx, lis) }()
-	c := runClient(t, addr, func(*Config) error { return nil })
+	c := runClient(t, addr, func(*xdsclient.Config) error { return nil })
 	waitFor(t, ctx, func() bool { return c.Current().Complete() && len(c.Current().Clusters) == 2 })
 	stop()
 	<-done
@@ -122,4 +125,21 @@ func TestClientSurvivesControlPlaneRestart(t *testing.T) {
 	go func() { done2 <- s2.Serve(s2ctx, lis2) }()
 	defer func() { stop2(); <-done2 }()
 	waitFor(t, ctx, func() bool { cfg := c.Current(); return len(cfg.Clusters) == 1 && len(cfg.Endpoints) == 1 })
+}
+
+// TestSharedNames: the type URLs and values the sidecar's client
+// declares are go-control-plane's and the model's.
+func TestSharedNames(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{xdsclient.ClusterType, resource.ClusterType},
+		{xdsclient.EndpointType, resource.EndpointType},
+		{xdsclient.RouteType, resource.RouteType},
+		{xdsclient.SecretType, resource.SecretType},
+		{xdsclient.MTLSPermissive, string(discovery.MTLSPermissive)},
+		{xdsclient.MTLSStrict, string(discovery.MTLSStrict)},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
 }

@@ -9,4 +9,11 @@
 // routes, and Istio's outbound|PORT||HOSTNAME for clusters and their load
 // assignments. Translation must never emit a resource that grpc-go would
 // reject: one bad cluster makes grpc-go drop the whole update.
+//
+// The sidecar's side of xDS (its ADS client, the typed decoding, and the
+// names both sides agree on: metadata keys, the trust bundle's secret) is
+// package xds/xdsclient. This package imports it for those names; it
+// must never be imported by the sidecar, which would then link
+// go-control-plane's cache and server, the registry and the control
+// plane's metrics into every pod.
 package xds

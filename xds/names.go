@@ -6,11 +6,6 @@ import (
 	"github.com/tender-mesh/tender/discovery"
 )
 
-// MetadataKey is the filter_metadata key of tender's own cluster metadata
-// (service, namespace, hostname, port, protocol, vip). Envoy and grpc-go
-// ignore it; tender sidecars use it to match captured destinations.
-const MetadataKey = "tender.dev"
-
 // ListenerName is the listener and route configuration name of a service
 // port: NAME.NAMESPACE.svc.cluster.local:PORT, what grpc-go asks for when
 // it resolves xds:///NAME.NAMESPACE.svc.cluster.local:PORT.
@@ -47,11 +42,3 @@ func domains(s *discovery.Service, p discovery.Port) []string {
 	}
 	return out
 }
-
-// TransportSocketMatch is the endpoint metadata key Envoy's
-// transport_socket_matches read; TLSModeMesh under "tlsMode" marks an
-// endpoint that takes the mesh's mutual TLS.
-const (
-	TransportSocketMatch = "envoy.transport_socket_match"
-	TLSModeMesh          = "tender"
-)

@@ -124,7 +124,7 @@ func (s *Server) UpdateSecurity(source string, sec discovery.Security) {
 }
 
 // SetTrust sets the trust domain policies are written in and the trust
-// bundle served as the SDS secret RootCAName, and serves the result.
+// bundle served as the SDS secret xdsclient.RootCAName, and serves the result.
 func (s *Server) SetTrust(trustDomain string, rootCAs []byte) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/security/authz"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // DefaultConnectTimeout is a cluster's connect timeout when the service
@@ -47,13 +48,9 @@ type Security struct {
 	// Envoy RBAC (per-route config of the RBAC HTTP filter).
 	Authorization []authz.Policy
 	// RootCAs is the mesh's trust bundle (PEM), served as the SDS secret
-	// RootCAName; empty: no secret.
+	// xdsclient.RootCAName; empty: no secret.
 	RootCAs []byte
 }
-
-// RootCAName names the SDS secret that holds the trust bundle, as Istio
-// names it.
-const RootCAName = "ROOTCA"
 
 // Translate builds the xDS resources for services: for every service port
 // a Listener (API listener), a RouteConfiguration, a Cluster (EDS) and a
@@ -77,7 +74,7 @@ func Translate(services []discovery.Service, sec *Security) (Resources, error) {
 	}
 	if len(sec.RootCAs) > 0 {
 		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
-			Name: RootCAName,
+			Name: xdsclient.RootCAName,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.RootCAs}},
 			}},
@@ -215,7 +212,7 @@ func buildCluster(s *discovery.Service, p discovery.Port, mode discovery.MTLSMod
 	if err != nil {
 		return nil, err
 	}
-	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: md}}
+	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsclient.MetadataKey: md}}
 	if p.Protocol == discovery.ProtocolGRPC || p.Protocol == discovery.ProtocolHTTP2 {
 		// Tell Envoy to speak HTTP/2 upstream; grpc-go ignores it.
 		opts, err := anypb.New(&httpv3.HttpProtocolOptions{
@@ -276,7 +273,7 @@ func buildLoadAssignment(s *discovery.Service, p discovery.Port) *endpointv3.Clu
 			// Where Envoy's transport_socket_matches look, as Istio marks
 			// endpoints that take its mTLS.
 			lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-				TransportSocketMatch: {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(TLSModeMesh)}},
+				xdsclient.TransportSocketMatch: {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(xdsclient.TLSModeMesh)}},
 			}}
 		}
 		lle.LbEndpoints = append(lle.LbEndpoints, lbe)

@@ -16,11 +16,11 @@ import (
 	"github.com/tender-mesh/tender/proxy"
 	"github.com/tender-mesh/tender/security/workload"
 	"github.com/tender-mesh/tender/telemetry"
-	"github.com/tender-mesh/tender/xds"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // newAdmin serves the sidecar's admin endpoints.
-func newAdmin(px *proxy.Proxy, client *xds.Client, ready, connected *atomic.Bool, ident *workload.Manager) http.Handler {
+func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomic.Bool, ident *workload.Manager) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {

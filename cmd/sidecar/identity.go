@@ -11,7 +11,7 @@ import (
 	"github.com/tender-mesh/tender/security"
 	"github.com/tender-mesh/tender/security/workload"
 	"github.com/tender-mesh/tender/telemetry"
-	"github.com/tender-mesh/tender/xds"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // newIdentity prepares the workload identity; nil without --ca-addr.
@@ -57,8 +57,8 @@ func newIdentity(c *runConfig, logger *slog.Logger, health *telemetry.Sidecar) (
 // applyTrustBundle installs the trust bundle of an accepted config, the
 // SDS secret ROOTCA, and keeps it in file (when given) for the next start;
 // a config without it keeps the bundle in use.
-func applyTrustBundle(cfg *xds.Config, ident *workload.Manager, file string, logger *slog.Logger) error {
-	sec := cfg.Secrets[xds.RootCAName]
+func applyTrustBundle(cfg *xdsclient.Config, ident *workload.Manager, file string, logger *slog.Logger) error {
+	sec := cfg.Secrets[xdsclient.RootCAName]
 	if sec == nil {
 		return nil
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/tender-mesh/tender/proxy"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/telemetry"
-	"github.com/tender-mesh/tender/xds"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // runConfig holds the flags of `sidecar run`.
@@ -283,7 +283,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	if ident != nil && c.Identity.XDSTLS {
 		xdsCreds, xdsToken = ident.ControlPlaneCredentials(), ident.PerRPC()
 	}
-	client := xds.NewClient(xds.ClientOptions{
+	client := xdsclient.New(xdsclient.Options{
 		Addr:        c.XDSAddr,
 		Credentials: xdsCreds,
 		PerRPC:      xdsToken,
@@ -296,7 +296,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			connected.Store(up)
 			health.XDSConnected.Set(map[bool]float64{false: 0, true: 1}[up])
 		},
-		Apply: func(cfg *xds.Config) error {
+		Apply: func(cfg *xdsclient.Config) error {
 			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
 			if err == nil && ident != nil && c.Identity.XDSTLS {
 				// Only from a control plane the sidecar verified: a

@@ -11,7 +11,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/tender-mesh/tender/xds" // registers the Any types the dump holds
+	_ "github.com/tender-mesh/tender/xds" // registers the Any types the dump holds
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // sidecarDump is a sidecar's /config_dump.
@@ -207,7 +208,7 @@ func writeRaw(w io.Writer, items []json.RawMessage) error {
 // meta is a cluster's tender.dev metadata as strings.
 func meta(c *clusterv3.Cluster) map[string]string {
 	out := map[string]string{}
-	for k, v := range c.GetMetadata().GetFilterMetadata()[xds.MetadataKey].GetFields() {
+	for k, v := range c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields() {
 		switch {
 		case v.GetStringValue() != "":
 			out[k] = v.GetStringValue()

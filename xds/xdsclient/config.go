@@ -1,0 +1,64 @@
+package xdsclient
+
+import (
+	"fmt"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+)
+
+// Config is what a sidecar has applied: every cluster and its load
+// assignment. It is immutable once handed to Options.Apply.
+type Config struct {
+	Clusters  map[string]*clusterv3.Cluster
+	Endpoints map[string]*endpointv3.ClusterLoadAssignment
+	// Routes carry the services' timeouts, retries and fault injection.
+	Routes map[string]*routev3.RouteConfiguration
+	// Secrets holds the SDS secrets the client asked for: the trust
+	// bundle, RootCAName.
+	Secrets map[string]*tlsv3.Secret
+	// Versions holds the control plane's version per type URL.
+	Versions map[string]string
+}
+
+// emptyConfig is the config before the first update.
+func emptyConfig() *Config {
+	return &Config{
+		Clusters:  map[string]*clusterv3.Cluster{},
+		Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
+		Routes:    map[string]*routev3.RouteConfiguration{},
+		Secrets:   map[string]*tlsv3.Secret{},
+		Versions:  map[string]string{},
+	}
+}
+
+// Complete reports whether every cluster has its load assignment, and
+// every cluster of a service its route configuration.
+func (c *Config) Complete() bool {
+	if c.Versions[ClusterType] == "" || c.Versions[RouteType] == "" {
+		return false
+	}
+	for name, cl := range c.Clusters {
+		if _, ok := c.Endpoints[name]; !ok {
+			return false
+		}
+		if r := RouteNameOf(cl); r != "" && c.Routes[r] == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// RouteNameOf names the RouteConfiguration of a cluster the translator
+// made (its listener's name, HOST:PORT), from the cluster's metadata; ""
+// for other clusters.
+func RouteNameOf(c *clusterv3.Cluster) string {
+	md := c.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()
+	host, port := md["hostname"].GetStringValue(), md["port"].GetNumberValue()
+	if host == "" || port == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", host, int(port))
+}

@@ -1,0 +1,68 @@
+package xdsclient
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// errBadResource marks a resource the client cannot decode.
+var errBadResource = errors.New("bad resource")
+
+// merge applies a delta response to a copy of cur. Maps of the types the
+// response does not carry are shared with cur: a Config is never
+// modified once built.
+func merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, error) {
+	next := *cur
+	next.Versions = maps.Clone(cur.Versions)
+	var err error
+	switch resp.GetTypeUrl() {
+	case ClusterType:
+		if next.Clusters, err = decode(cur.Clusters, resp, "cluster"); err != nil {
+			return nil, err
+		}
+		// Assignments of removed clusters go with them.
+		next.Endpoints = maps.Clone(cur.Endpoints)
+		maps.DeleteFunc(next.Endpoints, func(name string, _ *endpointv3.ClusterLoadAssignment) bool {
+			_, ok := next.Clusters[name]
+			return !ok
+		})
+	case EndpointType:
+		next.Endpoints, err = decode(cur.Endpoints, resp, "load assignment")
+	case RouteType:
+		next.Routes, err = decode(cur.Routes, resp, "route configuration")
+	case SecretType:
+		next.Secrets, err = decode(cur.Secrets, resp, "secret")
+	default:
+		err = fmt.Errorf("%w: unexpected type %s", errBadResource, resp.GetTypeUrl())
+	}
+	if err != nil {
+		return nil, err
+	}
+	next.Versions[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
+	return &next, nil
+}
+
+// decode returns a copy of cur with the response's resources, each
+// decoded into a new *T, added or replaced and its removed ones deleted.
+func decode[T any, PT interface {
+	*T
+	proto.Message
+}](cur map[string]PT, resp *discoveryv3.DeltaDiscoveryResponse, kind string) (map[string]PT, error) {
+	next := maps.Clone(cur)
+	for _, r := range resp.GetResources() {
+		m := PT(new(T))
+		if err := r.GetResource().UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("%w: %s %s: %w", errBadResource, kind, r.GetName(), err)
+		}
+		next[r.GetName()] = m
+	}
+	for _, name := range resp.GetRemovedResources() {
+		delete(next, name)
+	}
+	return next, nil
+}
