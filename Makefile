@@ -9,6 +9,13 @@ H2SPEC_VERSION := v2.2.1+incompatible
 # kube-apiserver the tests run.
 HELM_VERSION := v3.19.0
 FORTIO_VERSION := v1.66.1
+# The sidecar runs in every pod, so it leaves out what it never calls:
+# go-control-plane's generated validation code (disable_pgv) and grpc-go's
+# x/net/trace support (grpcnotrace; its html/template keeps every exported
+# method of every type in the binary). 35 MB → 24 MB, idle RSS −5 MiB.
+# build/sidecar.Dockerfile and e2e build with the same tags (cmd/sidecar's
+# TestBuildTags checks).
+SIDECAR_TAGS := disable_pgv,grpcnotrace
 # Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
 TEST_TIMEOUT ?= 20m
@@ -30,7 +37,8 @@ help:
 ## build: compile every binary into bin/
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v '/cmd/sidecar$$')
+	$(GO) build -tags $(SIDECAR_TAGS) -o $(BIN)/ ./cmd/sidecar
 	$(GO) build -o $(BIN)/ ./examples/greeter/cmd/...
 
 ## test: the whole suite (unit, race, e2e) — what CI runs

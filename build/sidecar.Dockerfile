@@ -8,7 +8,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sidecar ./cmd/sidecar
+# The tags are the Makefile's SIDECAR_TAGS.
+RUN CGO_ENABLED=0 go build -trimpath -tags disable_pgv,grpcnotrace -ldflags="-s -w" -o /out/sidecar ./cmd/sidecar
 
 FROM debian:bookworm-slim
 RUN apt-get update \

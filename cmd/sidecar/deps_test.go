@@ -1,15 +1,19 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// buildTags are the tags the Makefile and the Dockerfile build the
-// sidecar with (SIDECAR_TAGS): disable_pgv leaves out go-control-plane's
-// generated validation code, which the sidecar never calls.
-const buildTags = "disable_pgv"
+// buildTags are the tags the sidecar is built with (the Makefile's
+// SIDECAR_TAGS, build/sidecar.Dockerfile, e2e): disable_pgv leaves out
+// go-control-plane's generated validation code, which the sidecar never
+// calls; grpcnotrace leaves out grpc-go's x/net/trace support, whose
+// html/template makes the linker keep every exported method.
+const buildTags = "disable_pgv,grpcnotrace"
 
 // forbidden are import path prefixes the sidecar must not link: the
 // control plane's side of xDS, the registry and its sources, Kubernetes'
@@ -31,6 +35,9 @@ var forbidden = []string{
 	"k8s.io/",
 	"sigs.k8s.io/",
 	"testing",
+	"golang.org/x/net/trace",
+	"text/template",
+	"html/template",
 }
 
 // allowed are exceptions to forbidden.
@@ -87,4 +94,21 @@ func forbiddenPrefix(pkg string) string {
 		}
 	}
 	return ""
+}
+
+// TestBuildTags: every place that builds the sidecar uses buildTags.
+func TestBuildTags(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"Makefile", "SIDECAR_TAGS := " + buildTags + "\n"},
+		{"build/sidecar.Dockerfile", "-tags " + buildTags + " "},
+		{"e2e/main_test.go", `"-tags", "` + buildTags + `", "../cmd/sidecar"`},
+	} {
+		b, err := os.ReadFile(filepath.Join("..", "..", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tc.want) {
+			t.Errorf("got %s without %q, want the sidecar built with -tags %s", tc.file, tc.want, buildTags)
+		}
+	}
 }
