@@ -345,9 +345,11 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	admin := adminServer(newAdmin(px, client, &ready, &connected, ident))
 	metricsSrv := adminServer(metricsHandler(reg))
 	adminLis, metricsLis = limitListener(adminLis, c.AdminMaxConns), limitListener(metricsLis, c.AdminMaxConns)
+	gc := currentGC()
 	logger.Info("sidecar starting", "node", c.NodeID, "workload", self.String(), "xds", c.XDSAddr,
 		"outbound", outLis.Addr().String(), "inbound", inLis.Addr().String(), "admin", adminLis.Addr().String(),
-		"metrics", metricsLis.Addr().String(), "otlp", c.OTLPEndpoint, "access_log", c.AccessLog)
+		"metrics", metricsLis.Addr().String(), "otlp", c.OTLPEndpoint, "access_log", c.AccessLog,
+		"gogc", gc.Percent, "gomemlimit", gc.limitString())
 
 	runCtx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
