@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -68,31 +69,10 @@ func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomi
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		cfg := client.Current()
 		out := map[string]any{"versions": cfg.Versions, "xdsConnected": connected.Load()}
-		var clusters, endpoints []json.RawMessage
-		for _, name := range slices.Sorted(maps.Keys(cfg.Clusters)) {
-			b, err := protojson.Marshal(cfg.Clusters[name])
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			clusters = append(clusters, b)
-			if cla := cfg.Endpoints[name]; cla != nil {
-				b, err := protojson.Marshal(cla)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-					return
-				}
-				endpoints = append(endpoints, b)
-			}
-		}
-		var routes []json.RawMessage
-		for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
-			b, err := protojson.Marshal(cfg.Routes[name])
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			routes = append(routes, b)
+		clusters, endpoints, routes, err := dumpResources(cfg)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
 		}
 		out["clusters"], out["endpoints"], out["routes"] = clusters, endpoints, routes
 		writeJSON(w, out)
@@ -157,6 +137,33 @@ func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomi
 		})
 	})
 	return mux
+}
+
+// dumpResources renders the clusters, their load assignments and the
+// route configurations of cfg as protojson, sorted by name.
+func dumpResources(cfg *xdsclient.Config) (clusters, endpoints, routes []json.RawMessage, err error) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Clusters)) {
+		b, err := protojson.Marshal(cfg.Clusters[name])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("cluster %s: %w", name, err)
+		}
+		clusters = append(clusters, b)
+		if cla := cfg.Endpoints[name]; cla != nil {
+			b, err := protojson.Marshal(cla)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("load assignment %s: %w", name, err)
+			}
+			endpoints = append(endpoints, b)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
+		b, err := protojson.Marshal(cfg.Routes[name])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("route configuration %s: %w", name, err)
+		}
+		routes = append(routes, b)
+	}
+	return clusters, endpoints, routes, nil
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
