@@ -19,7 +19,9 @@ const buildTags = "disable_pgv,grpcnotrace"
 // control plane's side of xDS, the registry and its sources, Kubernetes'
 // clients, and the proto types of resources the sidecar never reads. Each
 // costs memory in every pod of the mesh (their code and the descriptors
-// their init registers).
+// their init registers). The HTTP connection manager's types are not on
+// the list: HttpProtocolOptions, which the translator puts in every
+// cluster and /config_dump must render (types.go), imports them.
 var forbidden = []string{
 	"github.com/tender-mesh/tender/discovery",
 	"github.com/tender-mesh/tender/xds", // but xds/xdsclient, below
@@ -29,7 +31,6 @@ var forbidden = []string{
 	"github.com/envoyproxy/go-control-plane/pkg/server/",
 	"github.com/envoyproxy/go-control-plane/pkg/resource/",
 	"github.com/envoyproxy/go-control-plane/envoy/config/listener/",
-	"github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/",
 	"github.com/envoyproxy/go-control-plane/envoy/service/cluster/",
 	"github.com/envoyproxy/go-control-plane/envoy/service/listener/",
 	"k8s.io/",

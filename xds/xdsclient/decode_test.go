@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-func resourceOf(t *testing.T, name string, m proto.Message) *discoveryv3.Resource {
+func resourceOf(t testing.TB, name string, m proto.Message) *discoveryv3.Resource {
 	t.Helper()
 	a, err := anypb.New(m)
 	if err != nil {
