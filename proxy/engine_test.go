@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -82,27 +83,27 @@ type testProxy struct {
 	rec  *recorder
 }
 
-func startProxy(t *testing.T, cl *Cluster, mws ...interceptor.Middleware) *testProxy {
-	t.Helper()
+func startProxy(tb testing.TB, cl *Cluster, mws ...interceptor.Middleware) *testProxy {
+	tb.Helper()
 	orig := originalDst
 	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return testVIP, nil }
-	t.Cleanup(func() { originalDst = orig })
+	tb.Cleanup(func() { originalDst = orig })
 	rec := newRecorder()
 	p := New(Options{DialTimeout: time.Second, HeaderTimeout: 2 * time.Second,
 		Interceptors: append([]interceptor.Middleware{rec.middleware}, mws...)})
-	tb := NewTable()
+	table := NewTable()
 	if cl != nil {
-		tb.ByVIP[testVIP] = cl
-		tb.Clusters[cl.Name] = cl
+		table.ByVIP[testVIP] = cl
+		table.Clusters[cl.Name] = cl
 	}
-	p.SetTable(tb)
+	p.SetTable(table)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { p.Serve(lis, Outbound); close(done) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		p.Shutdown(ctx)
@@ -113,22 +114,23 @@ func startProxy(t *testing.T, cl *Cluster, mws ...interceptor.Middleware) *testP
 
 // upstreams starts one server per handler and returns a cluster over them
 // with the given policy.
-func upstreams(t *testing.T, pol *interceptor.Policy, handlers ...http.Handler) *Cluster {
-	t.Helper()
+func upstreams(tb testing.TB, pol *interceptor.Policy, handlers ...http.Handler) *Cluster {
+	tb.Helper()
 	var eps []*balancer.Endpoint
 	for _, h := range handlers {
 		up := httptest.NewUnstartedServer(h)
 		up.Config.Protocols = new(http.Protocols)
 		up.Config.Protocols.SetHTTP1(true)
 		up.Config.Protocols.SetUnencryptedHTTP2(true)
+		up.Config.ErrorLog = log.New(io.Discard, "", 0) // h2spec's malformed frames are logged otherwise
 		up.Start()
-		t.Cleanup(up.Close)
+		tb.Cleanup(up.Close)
 		eps = append(eps, &balancer.Endpoint{Addr: netip.MustParseAddrPort(strings.TrimPrefix(up.URL, "http://")),
 			Stats: &balancer.Stats{}, Healthy: true, Weight: 1})
 	}
 	picker, err := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if pol == nil {
 		pol = &interceptor.Policy{}

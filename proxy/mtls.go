@@ -150,8 +150,3 @@ func (p *Proxy) dialMTLS(ctx context.Context, d *net.Dialer, addr, alpn string) 
 	}
 	return tc, id.String(), nil
 }
-
-// upstreamConn hides the TLS of an upstream mesh connection from the HTTP
-// transports: they see a plain net.Conn and speak HTTP/1.1 or h2c prior
-// knowledge inside the tunnel, as the ALPN value said.
-type upstreamConn struct{ net.Conn }

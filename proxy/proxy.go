@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -110,12 +109,10 @@ type Proxy struct {
 	Stats Stats
 
 	self string // opts.Self as interceptor.PeerHeader's value
-	// HTTP/2 streams go through net/http's server and transports.
-	servers [2]*http.Server
-	lis     [2]*chanListener
-	h2, h2m http.RoundTripper
-	// HTTP/1.1 upstream connections.
-	pool pool
+	// Upstream connections: HTTP/1.1 (one request at a time) and HTTP/2
+	// (multiplexed).
+	pool   pool
+	h2pool h2pool
 
 	mu        sync.Mutex // guards listeners, tcp, h1conns and closing
 	listeners []net.Listener
@@ -123,6 +120,8 @@ type Proxy struct {
 	tcpWG     sync.WaitGroup
 	h1conns   map[*h1conn]struct{}
 	h1WG      sync.WaitGroup
+	h2conns   map[*h2conn]struct{}
+	h2WG      sync.WaitGroup
 	closing   bool
 	// handoff counts accepted connections not yet handed to an HTTP
 	// server or registered as TCP; Shutdown waits for it so no accepted
@@ -130,10 +129,9 @@ type Proxy struct {
 	handoff sync.WaitGroup
 
 	// With Options.MTLS: the inbound side's config, the outbound side's by
-	// ALPN value, and the SPIFFE ID each upstream address presented.
+	// ALPN value.
 	serverTLS *tls.Config
 	clientTLS map[string]*tls.Config
-	peerIDs   sync.Map // "ip:port" → SPIFFE ID
 	// inboundOpen: with mutual TLS, inbound connections wait for the first
 	// complete config (modes, policies): before it they are refused, not
 	// let through unchecked.
@@ -166,7 +164,7 @@ func New(opts Options) *Proxy {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 60 << 10
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, self: opts.Self.String()}
+	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String()}
 	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
 		p.serverTLS = opts.MTLS.ServerConfig()
@@ -177,27 +175,6 @@ func New(opts Options) *Proxy {
 	}
 	p.table.Store(NewTable())
 	p.pool.dial = p.dialUpstream
-	p.h2, p.h2m = p.newH2Transports()
-	for d := range p.servers {
-		p.lis[d] = newChanListener()
-		protocols := new(http.Protocols)
-		protocols.SetUnencryptedHTTP2(true)
-		p.servers[d] = &http.Server{
-			Handler:           p.h2Handler(Direction(d)),
-			Protocols:         protocols,
-			ReadHeaderTimeout: opts.HeaderTimeout,
-			IdleTimeout:       opts.IdleTimeout,
-			MaxHeaderBytes:    opts.MaxHeaderBytes,
-			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-				if sc, ok := c.(*sniffedConn); ok {
-					return context.WithValue(ctx, connKey{}, sc)
-				}
-				return ctx
-			},
-			ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug),
-		}
-		go p.servers[d].Serve(p.lis[d]) //nolint:errcheck // ends with Shutdown
-	}
 	return p
 }
 
@@ -268,8 +245,6 @@ type sniffedConn struct {
 }
 
 func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
-
-type connKey struct{}
 
 // handle routes one accepted connection; it calls p.handoff.Done once the
 // connection is owned by an HTTP server or registered as TCP.
@@ -354,8 +329,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	if protocol == detectHTTP {
 		sc := &sniffedConn{Conn: c, br: br, dst: dst, dir: d, mtls: secure, peer: peer}
 		if isH2(sc, p.opts.HeaderTimeout) {
-			p.lis[d].push(sc)
-			release()
+			p.serveH2(sc, d, release)
 			return
 		}
 		release()
@@ -489,16 +463,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			c.c.Close()
 		}
 	}
+	// HTTP/2: GOAWAY, and the streams in flight finish.
+	for c := range p.h2conns {
+		c.drain()
+	}
 	p.mu.Unlock()
 	var errs []error
-	for _, s := range p.servers {
-		if err := s.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-			s.Close() //nolint:errcheck // forcing what did not drain
-		}
-	}
 	done := make(chan struct{})
-	go func() { p.tcpWG.Wait(); p.h1WG.Wait(); close(done) }()
+	go func() { p.tcpWG.Wait(); p.h1WG.Wait(); p.h2WG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -511,48 +483,17 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		for c := range p.h1conns {
 			c.closeBoth()
 		}
+		for c := range p.h2conns {
+			go c.fail(errH2Closed)
+		}
 		p.mu.Unlock()
 		<-done
 		errs = append(errs, ctx.Err())
 	}
 	p.pool.closeIdle()
+	p.h2pool.closeAll()
 	return errors.Join(errs...)
 }
-
-// chanListener hands sniffed connections to an http.Server.
-type chanListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newChanListener() *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *chanListener) push(c net.Conn) {
-	select {
-	case l.ch <- c:
-	case <-l.done:
-		c.Close()
-	}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 
 // isLocal reports whether a is one of this host's (pod's) addresses.
 func (p *Proxy) isLocal(a netip.Addr) bool {
