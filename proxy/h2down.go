@@ -125,14 +125,13 @@ func (p *Proxy) readDown(hc *h2conn, sc *sniffedConn, d Direction) error {
 				s.clientReset()
 			}
 		}
-		hc.mu.Lock()
-		done := hc.goaway && hc.active == 0
-		hc.mu.Unlock()
-		if done {
-			return io.EOF
-		}
 	}
 }
+
+// goAwayLinger is how long a connection the client said goodbye to
+// (GOAWAY) stays open without streams: frames already on their way, a
+// PING among them, still get their answer before it closes.
+const goAwayLinger = time.Second
 
 // downFrame handles one frame from the client.
 func (p *Proxy) downFrame(hc *h2conn, sc *sniffedConn, d Direction, f http2.Frame) error {
@@ -188,8 +187,19 @@ func (p *Proxy) downFrame(hc *h2conn, sc *sniffedConn, d Direction, f http2.Fram
 			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 	case *http2.GoAwayFrame:
+		// The client opens no more streams: tender says the same and
+		// closes once the streams in flight are done (endStream), or
+		// after a linger without any.
 		hc.mu.Lock()
+		if !hc.sentGoAway && !hc.closed {
+			hc.wfr.WriteGoAway(hc.maxID, http2.ErrCodeNo, nil) //nolint:errcheck // into memory
+			hc.sentGoAway = true
+			hc.signal()
+		}
 		hc.goaway = true
+		if hc.active == 0 {
+			hc.c.SetReadDeadline(time.Now().Add(goAwayLinger)) //nolint:errcheck // a failed set shows on the read
+		}
 		hc.mu.Unlock()
 	case *http2.PushPromiseFrame:
 		return http2.ConnectionError(http2.ErrCodeProtocol) // clients do not push

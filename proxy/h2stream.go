@@ -79,6 +79,10 @@ type h2stream struct {
 	upErr     error
 	refused   bool // the upstream did not process the stream: safe to send again
 	committed bool // the response head went downstream
+	// reqCut: the upstream reset its stream after a complete answer,
+	// which asks for no more of the request (RFC 9113 §8.1); what the
+	// client still sends is dropped.
+	reqCut bool
 	downGone  bool // the client reset the stream, or its connection closed
 	respBytes int64
 	upCode    http2.ErrCode // how the upstream reset the stream
@@ -321,7 +325,7 @@ func (s *h2stream) open(up *h2conn) error {
 		}
 		s.req.buf, s.req.off = append(s.req.buf[:0], s.replay...), 0
 	}
-	s.req.sent, s.req.endSent = 0, false
+	s.req.sent, s.req.endSent, s.reqCut = 0, false, false
 	s.resp = h2half{recv: h2StreamWindow, win: s.resp.win} // the window is the client's stream's
 	s.head, s.status, s.statusRaw, s.headEnd, s.gotHead, s.upErr, s.refused, s.upCode = nil, 0, "", false, false, nil, false, 0
 	up.mu.Lock()
@@ -357,7 +361,7 @@ func (s *h2stream) open(up *h2conn) error {
 func (s *h2stream) detach(code http2.ErrCode) {
 	s.mu.Lock()
 	up, id := s.up, s.upID
-	open := up != nil && (!s.resp.end || !s.req.endSent) && !s.resp.reset
+	open := up != nil && (!s.resp.end || !s.req.endSent) && !s.resp.reset && !s.reqCut
 	queued := int64(s.resp.pending())
 	s.up, s.upID = nil, 0
 	s.resp.buf, s.resp.off = s.resp.buf[:0], 0
@@ -392,7 +396,7 @@ func (s *h2stream) Rewind() bool {
 // flushReqLocked sends the request's waiting bytes upstream and hands
 // back window for what left; mu is held.
 func (s *h2stream) flushReqLocked() {
-	if s.up == nil {
+	if s.up == nil || s.reqCut {
 		return
 	}
 	s.pumpLocked(&s.req, s.up, s.upID)
@@ -527,6 +531,14 @@ func (s *h2stream) onReqData(f *http2.DataFrame) error {
 	if s.req.recv < 0 {
 		s.down.credit(0, int64(f.Length), nil)
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
+	}
+	if s.reqCut { // the upstream wants no more of it
+		s.req.recv += int64(f.Length)
+		s.down.credit(s.id, int64(f.Length), &s.req.credit)
+		if f.StreamEnded() {
+			s.req.end = true
+		}
+		return nil
 	}
 	s.received += int64(len(data))
 	s.x.AddRequestBytes(int64(len(data)))
@@ -710,6 +722,19 @@ func (s *h2stream) upResetLocked(code http2.ErrCode, tell bool) {
 		s.up.mu.Lock()
 		s.up.reset(s.upID, code)
 		s.up.mu.Unlock()
+	}
+	if s.gotHead && s.resp.end {
+		// The answer came whole first: the reset only refuses the rest
+		// of the request (RFC 9113 §8.1), which is dropped; the client
+		// is told so once it has the answer (cleanup).
+		if !s.reqCut {
+			s.reqCut = true
+			unsent := int64(s.req.pending())
+			s.req.buf, s.req.off = s.req.buf[:0], 0
+			s.req.recv += unsent
+			s.down.credit(0, unsent, nil)
+		}
+		return
 	}
 	if !s.gotHead {
 		if s.upErr == nil {

@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2peer is a raw HTTP/2 client of the relay: frames in and out, nothing
+// done for it.
+type h2peer struct {
+	t   *testing.T
+	c   net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	hb  bytes.Buffer
+}
+
+func dialH2(t *testing.T, addr string) *h2peer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second)) //nolint:errcheck // a failed set shows on the read
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	pc := &h2peer{t: t, c: c, fr: http2.NewFramer(c, c)}
+	pc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	pc.enc = hpack.NewEncoder(&pc.hb)
+	if err := pc.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return pc
+}
+
+// headers sends a POST head on stream id.
+func (pc *h2peer) headers(id uint32, end bool) {
+	pc.t.Helper()
+	if err := pc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Request(pc.enc, &pc.hb),
+		EndHeaders: true, EndStream: end}); err != nil {
+		pc.t.Fatal(err)
+	}
+}
+
+// next returns the next frame that is not SETTINGS, WINDOW_UPDATE or a
+// PING ack, or the read's error.
+func (pc *h2peer) next() (http2.Frame, error) {
+	for {
+		f, err := pc.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame, *http2.WindowUpdateFrame:
+			continue
+		case *http2.PingFrame:
+			if f.IsAck() {
+				return f, nil
+			}
+			continue
+		}
+		return f, nil
+	}
+}
+
+// TestH2AnswerBeforeRequestEnds: an upstream that answers before the
+// request body has ended resets the stream with NO_ERROR after its
+// complete answer (RFC 9113 §8.1; net/http's server does so for a body
+// its handler did not read). The client gets the whole answer, every
+// time, and only then is told to stop sending.
+func TestH2AnswerBeforeRequestEnds(t *testing.T) {
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "early") //nolint:errcheck // the test's upstream
+	}))
+	tp := startProxy(t, cl)
+	pc := dialH2(t, tp.addr)
+	for id := uint32(1); id < 60; id += 2 {
+		pc.headers(id, false)
+		if err := pc.fr.WriteData(id, false, []byte("part of a body")); err != nil {
+			t.Fatal(err)
+		}
+		var status, body string
+		for done := false; !done; {
+			f, err := pc.next()
+			if err != nil {
+				t.Fatalf("stream %d: %v", id, err)
+			}
+			if f.Header().StreamID != id {
+				continue // the earlier stream's RST_STREAM
+			}
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				status = f.PseudoValue("status")
+				done = f.StreamEnded()
+			case *http2.DataFrame:
+				body += string(f.Data())
+				done = f.StreamEnded()
+			case *http2.RSTStreamFrame:
+				t.Fatalf("stream %d: got RST_STREAM %v before the answer ended (status %q, body %q), want the whole answer", id, f.ErrCode, status, body)
+			default:
+				t.Fatalf("stream %d: got %v", id, f)
+			}
+		}
+		if status != "200" || body != "early" {
+			t.Fatalf("stream %d: got %s %q, want 200 \"early\"", id, status, body)
+		}
+		// The rest of the body is not wanted; sending it is no error.
+		if err := pc.fr.WriteData(id, true, []byte("the rest")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestH2ClientGoAway: a client's GOAWAY is answered with the relay's
+// own, frames already sent still get their answer (a PING), and then the
+// connection closes cleanly.
+func TestH2ClientGoAway(t *testing.T) {
+	tp := startProxy(t, upstreams(t, nil, http.NotFoundHandler()))
+	pc := dialH2(t, tp.addr)
+	if err := pc.fr.WriteGoAway(0, http2.ErrCodeNo, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.fr.WritePing(false, [8]byte{'t', 'e', 'n', 'd', 'e', 'r'}); err != nil {
+		t.Fatal(err)
+	}
+	var gotAway, gotPing bool
+	for {
+		f, err := pc.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("got %v (GOAWAY %v, PING ack %v), want the connection closed cleanly", err, gotAway, gotPing)
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			gotAway = f.ErrCode == http2.ErrCodeNo
+		case *http2.PingFrame:
+			gotPing = true
+		}
+	}
+	if !gotAway || !gotPing {
+		t.Errorf("got GOAWAY(NO_ERROR) %v, PING ack %v; want both before the close", gotAway, gotPing)
+	}
+}
+
+// TestH2Floods: a client that opens and resets streams without end
+// (CVE-2023-44487), or sends a header block without end, loses its
+// connection; the relay serves the next client.
+func TestH2Floods(t *testing.T) {
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body) //nolint:errcheck // the test's upstream
+	}))
+	tp := startProxy(t, cl)
+	// closed reads until the relay closes the connection and returns the
+	// GOAWAY it sent, if any.
+	closed := func(t *testing.T, pc *h2peer) *http2.GoAwayFrame {
+		t.Helper()
+		var away *http2.GoAwayFrame
+		for {
+			f, err := pc.fr.ReadFrame()
+			if err != nil {
+				if isTimeout(err) {
+					t.Fatal("got the connection kept open, want it closed")
+				}
+				return away
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				away = g
+			}
+		}
+	}
+	t.Run("rapid reset", func(t *testing.T) {
+		pc := dialH2(t, tp.addr)
+		go func() {
+			for id := uint32(1); id < 20000; id += 2 {
+				if pc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Request(pc.enc, &pc.hb), EndHeaders: true}) != nil ||
+					pc.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+					return // closed by the relay
+				}
+			}
+		}()
+		if g := closed(t, pc); g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("got GOAWAY %v, want ENHANCE_YOUR_CALM", g)
+		}
+	})
+	t.Run("continuation flood", func(t *testing.T) {
+		pc := dialH2(t, tp.addr)
+		go func() {
+			if pc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h2Request(pc.enc, &pc.hb)}) != nil {
+				return
+			}
+			block := bytes.Repeat([]byte{0x40, 0x01, 'x', 0x01, 'y'}, 1000)
+			for range 100000 {
+				if pc.fr.WriteContinuation(1, false, block) != nil {
+					return // closed by the relay
+				}
+			}
+		}()
+		closed(t, pc)
+	})
+	// The relay still serves.
+	resp, err := tp.h2client().Post("http://greeter/", "text/plain", bytes.NewReader([]byte("after")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "after" {
+		t.Errorf("after the floods: got %q, want the echo", b)
+	}
+}
