@@ -82,7 +82,7 @@ type h2stream struct {
 	// reqCut: the upstream reset its stream after a complete answer,
 	// which asks for no more of the request (RFC 9113 §8.1); what the
 	// client still sends is dropped.
-	reqCut bool
+	reqCut    bool
 	downGone  bool // the client reset the stream, or its connection closed
 	respBytes int64
 	upCode    http2.ErrCode // how the upstream reset the stream
