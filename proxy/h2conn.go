@@ -38,7 +38,12 @@ const (
 	h2MaxStreams = 1000
 	// h2OutHigh: with this much unsent on a connection, DATA for it waits
 	// (its window is not handed back upstream) until the writer catches up.
-	h2OutHigh = 512 << 10
+	// Small enough that the writer's two buffers are kept and reused
+	// (h2KeepBuf) instead of growing and being dropped on every burst,
+	// large enough for one write to carry many frames.
+	h2OutHigh = 64 << 10
+	// h2KeepBuf: a write buffer up to this size is kept for the next.
+	h2KeepBuf = 2 * h2OutHigh
 	// h2OutMax: a peer that lets this much pile up (it sends frames that
 	// need answers and does not read them) is cut off.
 	h2OutMax = 16 << 20
@@ -157,7 +162,7 @@ func (hc *h2conn) writeLoop() {
 		hc.c.SetWriteDeadline(time.Now().Add(h2WriteTimeout)) //nolint:errcheck // a failed set shows on the write
 		_, err := hc.c.Write(buf)
 		hc.mu.Lock()
-		if cap(buf) <= 64<<10 {
+		if cap(buf) <= h2KeepBuf {
 			hc.spare = buf[:0]
 		} else {
 			hc.spare = nil // a burst's big buffer is not kept

@@ -220,3 +220,21 @@ func TestH2Floods(t *testing.T) {
 		t.Errorf("after the floods: got %q, want the echo", b)
 	}
 }
+
+// TestH2HalfBounded: a direction whose reader always leaves a little
+// behind (never drains fully) keeps a buffer the size of what waits, not
+// of everything that went through.
+func TestH2HalfBounded(t *testing.T) {
+	var h h2half
+	frame := make([]byte, 16<<10)
+	for range 10000 { // 160 MiB through
+		h.push(frame)
+		h.off += len(frame) - 1 // passed on, but one byte
+		if h.pending() > len(frame) {
+			h.off += h.pending() - len(frame)
+		}
+	}
+	if c := cap(h.buf); c > 4*len(frame) {
+		t.Errorf("got a buffer of %d KiB with %d bytes waiting, want a few frames' worth", c>>10, h.pending())
+	}
+}

@@ -35,6 +35,18 @@ type h2half struct {
 
 func (h *h2half) pending() int { return len(h.buf) - h.off }
 
+// push queues data behind what waits. When the buffer is full, the bytes
+// already passed on make room first: what waits is bounded by the window
+// the source got, and so is the buffer (a reader that never quite
+// catches up must not make it grow with everything that went through).
+func (h *h2half) push(data []byte) {
+	if h.off > 0 && len(h.buf)+len(data) > cap(h.buf) {
+		n := copy(h.buf, h.buf[h.off:])
+		h.buf, h.off = h.buf[:n], 0
+	}
+	h.buf = append(h.buf, data...)
+}
+
 // h2stream is one HTTP/2 stream through the proxy: a downstream stream
 // and, per try, one on an upstream connection. Its goroutine runs the
 // interceptor chain and waits for the stream's end; the connections'
@@ -482,7 +494,7 @@ func (s *h2stream) pumpLocked(h *h2half, dst *h2conn, dstID uint32) {
 // through; mu is held. Bytes that can go at once are not copied.
 func (s *h2stream) take(h *h2half, data []byte, flush func()) {
 	if h.pending() > 0 || flush == nil {
-		h.buf = append(h.buf, data...)
+		h.push(data)
 		if flush != nil {
 			flush()
 		}
