@@ -62,6 +62,7 @@ func NewHTTPHandler(e Endpoints, instance string, logger *slog.Logger) http.Hand
 		_, _ = io.WriteString(w, "ok")
 	})
 	mux.Handle("/echo", echoHandler(logger))
+	mux.HandleFunc("GET /bytes/{n}", bytesHandler)
 	mux.HandleFunc("GET /status/{code}", func(w http.ResponseWriter, r *http.Request) {
 		code, err := strconv.Atoi(r.PathValue("code"))
 		if err != nil || code < 200 || code > 599 {
@@ -84,6 +85,34 @@ func NewHTTPHandler(e Endpoints, instance string, logger *slog.Logger) http.Hand
 	return otelhttp.NewHandler(h, "greeter", otelhttp.WithFilter(func(r *http.Request) bool {
 		return r.URL.Path != "/healthz"
 	}))
+}
+
+// maxStreamBytes bounds GET /bytes/{n}.
+const maxStreamBytes = 16 << 30
+
+// bytesHandler streams n bytes of a fixed pattern (byte i is i mod 251)
+// with their Content-Length, as fast as the client takes them: a large
+// download for tests of flow control and memory.
+func bytesHandler(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+	if err != nil || n < 0 || n > maxStreamBytes {
+		encodeHTTPError(r.Context(), fmt.Errorf("%w: byte count %q not in 0..%d", errBadRequest, r.PathValue("n"), int64(maxStreamBytes)), w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	// 251 is prime, so a chunk of 251·k bytes repeats the pattern exactly.
+	chunk := make([]byte, 251*128)
+	for i := range chunk {
+		chunk[i] = byte(i % 251)
+	}
+	for n > 0 {
+		k := min(n, int64(len(chunk)))
+		if _, err := w.Write(chunk[:k]); err != nil {
+			return // the client went away
+		}
+		n -= k
+	}
 }
 
 // echoHandler streams the request body back as the response body.

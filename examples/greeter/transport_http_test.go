@@ -52,6 +52,11 @@ func TestHTTPHandler(t *testing.T) {
 		{name: "status not a number", method: http.MethodGet, path: "/status/abc", wantStatus: http.StatusBadRequest, wantError: true},
 		{name: "status out of range", method: http.MethodGet, path: "/status/99", wantStatus: http.StatusBadRequest, wantError: true},
 		{name: "echo small", method: http.MethodPost, path: "/echo", body: "hello", wantStatus: http.StatusOK, wantText: "hello"},
+		{name: "bytes", method: http.MethodGet, path: "/bytes/5", wantStatus: http.StatusOK, wantText: "\x00\x01\x02\x03\x04"},
+		{name: "bytes wrap", method: http.MethodGet, path: "/bytes/253", wantStatus: http.StatusOK, wantText: patternBytes(253)},
+		{name: "bytes none", method: http.MethodGet, path: "/bytes/0", wantStatus: http.StatusOK, wantText: ""},
+		{name: "bytes negative", method: http.MethodGet, path: "/bytes/-1", wantStatus: http.StatusBadRequest, wantError: true},
+		{name: "bytes too many", method: http.MethodGet, path: "/bytes/99999999999999", wantStatus: http.StatusBadRequest, wantError: true},
 		{name: "unknown path", method: http.MethodGet, path: "/nope", wantStatus: http.StatusNotFound, wantText: "404 page not found\n"},
 	}
 	client := srv.Client()
@@ -149,4 +154,13 @@ func TestHTTPEchoLargeBody(t *testing.T) {
 func digest(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// patternBytes is what GET /bytes/{n} sends: byte i is i mod 251.
+func patternBytes(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return string(b)
 }
