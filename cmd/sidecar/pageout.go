@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Most of an idle sidecar's RSS is not its data but its own executable:
+// starting up runs the init code of some 240 packages and registers the
+// descriptors of every protobuf type it links, and the kernel maps each
+// touched page of the file with its neighbours (fault-around), so about
+// 14.6 of 18 MiB idle RSS were file pages of the binary that nothing
+// reads again (measured with /proc/self/status RssFile, CGO_ENABLED=0,
+// stripped). Once the sidecar is ready it tells the kernel those pages
+// are cold (madvise MADV_PAGEOUT on its read-only file mappings): clean
+// file pages, dropped without any write, and read again from the page
+// cache or the disk if some rare path needs them. Pages shared with
+// another process (another sidecar of the same image on the node) stay.
+// What the sidecar really uses (its hot code, heap and stacks) comes
+// back at once: 6 MiB idle, and the code of the request path under load.
+
+// rssFile returns the process's file-backed resident memory in bytes.
+func rssFile() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("RssFile %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no RssFile in /proc/self/status")
+}
+
+// pageOutBinary advises the kernel to reclaim the resident pages of the
+// executable's read-only mappings and returns how many mappings it
+// advised. Kernels before 5.4 have no MADV_PAGEOUT (EINVAL).
+func pageOutBinary() (int, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		start, end, ok := exeMapping(sc.Text(), exe)
+		if !ok {
+			continue
+		}
+		// A raw madvise: the range is the kernel's, not a Go slice.
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_PAGEOUT); e != 0 {
+			return n, fmt.Errorf("madvise(MADV_PAGEOUT): %w", e)
+		}
+		n++
+	}
+	return n, sc.Err()
+}
+
+// exeMapping parses a /proc/self/maps line ("start-end perms offset dev
+// inode path") and reports the range when it maps exe without write
+// permission.
+func exeMapping(line, exe string) (start, end uintptr, ok bool) {
+	fields := strings.Fields(line)
+	if len(fields) < 6 || strings.Join(fields[5:], " ") != exe || strings.Contains(fields[1], "w") {
+		return 0, 0, false
+	}
+	lo, hi, found := strings.Cut(fields[0], "-")
+	if !found {
+		return 0, 0, false
+	}
+	s, err1 := strconv.ParseUint(lo, 16, 64)
+	e, err2 := strconv.ParseUint(hi, 16, 64)
+	if err1 != nil || err2 != nil || e <= s {
+		return 0, 0, false
+	}
+	return uintptr(s), uintptr(e), true
+}
+
+// releaseStartupPages pages the executable out and logs what it gave
+// back; a kernel without MADV_PAGEOUT costs nothing but a debug line.
+func releaseStartupPages(logger *slog.Logger) {
+	before, _ := rssFile() //nolint:errcheck // 0 in the log line
+	if _, err := pageOutBinary(); err != nil {
+		logger.Debug("startup pages not handed back", "err", err)
+		return
+	}
+	after, _ := rssFile() //nolint:errcheck // 0 in the log line
+	logger.Info("startup pages of the executable handed back to the kernel", "rss_file_before", before, "rss_file_after", after)
+}
