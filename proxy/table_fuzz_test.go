@@ -41,15 +41,15 @@ func FuzzBuildTable(f *testing.F) {
 		b, _ := proto.Marshal(r)
 		routes[r.(*routev3.RouteConfiguration).GetName()] = b
 	}
-	clas := map[string][]byte{}
+	assignments := map[string][]byte{}
 	for _, r := range res[xdsclient.EndpointType] {
 		b, _ := proto.Marshal(r)
-		clas[r.(*endpointv3.ClusterLoadAssignment).GetClusterName()] = b
+		assignments[r.(*endpointv3.ClusterLoadAssignment).GetClusterName()] = b
 	}
 	for _, r := range res[xdsclient.ClusterType] {
 		c := r.(*clusterv3.Cluster)
 		b, _ := proto.Marshal(c)
-		f.Add(b, clas[c.GetName()], routes[xdsclient.RouteNameOf(c)])
+		f.Add(b, assignments[c.GetName()], routes[xdsclient.RouteNameOf(c)])
 	}
 	f.Fuzz(func(t *testing.T, cluster, cla, route []byte) {
 		c, e, r := &clusterv3.Cluster{}, &endpointv3.ClusterLoadAssignment{}, &routev3.RouteConfiguration{}

@@ -14,11 +14,11 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-func resourceOf(t testing.TB, name string, m proto.Message) *discoveryv3.Resource {
-	t.Helper()
+func resourceOf(tb testing.TB, name string, m proto.Message) *discoveryv3.Resource {
+	tb.Helper()
 	a, err := anypb.New(m)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return &discoveryv3.Resource{Name: name, Resource: a}
 }
