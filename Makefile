@@ -14,7 +14,8 @@ FORTIO_VERSION := v1.66.1
 # x/net/trace support (grpcnotrace; its html/template keeps every exported
 # method of every type in the binary). 35 MB → 24 MB, idle RSS −5 MiB.
 # build/sidecar.Dockerfile and e2e build with the same tags (cmd/sidecar's
-# TestBuildTags checks).
+# TestBuildTags checks). Like the image, bin/sidecar is static (no libc
+# mapped: 1.2 MiB less RSS) and stripped.
 SIDECAR_TAGS := disable_pgv,grpcnotrace
 # Jaeger's and Consul's versions are pinned in hack/tools/*/go.mod.
 # The e2e tests run with the race detector too; give them room.
@@ -38,7 +39,7 @@ help:
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v '/cmd/sidecar$$')
-	$(GO) build -tags $(SIDECAR_TAGS) -o $(BIN)/ ./cmd/sidecar
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(SIDECAR_TAGS) -ldflags="-s -w" -o $(BIN)/ ./cmd/sidecar
 	$(GO) build -o $(BIN)/ ./examples/greeter/cmd/...
 
 ## test: the whole suite (unit, race, e2e) — what CI runs
