@@ -164,6 +164,17 @@ func TestApply(t *testing.T) {
 	if _, _, err := base.apply(delta(with(down, "RENAMED"))); err == nil {
 		t.Error("an unknown actionType was accepted")
 	}
+	// B's only instance replaced by another in one delta (a pod
+	// restarted): deleted, which drops B, then added again.
+	b2 := inst("B", "b2", "10.0.0.5", 80, "UP")
+	next, _, err = base.apply(delta(with(inst("B", "b1", "", 0, ""), actionDeleted), with(b2, actionAdded)))
+	if err != nil {
+		t.Fatalf("replace B's only instance: %v", err)
+	}
+	want = tableOf(inst("A", "a1", "10.0.0.1", 80, "UP"), inst("A", "a2", "10.0.0.2", 80, "UP"), b2)
+	if diff := cmp.Diff(want, next); diff != "" {
+		t.Errorf("B's only instance replaced (-want +got):\n%s", diff)
+	}
 }
 
 func TestNewValidates(t *testing.T) {

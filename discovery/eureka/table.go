@@ -53,15 +53,19 @@ func (t table) apply(delta *applications) (next table, changed bool, err error) 
 		next[name] = ins // copied below before a write
 	}
 	copied := map[string]bool{}
+	// own returns the application's instances, copied before the first
+	// write; an application a DELETED emptied (and dropped) earlier in
+	// the same delta starts again empty.
 	own := func(name string) map[string]instance {
+		m := next[name]
 		if !copied[name] {
-			next[name] = maps.Clone(next[name])
-			if next[name] == nil {
-				next[name] = map[string]instance{}
-			}
-			copied[name] = true
+			m, copied[name] = maps.Clone(m), true
 		}
-		return next[name]
+		if m == nil {
+			m = map[string]instance{}
+		}
+		next[name] = m
+		return m
 	}
 	for i := range delta.Application {
 		a := &delta.Application[i]

@@ -108,6 +108,9 @@ func FuzzDecode(f *testing.F) {
 		`{"applications":{"versions__delta":"1","apps__hashcode":"UP_1_","application":[{"name":"G","instance":[{"instanceId":"g1","app":"G","ipAddr":"10.0.0.1","status":"UP","port":{"$":8080,"@enabled":"true"},"securePort":{"$":443,"@enabled":"false"},"vipAddress":"g,h","metadata":{"@class":"java.util.Collections$EmptyMap"}}]}]}}`,
 		`{"applications":{"application":{"name":"A","instance":{"hostName":"h","app":"A","ipAddr":"::1","status":"OUT_OF_SERVICE","port":{"$":"1","@enabled":true},"actionType":"ADDED","metadata":{"tender.dev/protocol":"grpc","tender.dev/port":"80","zone":"z"}}}}}`,
 		`{"applications":{"application":[{"instance":[{"hostName":"x","actionType":"DELETED"},{"hostName":"y","actionType":"MODIFIED","port":7}]}]}}`,
+		// An application's only instance deleted and added again in one
+		// delta: apply once wrote to the dropped application (a panic).
+		`{"applications":{"application":{"instance":[{"hostName":"x","actionType":"DELETED"},{"hostName":"x","actionType":"ADDED"}]}}}`,
 		`{"applications":null}`, `{"applications":{"application":[null,{}]}}`, `[]`, `"x"`,
 	} {
 		f.Add([]byte(seed))
