@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
@@ -321,12 +323,7 @@ func TestForwardTrailersAndStatus(t *testing.T) {
 }
 
 func TestForwardDeadUpstream(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := netip.MustParseAddrPort(lis.Addr().String())
-	lis.Close()
+	dead := deadAddr(t)
 	cl := upstreams(t, nil)
 	cl.Endpoints = []*balancer.Endpoint{{Addr: dead, Stats: &balancer.Stats{}, Healthy: true}}
 	cl.Picker, _ = balancer.New("ROUND_ROBIN", cl.Endpoints, balancer.Locality{})
@@ -479,4 +476,25 @@ func TestForwardTimeouts(t *testing.T) {
 	if resp.StatusCode != 200 || !ok2 || d >= time.Second || d < 500*time.Millisecond {
 		t.Errorf("upstream got grpc-timeout %q (status %d), want a little under 1S", sent, resp.StatusCode)
 	}
+}
+
+// deadAddr returns a loopback address that refuses connections for the
+// whole test: a port bound by a socket that does not listen. (A closed
+// listener's port goes back to the pool, and under a parallel test run
+// another test's server got it.)
+func deadAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
 }

@@ -31,11 +31,15 @@ import (
 const (
 	// h2StreamWindow is the receive window tender gives each stream of
 	// each peer: what it holds at most of one stream in one direction.
-	h2StreamWindow = 1 << 20
-	// h2ConnWindow is the receive window of a whole connection.
+	h2StreamWindow = 256 << 10
+	// h2ConnWindow is the receive window of a whole connection; it comes
+	// back as bytes arrive (takeData), so it bounds bytes in flight, not
+	// what is held.
 	h2ConnWindow = 8 << 20
-	// h2MaxStreams is how many concurrent streams a downstream may open.
-	h2MaxStreams = 1000
+	// h2MaxStreams is how many concurrent streams a downstream may open
+	// (as Go's HTTP/2 server): with h2StreamWindow, what one client
+	// connection can make the relay hold per direction (62.5 MiB).
+	h2MaxStreams = 250
 	// h2OutHigh: with this much unsent on a connection, DATA for it waits
 	// (its window is not handed back upstream) until the writer catches up.
 	// Small enough that the writer's two buffers are kept and reused
@@ -45,8 +49,9 @@ const (
 	// h2KeepBuf: a write buffer up to this size is kept for the next.
 	h2KeepBuf = 2 * h2OutHigh
 	// h2OutMax: a peer that lets this much pile up (it sends frames that
-	// need answers and does not read them) is cut off.
-	h2OutMax = 16 << 20
+	// need answers, SETTINGS, PINGs, frames answered with RST_STREAM, and
+	// does not read them) is cut off with ENHANCE_YOUR_CALM.
+	h2OutMax = 1 << 20
 	// h2WriteTimeout bounds one write to a peer's socket.
 	h2WriteTimeout = 30 * time.Second
 	// initialWindow is HTTP/2's default window and frame size.
@@ -78,7 +83,7 @@ type h2conn struct {
 	peerMaxFrame uint32
 	peerStreams  uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
 	// Receive side: what tender lets the peer send on the connection, and
-	// credit (bytes passed on) not yet handed back.
+	// credit (bytes received) not yet handed back.
 	recvConn   int64
 	connCredit int64
 	streams    map[uint32]*h2stream
@@ -225,26 +230,40 @@ func (hc *h2conn) reset(id uint32, code http2.ErrCode) {
 	hc.signal()
 }
 
-// credit hands n bytes of window back to the peer for the connection,
-// and for stream id unless it is 0 (the stream ended its side). Updates
-// go out in batches of a quarter window.
-func (hc *h2conn) credit(id uint32, n int64, pending *int64) {
-	if n <= 0 {
+// takeData accounts for a DATA frame of n bytes against the connection's
+// receive window and hands the bytes back to the connection at once (in
+// batches of a quarter window): what a stream holds is bounded by its
+// own window, which comes back only as its bytes go on (creditStream).
+// Were the connection's window handed back only then too, one stream
+// whose reader stops would, with a few more, stall every other stream
+// of a shared connection.
+func (hc *h2conn) takeData(n uint32) error {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	hc.recvConn -= int64(n)
+	if hc.recvConn < 0 {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	hc.recvConn += int64(n)
+	hc.connCredit += int64(n)
+	if hc.connCredit >= h2ConnWindow/4 && !hc.closed {
+		hc.wfr.WriteWindowUpdate(0, uint32(hc.connCredit)) //nolint:errcheck // into memory
+		hc.connCredit = 0
+		hc.signal()
+	}
+	return nil
+}
+
+// creditStream hands n bytes of stream id's window back to the peer, in
+// batches of a quarter window; pending holds what is not yet handed
+// back. id 0 (the stream ended its side) hands back nothing.
+func (hc *h2conn) creditStream(id uint32, n int64, pending *int64) {
+	if n <= 0 || id == 0 || pending == nil {
 		return
 	}
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
 	if hc.closed {
-		return
-	}
-	hc.recvConn += n
-	hc.connCredit += n
-	if hc.connCredit >= h2ConnWindow/4 {
-		hc.wfr.WriteWindowUpdate(0, uint32(hc.connCredit)) //nolint:errcheck // into memory
-		hc.connCredit = 0
-		hc.signal()
-	}
-	if id == 0 || pending == nil {
 		return
 	}
 	*pending += n
@@ -356,6 +375,28 @@ func (hc *h2conn) windowUpdate(inc uint32) error {
 	return nil
 }
 
+// flooded reports whether the peer made tender write more than h2OutMax
+// it has not read.
+func (hc *h2conn) flooded() bool {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	return hc.overfull()
+}
+
+// noteReset counts a stream of the client's that ended in a reset, sent
+// by the client or by tender for the client's error, and reports
+// whether the client went over maxResetsPerSecond (rapid reset).
+func (hc *h2conn) noteReset() bool {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	now := time.Now()
+	if now.Sub(hc.resetsAt) > time.Second {
+		hc.resets, hc.resetsAt = 0, now
+	}
+	hc.resets++
+	return hc.resets > maxResetsPerSecond
+}
+
 // ping answers a PING.
 func (hc *h2conn) ping(f *http2.PingFrame) error {
 	if f.IsAck() {
@@ -368,18 +409,6 @@ func (hc *h2conn) ping(f *http2.PingFrame) error {
 	}
 	hc.wfr.WritePing(true, f.Data) //nolint:errcheck // into memory
 	hc.signal()
-	return nil
-}
-
-// takeData accounts for a DATA frame of n bytes against the
-// connection's receive window.
-func (hc *h2conn) takeData(n uint32) error {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	hc.recvConn -= int64(n)
-	if hc.recvConn < 0 {
-		return http2.ConnectionError(http2.ErrCodeFlowControl)
-	}
 	return nil
 }
 

@@ -99,31 +99,32 @@ func (p *Proxy) readDown(hc *h2conn, sc *sniffedConn, d Direction) error {
 		if errors.Is(err, http2.ErrFrameTooLarge) {
 			return http2.ConnectionError(http2.ErrCodeFrameSize)
 		}
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				hc.mu.Lock()
-				hc.maxID = max(hc.maxID, se.StreamID)
-				hc.reset(se.StreamID, se.Code)
-				hc.mu.Unlock()
-				if s := hc.stream(se.StreamID); s != nil {
-					s.clientReset()
-				}
-				continue
-			}
-			return err
+		if err == nil {
+			err = p.downFrame(hc, sc, d, f)
 		}
-		if err := p.downFrame(hc, sc, d, f); err != nil {
-			var se http2.StreamError
-			if !errors.As(err, &se) {
-				return err
-			}
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			// The client's error ends the stream: as costly to tender as
+			// the client's own reset, and counted alike.
 			hc.mu.Lock()
+			if se.StreamID%2 == 1 {
+				hc.maxID = max(hc.maxID, se.StreamID)
+			}
 			hc.reset(se.StreamID, se.Code)
 			hc.mu.Unlock()
 			if s := hc.stream(se.StreamID); s != nil {
 				s.clientReset()
 			}
+			if hc.noteReset() {
+				p.opts.Logger.Warn("HTTP/2 client makes too many streams end in errors; closing", "remote", hc.remote)
+				return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+			}
+		} else if err != nil {
+			return err
+		}
+		if hc.flooded() {
+			p.opts.Logger.Warn("HTTP/2 client does not read what it asks for; closing", "remote", hc.remote)
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 	}
 }
@@ -144,7 +145,6 @@ func (p *Proxy) downFrame(hc *h2conn, sc *sniffedConn, d Direction, f http2.Fram
 		}
 		s := hc.stream(f.StreamID)
 		if s == nil {
-			hc.credit(0, int64(f.Length), nil)
 			if f.StreamID > hc.lastID() {
 				return http2.ConnectionError(http2.ErrCodeProtocol) // DATA on an idle stream
 			}
@@ -174,15 +174,7 @@ func (p *Proxy) downFrame(hc *h2conn, sc *sniffedConn, d Direction, f http2.Fram
 			return nil
 		}
 		s.clientReset()
-		hc.mu.Lock()
-		now := time.Now()
-		if now.Sub(hc.resetsAt) > time.Second {
-			hc.resets, hc.resetsAt = 0, now
-		}
-		hc.resets++
-		calm := hc.resets > maxResetsPerSecond
-		hc.mu.Unlock()
-		if calm {
+		if hc.noteReset() {
 			p.opts.Logger.Warn("HTTP/2 client resets too many streams; closing", "remote", hc.remote)
 			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}

@@ -6,11 +6,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tender-mesh/tender/interceptor"
 )
 
 // h2peer is a raw HTTP/2 client of the relay: frames in and out, nothing
@@ -236,5 +240,233 @@ func TestH2HalfBounded(t *testing.T) {
 	}
 	if c := cap(h.buf); c > 4*len(frame) {
 		t.Errorf("got a buffer of %d KiB with %d bytes waiting, want a few frames' worth", c>>10, h.pending())
+	}
+}
+
+// TestH2ControlFlood: a client that sends frames the relay must answer
+// (here empty SETTINGS, each acknowledged) and never reads the answers
+// is cut off once h2OutMax of them wait; the relay does not hold more.
+func TestH2ControlFlood(t *testing.T) {
+	tp := startProxy(t, upstreams(t, nil, http.NotFoundHandler()))
+	c, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)                            //nolint:errcheck // a bigger buffer only slows the flood's effect
+	chunk := bytes.Repeat([]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, 1<<16) // empty SETTINGS frames
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, http2.ClientPreface)
+		for i := 0; err == nil && i < 200; i++ { // up to 118 MB, never reading
+			_, err = c.Write(chunk)
+		}
+		wrote <- err
+	}()
+	maxOut := 0
+	deadline := time.After(20 * time.Second)
+	for done := false; !done; {
+		select {
+		case err := <-wrote:
+			if err == nil {
+				t.Fatal("got 118 MB of SETTINGS taken from a client that reads nothing, want it cut off")
+			}
+			done = true
+		case <-deadline:
+			t.Fatal("the flood neither ended nor was cut off within 20 s")
+		case <-time.After(10 * time.Millisecond):
+		}
+		tp.p.mu.Lock()
+		for hc := range tp.p.h2conns {
+			hc.mu.Lock()
+			maxOut = max(maxOut, len(hc.out))
+			hc.mu.Unlock()
+		}
+		tp.p.mu.Unlock()
+	}
+	if maxOut > h2OutMax+1024 {
+		t.Errorf("got %d bytes waiting for the client at most, want at most h2OutMax (%d)", maxOut, h2OutMax)
+	}
+}
+
+// TestH2ErrorResetsCount: streams the relay resets for the client's
+// errors (here PRIORITY on itself) count towards the rapid-reset bound
+// like the client's own RST_STREAM, which they cost as much.
+func TestH2ErrorResetsCount(t *testing.T) {
+	cl := upstreams(t, nil, http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	tp := startProxy(t, cl)
+	pc := dialH2(t, tp.addr)
+	calm := make(chan bool, 1)
+	go func() {
+		for {
+			f, err := pc.fr.ReadFrame()
+			if err != nil {
+				calm <- false
+				return
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok && g.ErrCode == http2.ErrCodeEnhanceYourCalm {
+				calm <- true
+				return
+			}
+		}
+	}()
+	go func() {
+		for id := uint32(1); id < 4000; id += 2 {
+			if pc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h2Request(pc.enc, &pc.hb), EndHeaders: true}) != nil ||
+				pc.fr.WritePriority(id, http2.PriorityParam{StreamDep: id}) != nil {
+				return // closed by the relay
+			}
+		}
+	}()
+	if !<-calm {
+		t.Error("got the connection closed without ENHANCE_YOUR_CALM, want the error resets counted as rapid reset")
+	}
+}
+
+// TestH2SharedUpstreamNotStarved: a client whose streams never open
+// their windows holds what their stream windows allow, and no more of
+// the upstream connection it shares with others: another client's
+// answer on the same upstream connection still comes.
+func TestH2SharedUpstreamNotStarved(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 64<<10)
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/small" {
+			io.WriteString(w, "ok") //nolint:errcheck // the test's upstream
+			return
+		}
+		for range 64 { // 4 MiB
+			if _, err := w.Write(big); err != nil {
+				return
+			}
+		}
+	}))
+	tp := startProxy(t, cl)
+	pc := dialH2(t, tp.addr)
+	if err := pc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	heads := make(chan struct{}, 100)
+	go func() { // it reads, but never opens a stream's window
+		for {
+			f, err := pc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				heads <- struct{}{}
+			}
+		}
+	}()
+	const streams = 40 // 40 × h2StreamWindow is more than a connection's window
+	for id := uint32(1); id < 2*streams; id += 2 {
+		pc.headers(id, true)
+	}
+	for range streams {
+		<-heads
+	}
+	// Wait until the relay holds a connection window's worth (less a
+	// little) of the stuck answers.
+	held := func() int {
+		n := 0
+		tp.p.h2pool.mu.Lock()
+		var ss []*h2stream
+		for _, list := range tp.p.h2pool.conns {
+			for _, hc := range list {
+				hc.mu.Lock()
+				for _, s := range hc.streams {
+					ss = append(ss, s)
+				}
+				hc.mu.Unlock()
+			}
+		}
+		tp.p.h2pool.mu.Unlock()
+		for _, s := range ss {
+			s.mu.Lock()
+			n += s.resp.pending()
+			s.mu.Unlock()
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for held() < h2ConnWindow-(1<<20) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stuck streams hold %d bytes after 10 s, want about %d", held(), h2ConnWindow)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := tp.h2client()
+	c.Timeout = 5 * time.Second
+	resp, err := c.Get("http://greeter/small")
+	if err != nil {
+		t.Fatalf("another client, with the stuck streams holding %d bytes: %v", held(), err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" {
+		t.Errorf("got %q, want ok", b)
+	}
+}
+
+// TestH2NoRetryOfACutBody: an upstream that answers early (503) and
+// resets with NO_ERROR makes the relay drop the rest of the body; a
+// retry of it would send a truncated body as if whole, so there is none:
+// the client gets the 503, never another upstream's answer to part of
+// its body.
+func TestH2NoRetryOfACutBody(t *testing.T) {
+	var calls atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // early, the body unread
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, strconv.Itoa(len(b))) //nolint:errcheck // the test's upstream
+	})
+	pol := &interceptor.Policy{Retry: &interceptor.RetryPolicy{Attempts: 2, On: interceptor.ParseRetryOn("5xx"),
+		BackoffBase: 300 * time.Millisecond, BackoffMax: 300 * time.Millisecond}}
+	tp := startProxy(t, upstreams(t, pol, h, h))
+	pc := dialH2(t, tp.addr)
+	pc.headers(1, false)
+	answer := make(chan string, 1)
+	go func() {
+		var got string
+		for {
+			f, err := pc.fr.ReadFrame()
+			if err != nil {
+				answer <- got + " " + err.Error()
+				return
+			}
+			switch f := f.(type) {
+			case *http2.MetaHeadersFrame:
+				got += f.PseudoValue("status")
+				if f.StreamEnded() {
+					answer <- got
+					return
+				}
+			case *http2.DataFrame:
+				got += " " + string(f.Data())
+				if f.StreamEnded() {
+					answer <- got
+					return
+				}
+			}
+		}
+	}()
+	const chunks, size = 100, 100
+	for i := range chunks { // the body trickles in over 500 ms
+		if err := pc.fr.WriteData(1, i == chunks-1, bytes.Repeat([]byte("y"), size)); err != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case got := <-answer:
+		if got != "503" && got != "200 "+strconv.Itoa(chunks*size) {
+			t.Errorf("got %q, want the early 503 (or a retry that had the whole body)", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer within 10 s")
 	}
 }

@@ -94,7 +94,9 @@ type h2stream struct {
 	// reqCut: the upstream reset its stream after a complete answer,
 	// which asks for no more of the request (RFC 9113 §8.1); what the
 	// client still sends is dropped.
-	reqCut    bool
+	reqCut bool
+	// finished: the stream is being forgotten (cleanup).
+	finished  bool
 	downGone  bool // the client reset the stream, or its connection closed
 	respBytes int64
 	upCode    http2.ErrCode // how the upstream reset the stream
@@ -174,10 +176,9 @@ func (s *h2stream) cleanup() {
 		s.down.reset(s.id, http2.ErrCodeNo)
 		s.down.mu.Unlock()
 	}
-	unsent := int64(s.req.pending()) // never passed on: the client's connection window comes back
+	s.finished = true // DATA that still comes is dropped
 	s.req.buf, s.resp.buf, s.replay = nil, nil, nil
 	s.mu.Unlock()
-	s.down.credit(0, unsent, nil)
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -374,7 +375,6 @@ func (s *h2stream) detach(code http2.ErrCode) {
 	s.mu.Lock()
 	up, id := s.up, s.upID
 	open := up != nil && (!s.resp.end || !s.req.endSent) && !s.resp.reset && !s.reqCut
-	queued := int64(s.resp.pending())
 	s.up, s.upID = nil, 0
 	s.resp.buf, s.resp.off = s.resp.buf[:0], 0
 	s.mu.Unlock()
@@ -394,7 +394,6 @@ func (s *h2stream) detach(code http2.ErrCode) {
 	if done {
 		up.fail(io.EOF)
 	}
-	up.credit(0, queued, nil) // what the dropped answer held of the connection's window
 }
 
 // Rewind readies the body for another try: it can when all of it so far
@@ -419,7 +418,7 @@ func (s *h2stream) flushReqLocked() {
 		if s.req.end {
 			id = 0
 		}
-		s.down.credit(id, over, &s.req.credit)
+		s.down.creditStream(id, over, &s.req.credit)
 	}
 }
 
@@ -437,7 +436,7 @@ func (s *h2stream) flushRespLocked() {
 		if s.resp.end {
 			id = 0
 		}
-		s.up.credit(id, n, &s.resp.credit)
+		s.up.creditStream(id, n, &s.resp.credit)
 	}
 	if s.resp.endSent || s.resp.reset {
 		s.wake()
@@ -535,18 +534,20 @@ func (s *h2stream) onReqData(f *http2.DataFrame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pad := int64(f.Length) - int64(len(data))
+	if s.finished {
+		return nil // the stream is being forgotten
+	}
 	if s.req.end || s.req.reset {
-		s.down.credit(0, int64(f.Length), nil)
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed}
 	}
 	s.req.recv -= int64(f.Length)
 	if s.req.recv < 0 {
-		s.down.credit(0, int64(f.Length), nil)
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
 	}
-	if s.reqCut { // the upstream wants no more of it
+	if s.reqCut { // the upstream wants no more of it: dropped, so no retry
 		s.req.recv += int64(f.Length)
-		s.down.credit(s.id, int64(f.Length), &s.req.credit)
+		s.down.creditStream(s.id, int64(f.Length), &s.req.credit)
+		s.replayOK, s.replay = false, nil
 		if f.StreamEnded() {
 			s.req.end = true
 		}
@@ -555,7 +556,6 @@ func (s *h2stream) onReqData(f *http2.DataFrame) error {
 	s.received += int64(len(data))
 	s.x.AddRequestBytes(int64(len(data)))
 	if s.contentLength >= 0 && (s.received > s.contentLength || f.StreamEnded() && s.received != s.contentLength) {
-		s.down.credit(0, int64(f.Length), nil)
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeProtocol}
 	}
 	if s.replayOK && !s.committed {
@@ -575,7 +575,7 @@ func (s *h2stream) onReqData(f *http2.DataFrame) error {
 	s.take(&s.req, data, flush)
 	if pad > 0 {
 		s.req.recv += pad
-		s.down.credit(s.id, pad, &s.req.credit)
+		s.down.creditStream(s.id, pad, &s.req.credit)
 	}
 	return nil
 }
@@ -682,18 +682,15 @@ func (s *h2stream) onRespData(up *h2conn, f *http2.DataFrame) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if up != s.up || s.resp.end || s.resp.reset {
-		up.credit(0, int64(f.Length), nil)
 		return
 	}
 	if !s.gotHead {
-		up.credit(0, int64(f.Length), nil)
 		s.upErr = fmt.Errorf("%w: DATA before the response head", interceptor.ErrBadResponse)
 		s.wake()
 		return
 	}
 	s.resp.recv -= int64(f.Length)
 	if s.resp.recv < 0 {
-		up.credit(0, int64(f.Length), nil)
 		s.upResetLocked(http2.ErrCodeFlowControl, true)
 		return
 	}
@@ -708,7 +705,7 @@ func (s *h2stream) onRespData(up *h2conn, f *http2.DataFrame) {
 	s.take(&s.resp, data, flush)
 	if pad := int64(f.Length) - int64(len(data)); pad > 0 {
 		s.resp.recv += pad
-		up.credit(s.upID, pad, &s.resp.credit)
+		up.creditStream(s.upID, pad, &s.resp.credit)
 	}
 }
 
@@ -744,7 +741,8 @@ func (s *h2stream) upResetLocked(code http2.ErrCode, tell bool) {
 			unsent := int64(s.req.pending())
 			s.req.buf, s.req.off = s.req.buf[:0], 0
 			s.req.recv += unsent
-			s.down.credit(0, unsent, nil)
+			s.down.creditStream(s.id, unsent, &s.req.credit)
+			s.replayOK, s.replay = false, nil // what was sent cannot be sent again whole
 		}
 		return
 	}

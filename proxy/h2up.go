@@ -170,8 +170,6 @@ func (p *Proxy) readUpFrames(hc *h2conn) error {
 			}
 			if s := hc.stream(f.StreamID); s != nil {
 				s.onRespData(hc, f)
-			} else {
-				hc.credit(0, int64(f.Length), nil)
 			}
 		case *http2.WindowUpdateFrame:
 			if f.StreamID == 0 {
@@ -199,6 +197,9 @@ func (p *Proxy) readUpFrames(hc *h2conn) error {
 			p.upGoAway(hc, f.LastStreamID)
 		case *http2.PushPromiseFrame:
 			return http2.ConnectionError(http2.ErrCodeProtocol) // push is off
+		}
+		if hc.flooded() {
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
 		}
 	}
 }
