@@ -426,7 +426,7 @@ backend tcp
 	if err := l.waitTCP(ctx, "client", meshIP+":8080"); err != nil { // through the mesh sidecar's inbound capture
 		return err
 	}
-	time.Sleep(2 * time.Second) // sidecars' first config
+	time.Sleep(4 * time.Second) // sidecars' first config, and their start-up pages handed back (a second after it)
 	var idleRSS float64
 	for _, p := range l.pidsIn("client", "sidecar") {
 		_, idleRSS = procStat(p)
