@@ -87,7 +87,8 @@ type h2conn struct {
 	recvConn   int64
 	connCredit int64
 	streams    map[uint32]*h2stream
-	blocked    []*h2stream // streams with DATA waiting for window or the writer
+	blocked    map[*h2stream]struct{} // streams with DATA waiting for window or the writer
+	wakeBuf    []*h2stream            // the writer goroutine's own, reused: blocked streams to pump
 	writerDone chan struct{}
 
 	// Streams: active counts those open; a downstream's maxID is the
@@ -172,9 +173,12 @@ func (hc *h2conn) writeLoop() {
 		} else {
 			hc.spare = nil // a burst's big buffer is not kept
 		}
-		var wake []*h2stream
+		wake := hc.wakeBuf[:0]
 		if len(hc.blocked) > 0 && len(hc.out) < h2OutHigh {
-			wake, hc.blocked = hc.blocked, nil
+			for s := range hc.blocked {
+				wake = append(wake, s)
+			}
+			clear(hc.blocked)
 		}
 		hc.mu.Unlock()
 		if err != nil {
@@ -184,6 +188,8 @@ func (hc *h2conn) writeLoop() {
 		for _, s := range wake {
 			s.pumpTo(hc)
 		}
+		clear(wake)
+		hc.wakeBuf = wake[:0]
 	}
 }
 
@@ -369,7 +375,7 @@ func (hc *h2conn) windowUpdate(inc uint32) error {
 	wake := hc.blocked
 	hc.blocked = nil
 	hc.mu.Unlock()
-	for _, s := range wake {
+	for s := range wake {
 		s.pumpTo(hc)
 	}
 	return nil

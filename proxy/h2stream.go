@@ -520,12 +520,10 @@ func (s *h2stream) pumpTo(hc *h2conn) {
 
 // block records that s waits for hc's window; hc.mu is held.
 func (hc *h2conn) block(s *h2stream) {
-	for _, b := range hc.blocked {
-		if b == s {
-			return
-		}
+	if hc.blocked == nil {
+		hc.blocked = map[*h2stream]struct{}{}
 	}
-	hc.blocked = append(hc.blocked, s)
+	hc.blocked[s] = struct{}{}
 }
 
 // onReqData takes a DATA frame of the request from the downstream.
