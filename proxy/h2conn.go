@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tender-mesh/tender/interceptor"
 )
 
 // HTTP/2 (gRPC included) is relayed frame by frame: tender reads frames
@@ -64,7 +66,8 @@ var errH2Closed = errors.New("http2 connection closed")
 type h2conn struct {
 	c      net.Conn
 	br     *bufio.Reader
-	rfr    *http2.Framer // read by the reader goroutine only
+	chain  interceptor.Handler // downstream: what each stream runs
+	rfr    *http2.Framer       // read by the reader goroutine only
 	remote string
 	server bool // downstream: tender is the server
 

@@ -31,6 +31,12 @@ func isH2(sc *sniffedConn, timeout time.Duration) bool {
 // serveH2 serves an HTTP/2 connection until it ends.
 func (p *Proxy) serveH2(sc *sniffedConn, d Direction, registered func()) {
 	hc := newH2Conn(sc, sc.br, true, p.opts.MaxHeaderBytes)
+	// One chain for the connection's streams, as for an HTTP/1.1
+	// connection's requests: its innermost handler finds the stream
+	// through the request view.
+	hc.chain = p.chain(interceptor.HandlerFunc(func(x *interceptor.Exchange) (interceptor.Response, error) {
+		return x.Req.(*h2req).s.try(x)
+	}))
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -307,7 +313,7 @@ func (p *Proxy) newStream(hc *h2conn, sc *sniffedConn, d Direction, f *http2.Met
 			return nil, bad
 		}
 	}
-	s.chain = p.chain(interceptor.HandlerFunc(s.try))
+	s.chain = hc.chain
 	return s, nil
 }
 
