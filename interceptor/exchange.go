@@ -162,6 +162,10 @@ type Exchange struct {
 	Attempt int
 
 	onDone []func(*Exchange)
+	// onDoneBuf holds the first deferred functions, so an exchange that
+	// is not reused (an HTTP/2 stream's) allocates none for them. An
+	// Exchange is not copied.
+	onDoneBuf [4]func(*Exchange)
 }
 
 // Reset readies a reused Exchange for the next request, keeping the
@@ -176,7 +180,12 @@ func (e *Exchange) Reset() {
 // response is relayed, or refused), last registered first. Pass a
 // function built once (a method value kept in the middleware), not a
 // closure per request.
-func (e *Exchange) Defer(f func(*Exchange)) { e.onDone = append(e.onDone, f) }
+func (e *Exchange) Defer(f func(*Exchange)) {
+	if e.onDone == nil {
+		e.onDone = e.onDoneBuf[:0]
+	}
+	e.onDone = append(e.onDone, f)
+}
 
 // Finish records the duration and runs the deferred functions; the
 // engine calls it once per exchange.
