@@ -166,6 +166,25 @@ func (l *lab) waitTCP(ctx context.Context, pod, addr string) error {
 	}
 }
 
+// waitReady waits until the sidecar in pod answers /ready with 200 (its
+// first config applied, its certificate in hand).
+func (l *lab) waitReady(ctx context.Context, pod string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.ns(pod), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+			"http://127.0.0.1:15000/ready").Output()
+		if err == nil && string(out) == "200" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the sidecar in %s: not ready", pod)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // fortioResult is the part of fortio's JSON output we read.
 type fortioResult struct {
 	ActualQPS         float64
@@ -426,7 +445,12 @@ backend tcp
 	if err := l.waitTCP(ctx, "client", meshIP+":8080"); err != nil { // through the mesh sidecar's inbound capture
 		return err
 	}
-	time.Sleep(4 * time.Second) // sidecars' first config, and their start-up pages handed back (a second after it)
+	for _, pod := range []string{"client", "mesh"} {
+		if err := l.waitReady(ctx, pod); err != nil {
+			return err
+		}
+	}
+	time.Sleep(2 * time.Second) // the sidecars hand their start-up pages back a second after they are ready
 	var idleRSS float64
 	for _, p := range l.pidsIn("client", "sidecar") {
 		_, idleRSS = procStat(p)
@@ -483,6 +507,18 @@ backend tcp
 				r, err := l.fortio(ctx, c, load.qps, load.conns, proto, target)
 				if profiled != nil {
 					<-profiled
+					// Where the memory under load is: the heap, and the
+					// process's own pages against its executable's.
+					heap := filepath.Join(c.profile, "sidecar-"+proto+"-heap.pprof")
+					if b, err := exec.Command("ip", "netns", "exec", l.ns("client"), "curl", "-sf", "-o", heap,
+						"http://127.0.0.1:15000/debug/pprof/heap").CombinedOutput(); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: heap profile: %v: %s\n", err, b)
+					}
+					for _, p := range pids {
+						if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
+							os.WriteFile(filepath.Join(c.profile, "sidecar-"+proto+"-status.txt"), st, 0o644) //nolint:errcheck,gosec // a profile aid
+						}
+					}
 				}
 				if err != nil {
 					return err
