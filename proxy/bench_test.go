@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -80,14 +81,11 @@ func contentLength(head []byte) int {
 	return n
 }
 
-// BenchmarkProxyHTTP1 is one proxied keep-alive request: a 1 KiB POST
-// and its 1 KiB answer through the HTTP/1.1 engine, with the request
-// metrics on and no tracing. The client and upstream allocate nothing, so
-// allocs/op is the proxy's.
-func BenchmarkProxyHTTP1(b *testing.B) {
-	payload := strings.Repeat("x", 1024)
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + payload)
-	up := rawUpstream(b, resp)
+// benchProxy starts a proxy whose one cluster is the endpoint up, with
+// the request metrics and the resilience interceptors on and no tracing,
+// and returns its address; every connection to it "was going" to testVIP.
+func benchProxy(b *testing.B, up netip.AddrPort) string {
+	b.Helper()
 	m, err := interceptor.NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -98,7 +96,7 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 		Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}, MaxRequests: 1024}}
 	orig := originalDst
 	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return testVIP, nil }
-	defer func() { originalDst = orig }()
+	b.Cleanup(func() { originalDst = orig })
 	p := New(Options{Interceptors: []interceptor.Middleware{m.Middleware(), interceptor.Fault, interceptor.Timeout,
 		interceptor.CircuitBreaker(nil)}})
 	tb := NewTable()
@@ -108,9 +106,23 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go p.Serve(lis, Outbound)
-	defer p.Shutdown(b.Context())
-	c, err := net.Dial("tcp", lis.Addr().String())
+	done := make(chan struct{})
+	go func() { p.Serve(lis, Outbound); close(done) }()
+	b.Cleanup(func() {
+		p.Shutdown(context.Background()) //nolint:errcheck // the benchmark is over
+		<-done
+	})
+	return lis.Addr().String()
+}
+
+// BenchmarkProxyHTTP1 is one proxied keep-alive request: a 1 KiB POST
+// and its 1 KiB answer through the HTTP/1.1 engine, with the request
+// metrics on and no tracing. The client and upstream allocate nothing, so
+// allocs/op is the proxy's.
+func BenchmarkProxyHTTP1(b *testing.B) {
+	payload := strings.Repeat("x", 1024)
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1024\r\n\r\n" + payload)
+	c, err := net.Dial("tcp", benchProxy(b, rawUpstream(b, resp)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -219,30 +231,7 @@ func h2Upstream(b *testing.B, body []byte) netip.AddrPort {
 // bound of the relay's.
 func BenchmarkProxyH2(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1024)
-	up := h2Upstream(b, body)
-	m, err := interceptor.NewMetrics(prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	eps := []*balancer.Endpoint{{Addr: up, Stats: &balancer.Stats{}, Healthy: true, Weight: 1}}
-	picker, _ := balancer.New("ROUND_ROBIN", eps, balancer.Locality{})
-	cl := &Cluster{Name: "bench", Host: "greeter.default.svc.cluster.local", Endpoints: eps, Picker: picker,
-		Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}, MaxRequests: 1024}}
-	orig := originalDst
-	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return testVIP, nil }
-	defer func() { originalDst = orig }()
-	p := New(Options{Interceptors: []interceptor.Middleware{m.Middleware(), interceptor.Fault, interceptor.Timeout,
-		interceptor.CircuitBreaker(nil)}})
-	tb := NewTable()
-	tb.ByVIP[testVIP], tb.Clusters[cl.Name] = cl, cl
-	p.SetTable(tb)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go p.Serve(lis, Outbound)
-	defer p.Shutdown(b.Context())
-	c, err := net.Dial("tcp", lis.Addr().String())
+	c, err := net.Dial("tcp", benchProxy(b, h2Upstream(b, body)))
 	if err != nil {
 		b.Fatal(err)
 	}
