@@ -43,6 +43,7 @@ const (
 type config struct {
 	bin, fortio, out string
 	profile          string
+	sidecarEnv       []string // extra NAME=VALUE for the sidecars
 	duration         time.Duration
 	prefix           string
 }
@@ -54,6 +55,13 @@ func main() {
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "markdown file to write")
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each load run")
 	flag.StringVar(&c.prefix, "prefix", "tbench", "lab namespace prefix")
+	flag.Func("sidecar-env", "NAME=VALUE for the sidecars' environment (repeatable), e.g. GOGC=50 to measure a GC setting", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("%q is not NAME=VALUE", v)
+		}
+		c.sidecarEnv = append(c.sidecarEnv, v)
+		return nil
+	})
 	flag.StringVar(&c.profile, "profile", "", "directory to write CPU profiles of the client's sidecar during its flat-out runs (pprof)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -374,7 +382,7 @@ func run(ctx context.Context, c config, l *lab) error {
 		if out, err := exec.Command("ip", "netns", "exec", l.ns(pod), bin("sidecar"), "init").CombinedOutput(); err != nil {
 			return fmt.Errorf("sidecar init: %w: %s", err, out)
 		}
-		if _, err := l.start(pod, 1, []string{"GOMAXPROCS=1"}, "setpriv", "--reuid="+proxyUID, "--regid="+proxyUID, "--clear-groups",
+		if _, err := l.start(pod, 1, append([]string{"GOMAXPROCS=1"}, c.sidecarEnv...), "setpriv", "--reuid="+proxyUID, "--regid="+proxyUID, "--clear-groups",
 			bin("sidecar"), "run", "--xds-addr", cpIP+":15012", "--xds-tls", "--ca-root-file", filepath.Join(dir, "root.pem"),
 			"--controlplane-identity", "spiffe://cluster.local/ns/tender-system/sa/tender-controlplane", "--token-file", filepath.Join(dir, "token"), "--pod-name", pod, "--pod-namespace", "default", "--log-level", "warn"); err != nil {
 			return err
