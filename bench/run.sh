@@ -3,7 +3,8 @@
 # direct, the mesh path) and the control plane at scale; writes
 # bench/RESULTS.md. Needs root. BENCH_DURATION (10s) is each load run;
 # BENCH_CP_CLIENTS ("100 1000") the numbers of simulated proxies;
-# BENCH_PROFILE=DIR keeps CPU profiles of the sidecar's flat-out runs.
+# BENCH_PROFILE=DIR keeps CPU and heap profiles of the sidecar's flat-out
+# runs; BENCH_SIDECAR_ENV ("GOGC=50 ...") is environment for the sidecars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, iptables)" >&2; exit 1; }
@@ -16,6 +17,7 @@ fi
 out=bench/RESULTS.md
 profile=()
 if [ -n "${BENCH_PROFILE:-}" ]; then mkdir -p "$BENCH_PROFILE"; profile=(--profile "$BENCH_PROFILE"); fi
+for e in ${BENCH_SIDECAR_ENV:-}; do profile+=(--sidecar-env "$e"); done
 go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DURATION:-10s}" --out "$out" "${profile[@]}"
 {
   echo "## Control plane"
