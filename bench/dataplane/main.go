@@ -460,6 +460,7 @@ backend tcp
 	}
 	time.Sleep(2 * time.Second) // the sidecars hand their start-up pages back a second after they are ready
 	var idleRSS float64
+	var loadSplit []string // the one sidecar's RssAnon / RssFile at the end of each flat-out run
 	for _, p := range l.pidsIn("client", "sidecar") {
 		_, idleRSS = procStat(p)
 	}
@@ -533,6 +534,13 @@ backend tcp
 				}
 				m := measure{qps: r.ActualQPS, p50: r.pct(50), p90: r.pct(90), p99: r.pct(99), p999: r.pct(99.9)}
 				m.errors = r.ErrorsDurationHistogram.Count
+				if t.name == "tender (one sidecar)" && load.qps == 0 {
+					for _, p := range pids {
+						if anon, file, err := procstat.Split(p); err == nil {
+							loadSplit = append(loadSplit, fmt.Sprintf("%s %.1f / %.1f", proto, float64(anon)/(1<<20), float64(file)/(1<<20)))
+						}
+					}
+				}
 				var cpu1, rss float64
 				for _, p := range pids {
 					c, r := procStat(p)
@@ -569,7 +577,7 @@ backend tcp
 		"fortio (v1.66.1) on core 0 in the client pod; the proxy under test, pinned to core 1 with one worker/thread "+
 		"(GOMAXPROCS=1, nginx worker_processes 1, HAProxy nbthread 1) and keep-alive to the server, shares core 1 with the fortio server. "+
 		"Ratios are what to read: these machines are shared and noisy.\n\n", time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), cpuModel, runtime.Version(), c.duration)
-	fmt.Fprintf(&b, "tender sidecar RSS idle: %.1f MiB. Proxy RSS is under the flat-out load, summed over the proxy's processes (both sidecars on the mesh path, nginx's master and worker).\n\n", idleRSS)
+	fmt.Fprintf(&b, "tender sidecar RSS idle: %.1f MiB. Proxy RSS is under the flat-out load, summed over the proxy's processes (both sidecars on the mesh path, nginx's master and worker). The one sidecar's own pages against its executable's (RssAnon / RssFile, MiB) at the end of each flat-out run: %s.\n\n", idleRSS, strings.Join(loadSplit, "; "))
 	ms := func(s float64) string { return fmt.Sprintf("%.3f", s*1000) }
 	ratio := func(a, b float64) string {
 		if a == 0 || b == 0 {

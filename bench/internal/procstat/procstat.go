@@ -36,3 +36,27 @@ func Read(pid int) (cpu time.Duration, rss int64, err error) {
 	}
 	return cpu, rss, nil
 }
+
+// Split returns pid's resident memory of its own (RssAnon: heap, stacks)
+// and of files it maps (RssFile: its executable's pages, mostly), in
+// bytes.
+func Split(pid int) (anon, file int64, err error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fs[1], 10, 64)
+		switch fs[0] {
+		case "RssAnon:":
+			anon = kb * 1024
+		case "RssFile:":
+			file = kb * 1024
+		}
+	}
+	return anon, file, nil
+}
