@@ -85,10 +85,9 @@ type h2conn struct {
 	peerInitWin  int32
 	peerMaxFrame uint32
 	peerStreams  uint32 // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
-	// Receive side: what tender lets the peer send on the connection, and
-	// credit (bytes received) not yet handed back.
+	// Receive side: what tender lets the peer send on the connection;
+	// h2ConnWindow less it is what arrived and was not handed back yet.
 	recvConn   int64
-	connCredit int64
 	streams    map[uint32]*h2stream
 	blocked    map[*h2stream]struct{} // streams with DATA waiting for window or the writer
 	wakeBuf    []*h2stream            // the writer goroutine's own, reused: blocked streams to pump
@@ -105,7 +104,8 @@ type h2conn struct {
 	key        poolKey // upstream: its pool entry
 	peerID     string  // upstream over mutual TLS: the server's SPIFFE ID
 	neverRead  atomic.Bool
-	resets     int // downstream: streams the client reset lately
+	overrun    atomic.Bool // set by signal, read by the reader without mu
+	resets     int         // downstream: streams the client reset lately
 	resetsAt   time.Time
 }
 
@@ -196,11 +196,19 @@ func (hc *h2conn) writeLoop() {
 	}
 }
 
-// signal wakes the writer; mu is held.
-func (hc *h2conn) signal() { hc.wake.Signal() }
+// signal wakes the writer after a write; mu is held. Every write comes
+// through here, so it also notes a peer that lets more than h2OutMax pile
+// up unread (DATA alone stops at h2OutHigh: only answers the peer asks
+// for, SETTINGS acks, PINGs, RST_STREAMs, get that far), for the reader
+// to cut it off (flooded).
+func (hc *h2conn) signal() {
+	if hc.overfull() {
+		hc.overrun.Store(true)
+	}
+	hc.wake.Signal()
+}
 
-// control writes a frame that is not DATA; mu is held. A peer that makes
-// tender answer without reading the answers is cut off.
+// overfull reports whether more than h2OutMax waits unsent; mu is held.
 func (hc *h2conn) overfull() bool { return len(hc.out) > h2OutMax }
 
 // writeHeaders writes a header block (HEADERS and CONTINUATIONs) for
@@ -253,11 +261,9 @@ func (hc *h2conn) takeData(n uint32) error {
 	if hc.recvConn < 0 {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	hc.recvConn += int64(n)
-	hc.connCredit += int64(n)
-	if hc.connCredit >= h2ConnWindow/4 && !hc.closed {
-		hc.wfr.WriteWindowUpdate(0, uint32(hc.connCredit)) //nolint:errcheck // into memory
-		hc.connCredit = 0
+	if back := h2ConnWindow - hc.recvConn; back >= h2ConnWindow/4 && !hc.closed {
+		hc.wfr.WriteWindowUpdate(0, uint32(back)) //nolint:errcheck // into memory
+		hc.recvConn += back
 		hc.signal()
 	}
 	return nil
@@ -386,11 +392,7 @@ func (hc *h2conn) windowUpdate(inc uint32) error {
 
 // flooded reports whether the peer made tender write more than h2OutMax
 // it has not read.
-func (hc *h2conn) flooded() bool {
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	return hc.overfull()
-}
+func (hc *h2conn) flooded() bool { return hc.overrun.Load() }
 
 // noteReset counts a stream of the client's that ended in a reset, sent
 // by the client or by tender for the client's error, and reports

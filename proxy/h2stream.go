@@ -596,46 +596,45 @@ func (s *h2stream) onReqTrailers(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-// onWindow takes a stream's WINDOW_UPDATE from hc.
+// onWindow takes a stream's WINDOW_UPDATE from hc. Past 2^31-1 it is
+// the stream's flow-control error (the upstream side's caller resets its
+// own stream on any error).
 func (s *h2stream) onWindow(hc *h2conn, inc uint32) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	h, flush := &s.resp, s.flushRespLocked
-	if hc != s.down {
-		if hc != s.up {
-			return nil // an earlier try's
-		}
-		h, flush = &s.req, s.flushReqLocked
+	if !s.growWindow(hc, int64(inc)) {
+		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
 	}
-	h.win += int64(inc)
-	if h.win > 1<<31-1 {
-		if hc == s.down {
-			return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
-		}
-		return http2.StreamError{StreamID: s.upID, Code: http2.ErrCodeFlowControl}
-	}
-	flush()
 	return nil
 }
 
 // adjustWindow applies a change of the peer's initial window to this
-// stream.
+// stream; past 2^31-1 it is a connection error (RFC 9113 §6.9.2).
 func (s *h2stream) adjustWindow(hc *h2conn, delta int32) error {
+	if !s.growWindow(hc, int64(delta)) {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	return nil
+}
+
+// growWindow adds delta to the window of the direction that sends to hc
+// and sends what it lets through. It reports false when the window went
+// past 2^31-1; a connection the stream no longer uses (an earlier try's)
+// changes nothing.
+func (s *h2stream) growWindow(hc *h2conn, delta int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h, flush := &s.resp, s.flushRespLocked
 	if hc != s.down {
 		if hc != s.up {
-			return nil
+			return true
 		}
 		h, flush = &s.req, s.flushReqLocked
 	}
-	h.win += int64(delta)
+	h.win += delta
 	if h.win > 1<<31-1 {
-		return http2.ConnectionError(http2.ErrCodeFlowControl)
+		return false
 	}
 	flush()
-	return nil
+	return true
 }
 
 // onRespHeaders takes a response head or the trailers from up.
