@@ -20,10 +20,9 @@ import (
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
-// rawUpstream answers every request on its connections with a fixed
-// response, reading heads and Content-Length bodies with no allocation,
-// so a benchmark's allocations are the proxy's.
-func rawUpstream(b *testing.B, resp []byte) netip.AddrPort {
+// serveConns serves loopback connections with handle, each in a
+// goroutine, until the benchmark ends, and returns the address.
+func serveConns(b *testing.B, handle func(c net.Conn)) netip.AddrPort {
 	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,33 +37,43 @@ func rawUpstream(b *testing.B, resp []byte) netip.AddrPort {
 			}
 			go func() {
 				defer c.Close()
-				buf := make([]byte, 64<<10)
-				n := 0
-				for {
-					m, err := c.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					for {
-						end := bytes.Index(buf[:n], []byte("\r\n\r\n"))
-						if end < 0 {
-							break
-						}
-						total := end + 4 + contentLength(buf[:end])
-						if n < total {
-							break
-						}
-						if _, err := c.Write(resp); err != nil {
-							return
-						}
-						n = copy(buf, buf[total:n])
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
 	return netip.MustParseAddrPort(lis.Addr().String())
+}
+
+// rawUpstream answers every request on its connections with a fixed
+// response, reading heads and Content-Length bodies with no allocation,
+// so a benchmark's allocations are the proxy's.
+func rawUpstream(b *testing.B, resp []byte) netip.AddrPort {
+	b.Helper()
+	return serveConns(b, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		n := 0
+		for {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+			for {
+				end := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+				if end < 0 {
+					break
+				}
+				total := end + 4 + contentLength(buf[:end])
+				if n < total {
+					break
+				}
+				if _, err := c.Write(resp); err != nil {
+					return
+				}
+				n = copy(buf, buf[total:n])
+			}
+		}
+	})
 }
 
 func contentLength(head []byte) int {
@@ -163,11 +172,6 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 // gRPC-like answer (HEADERS, one DATA, trailers), from frames it keeps.
 func h2Upstream(b *testing.B, body []byte) netip.AddrPort {
 	b.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { lis.Close() })
 	var hb bytes.Buffer
 	enc := hpack.NewEncoder(&hb)
 	enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})                   //nolint:errcheck // into memory
@@ -176,52 +180,42 @@ func h2Upstream(b *testing.B, body []byte) netip.AddrPort {
 	hb.Reset()
 	enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"}) //nolint:errcheck // into memory
 	trailers := bytes.Clone(hb.Bytes())
-	go func() {
+	return serveConns(b, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := io.ReadFull(br, make([]byte, len(http2.ClientPreface))); err != nil {
+			return
+		}
+		bw := bufio.NewWriter(c)
+		fr := http2.NewFramer(bw, br)
+		fr.SetReuseFrames()
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}) //nolint:errcheck // the peer sees
+		fr.WriteWindowUpdate(0, 1<<30-65535)                                              //nolint:errcheck // the peer sees
+		bw.Flush()                                                                        //nolint:errcheck // the peer sees
 		for {
-			c, err := lis.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := io.ReadFull(br, make([]byte, len(http2.ClientPreface))); err != nil {
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck() //nolint:errcheck // the peer sees
+				}
+			case *http2.DataFrame:
+				if f.StreamEnded() { // the windows are a GiB: no updates
+					id := f.StreamID
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true})                      //nolint:errcheck // the peer sees
+					fr.WriteData(id, false, body)                                                                                      //nolint:errcheck // the peer sees
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: trailers, EndHeaders: true, EndStream: true}) //nolint:errcheck // the peer sees
+				}
+			}
+			if br.Buffered() == 0 {
+				if bw.Flush() != nil {
 					return
 				}
-				bw := bufio.NewWriter(c)
-				fr := http2.NewFramer(bw, br)
-				fr.SetReuseFrames()
-				fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}) //nolint:errcheck // the peer sees
-				fr.WriteWindowUpdate(0, 1<<30-65535)                                              //nolint:errcheck // the peer sees
-				bw.Flush()                                                                        //nolint:errcheck // the peer sees
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							fr.WriteSettingsAck() //nolint:errcheck // the peer sees
-						}
-					case *http2.DataFrame:
-						if f.StreamEnded() { // the windows are a GiB: no updates
-							id := f.StreamID
-							fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true})                      //nolint:errcheck // the peer sees
-							fr.WriteData(id, false, body)                                                                                      //nolint:errcheck // the peer sees
-							fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: trailers, EndHeaders: true, EndStream: true}) //nolint:errcheck // the peer sees
-						}
-					}
-					if br.Buffered() == 0 {
-						if bw.Flush() != nil {
-							return
-						}
-					}
-				}
-			}()
+			}
 		}
-	}()
-	return netip.MustParseAddrPort(lis.Addr().String())
+	})
 }
 
 // BenchmarkProxyH2 is one gRPC-like unary call (a 1 KiB message each
