@@ -19,6 +19,9 @@ type Snapshot struct {
 	Version uint64
 	// Services are sorted by Key; each key appears once.
 	Services []Service
+	// Routes are the Gateway API routes, sorted by Key; each key appears
+	// once (the source earliest in Options.Sources wins).
+	Routes []Route
 	// Conflicts lists the keys that more than one source reported.
 	Conflicts []Conflict
 	// Created is when the registry built the snapshot.
@@ -70,8 +73,9 @@ type Registry struct {
 
 	mu sync.Mutex // guards pending and status
 	// pending holds each source's latest report not yet merged.
-	pending map[string][]Service
-	status  map[string]SourceStatus
+	pending       map[string][]Service
+	pendingRoutes map[string][]Route
+	status        map[string]SourceStatus
 
 	current atomic.Pointer[Snapshot]
 }
@@ -95,10 +99,11 @@ func New(opts Options) *Registry {
 		status[s] = SourceStatus{}
 	}
 	return &Registry{
-		opts:    opts,
-		kick:    make(chan struct{}, 1),
-		pending: make(map[string][]Service),
-		status:  status,
+		opts:          opts,
+		kick:          make(chan struct{}, 1),
+		pending:       make(map[string][]Service),
+		pendingRoutes: make(map[string][]Route),
+		status:        status,
 	}
 }
 
@@ -116,6 +121,22 @@ func (r *Registry) Update(source string, services []Service) {
 	r.mu.Lock()
 	r.pending[source] = services
 	r.status[source] = SourceStatus{Synced: true, LastUpdate: time.Now()}
+	r.mu.Unlock()
+	r.kickNow()
+}
+
+// UpdateRoutes replaces every route source reported before. Routes do
+// not mark a source synced: its services do.
+func (r *Registry) UpdateRoutes(source string, routes []Route) {
+	routes = slices.Clone(routes)
+	for i := range routes {
+		routes[i].Source = source
+	}
+	if routes == nil {
+		routes = []Route{}
+	}
+	r.mu.Lock()
+	r.pendingRoutes[source] = routes
 	r.mu.Unlock()
 	r.kickNow()
 }
@@ -166,6 +187,7 @@ func (r *Registry) Ready() bool {
 // SyncTimeout has passed), so that clients never see a partial mesh.
 func (r *Registry) Run(ctx context.Context) error {
 	bySource := make(map[string][]Service)
+	routesBySource := make(map[string][]Route)
 	synced := false
 	syncTimer := time.NewTimer(r.opts.SyncTimeout)
 	defer syncTimer.Stop()
@@ -189,7 +211,7 @@ func (r *Registry) Run(ctx context.Context) error {
 				r.opts.Logger.Warn("discovery sources not synced in time; publishing what they reported",
 					"timeout", r.opts.SyncTimeout, "missing", r.unsynced())
 				synced = true
-				r.publish(bySource)
+				r.publish(bySource, routesBySource)
 			}
 		case <-r.kick:
 			r.mu.Lock()
@@ -197,6 +219,10 @@ func (r *Registry) Run(ctx context.Context) error {
 				bySource[src] = svcs
 			}
 			clear(r.pending)
+			for src, rs := range r.pendingRoutes {
+				routesBySource[src] = rs
+			}
+			clear(r.pendingRoutes)
 			r.mu.Unlock()
 			now := time.Now()
 			if fire == nil {
@@ -215,7 +241,7 @@ func (r *Registry) Run(ctx context.Context) error {
 				continue // the last source's Update kicks again
 			}
 			synced = true
-			r.publish(bySource)
+			r.publish(bySource, routesBySource)
 		}
 	}
 }
@@ -240,10 +266,12 @@ func (r *Registry) unsynced() []string {
 	return out
 }
 
-func (r *Registry) publish(bySource map[string][]Service) {
+func (r *Registry) publish(bySource map[string][]Service, routesBySource map[string][]Route) {
 	services, conflicts := r.merge(bySource)
+	routes, rconflicts := r.mergeRoutes(routesBySource)
+	conflicts = append(conflicts, rconflicts...)
 	prev := r.current.Load()
-	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Conflicts, conflicts) {
+	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Routes, routes) && reflect.DeepEqual(prev.Conflicts, conflicts) {
 		// Nothing changed, but a source may have synced: refresh Created
 		// so that Ready sees it.
 		next := *prev
@@ -251,7 +279,7 @@ func (r *Registry) publish(bySource map[string][]Service) {
 		r.current.Store(&next)
 		return
 	}
-	snap := &Snapshot{Services: services, Conflicts: conflicts, Created: time.Now()}
+	snap := &Snapshot{Services: services, Routes: routes, Conflicts: conflicts, Created: time.Now()}
 	if prev != nil {
 		snap.Version = prev.Version + 1
 	} else {
@@ -276,7 +304,7 @@ func (r *Registry) publish(bySource map[string][]Service) {
 			r.opts.OnConflict(c)
 		}
 	}
-	r.opts.Logger.Debug("publishing snapshot", "version", snap.Version, "services", len(services))
+	r.opts.Logger.Debug("publishing snapshot", "version", snap.Version, "services", len(services), "routes", len(routes))
 	for _, fn := range r.subs {
 		fn(snap)
 	}
@@ -315,6 +343,40 @@ func (r *Registry) merge(bySource map[string][]Service) ([]Service, []Conflict) 
 	}
 	slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	return services, conflicts
+}
+
+// mergeRoutes unions the sources' routes as merge does services.
+func (r *Registry) mergeRoutes(bySource map[string][]Route) ([]Route, []Conflict) {
+	sources := make([]string, 0, len(bySource))
+	for s := range bySource {
+		sources = append(sources, s)
+	}
+	slices.SortFunc(sources, func(a, b string) int {
+		return cmp.Or(cmp.Compare(r.rank(a), r.rank(b)), cmp.Compare(a, b))
+	})
+	owner := make(map[string]string)
+	var routes []Route
+	var conflicts []Conflict
+	conflictIdx := make(map[string]int)
+	for _, src := range sources {
+		for _, rt := range bySource[src] {
+			key := rt.Key()
+			if winner, taken := owner[key]; taken {
+				ci, ok := conflictIdx[key]
+				if !ok {
+					ci = len(conflicts)
+					conflictIdx[key] = ci
+					conflicts = append(conflicts, Conflict{Key: key, Winner: winner})
+				}
+				conflicts[ci].Losers = append(conflicts[ci].Losers, src)
+				continue
+			}
+			owner[key] = src
+			routes = append(routes, rt)
+		}
+	}
+	slices.SortFunc(routes, compareRoutes)
+	return routes, conflicts
 }
 
 func (r *Registry) rank(source string) int {

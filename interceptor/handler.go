@@ -108,6 +108,8 @@ var (
 type LocalReply struct {
 	Status  int
 	Message string
+	// Location is a redirect's target; "" for none.
+	Location string
 }
 
 // StatusCode is the HTTP status.
@@ -117,6 +119,9 @@ func (l *LocalReply) StatusCode() int { return l.Status }
 func (l *LocalReply) Header(name string) string {
 	if strings.EqualFold(name, "X-Tender-Error") {
 		return l.Message
+	}
+	if strings.EqualFold(name, "Location") {
+		return l.Location
 	}
 	return ""
 }

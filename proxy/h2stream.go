@@ -67,6 +67,8 @@ type h2stream struct {
 	view                            h2req
 	rv                              h2resp
 	cl                              *Cluster
+	rt                              *routeEntry             // the route it matched, if its service has routes
+	reply                           *interceptor.LocalReply // routing answers it itself
 	ep                              *balancer.Endpoint
 	peered                          bool
 	timer                           *time.Timer
@@ -122,7 +124,8 @@ func (s *h2stream) run() {
 	x.Start = time.Now()
 	x.Downstream = s.down.remote
 	x.Req = &s.view
-	s.cl, s.peered = p.route(x, s.d, s.sc)
+	r := p.route(x, s.d, s.sc)
+	s.cl, s.peered, s.rt, s.reply = r.cl, r.peered, r.entry, r.reply
 	x.GRPC = interceptor.IsGRPC(&s.view)
 	s.mu.Lock()
 	if !s.req.end {
@@ -189,6 +192,9 @@ func (s *h2stream) cleanup() {
 // response head.
 func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	p := s.p
+	if s.reply != nil {
+		return s.reply, nil
+	}
 	var hashKey string
 	if s.cl != nil && s.cl.Hashing {
 		hashKey = s.view.Header(s.cl.HashHeader)
@@ -821,11 +827,20 @@ func (s *h2stream) commit() {
 	s.replay, s.replayOK = nil, false
 	x.Status = s.status
 	head := s.head[:0:0]
+	edits := s.rt.editsResponse()
 	for _, f := range s.head {
-		if hopByHopH2(f) || f.Name == peerHeaderLower {
+		if hopByHopH2(f) || f.Name == peerHeaderLower || edits && s.rt.dropsResponse(f.Name) {
 			continue
 		}
 		head = append(head, f)
+	}
+	if edits {
+		for _, f := range s.rt.respSet {
+			head = append(head, hpack.HeaderField{Name: lowerName(f.name), Value: f.value})
+		}
+		for _, f := range s.rt.respAdd {
+			head = append(head, hpack.HeaderField{Name: lowerName(f.name), Value: f.value})
+		}
 	}
 	if x.Direction == interceptor.Inbound && s.peered {
 		head = append(head, hpack.HeaderField{Name: peerHeaderLower, Value: s.p.self})
@@ -919,18 +934,22 @@ func (s *h2stream) writeLocal(r *interceptor.LocalReply) {
 		return
 	}
 	body := "tender: " + r.Message + "\n"
-	fields := [5]hpack.HeaderField{
+	fields := [6]hpack.HeaderField{
 		{Name: ":status", Value: strconv.Itoa(r.Status)},
 		{Name: "content-type", Value: "text/plain; charset=utf-8"},
 		{Name: "x-content-type-options", Value: "nosniff"},
 		{Name: "x-tender-error", Value: r.Message},
 		{Name: "content-length", Value: strconv.Itoa(len(body))},
 	}
+	n := 5
+	if r.Location != "" {
+		fields[n], n = hpack.HeaderField{Name: "location", Value: r.Location}, n+1
+	}
 	if s.method == http.MethodHead {
-		hc.writeHeaders(s.id, true, fields[:1], fields[1:])
+		hc.writeHeaders(s.id, true, fields[:1], fields[1:n])
 		return
 	}
-	hc.writeHeaders(s.id, false, fields[:1], fields[1:])
+	hc.writeHeaders(s.id, false, fields[:1], fields[1:n])
 	hc.wfr.WriteData(s.id, true, []byte(body)) //nolint:errcheck // into memory; a local reply is small
 	s.respBytes += int64(len(body))
 }
@@ -988,6 +1007,32 @@ func (q *h2req) Path() string {
 
 // Proto is HTTP/2.0.
 func (q *h2req) Proto() string { return "HTTP/2.0" }
+
+// Query is :path's query, without the '?'.
+func (q *h2req) Query() string {
+	if i := strings.IndexByte(q.s.path, '?'); i >= 0 {
+		return q.s.path[i+1:]
+	}
+	return ""
+}
+
+// SetAuthority rewrites :authority.
+func (q *h2req) SetAuthority(v string) { q.s.authority = v }
+
+// HasHeader reports whether the named field is present.
+func (q *h2req) HasHeader(name string) bool {
+	for _, f := range q.s.fields {
+		if strings.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// AddHeader adds a field, keeping those of the same name.
+func (q *h2req) AddHeader(name, value string) {
+	q.s.fields = append(q.s.fields, hpack.HeaderField{Name: lowerName(name), Value: value})
+}
 
 // Header returns the first value of the named field.
 func (q *h2req) Header(name string) string {
@@ -1057,7 +1102,7 @@ func (r *h2resp) Header(name string) string {
 func (r *h2resp) Discard() { r.s.detach(http2.ErrCodeCancel) }
 
 var (
-	_ interceptor.Request  = (*h2req)(nil)
+	_ routable             = (*h2req)(nil)
 	_ interceptor.Response = (*h2resp)(nil)
 	_ interceptor.Body     = (*h2stream)(nil)
 )

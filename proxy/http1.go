@@ -78,8 +78,10 @@ type h1conn struct {
 
 	// The current request.
 	cl      *Cluster
-	headLen int // the request head is in.b[:headLen]
-	bodyEnd int // with a whole body: it ends at in.b[bodyEnd]
+	rt      *routeEntry             // the route it matched, if its service has routes
+	reply   *interceptor.LocalReply // routing answers it itself
+	headLen int                     // the request head is in.b[:headLen]
+	bodyEnd int                     // with a whole body: it ends at in.b[bodyEnd]
 	whole   bool
 	pump    *bodyPump
 	reuse   *upConn // to pool once the pump is done
@@ -223,7 +225,7 @@ func (c *h1conn) refuse(err error) bool {
 
 // writeRaw answers without an exchange (a head that did not parse).
 func (c *h1conn) writeRaw(code int, msg string) {
-	c.out = appendLocal(c.out[:0], code, msg, true)
+	c.out = appendLocal(c.out[:0], &interceptor.LocalReply{Status: code, Message: msg}, true)
 	c.c.Write(c.out) //nolint:errcheck // closing anyway
 }
 
@@ -236,10 +238,11 @@ func (c *h1conn) serveRequest() bool {
 	x.Downstream = c.raddr
 	x.Req, x.Body = &c.view, &c.body
 	c.view.reset()
-	c.cl, c.pump, c.ep, c.peered, c.whole = nil, nil, nil, false, false
+	c.cl, c.rt, c.reply, c.pump, c.ep, c.peered, c.whole = nil, nil, nil, nil, nil, false, false
 	c.close = rq.Close || rq.Minor == 0
 	c.bodyEnd = c.headLen
-	c.cl, c.peered = p.route(x, c.dir, c.sc)
+	r := p.route(x, c.dir, c.sc)
+	c.cl, c.peered, c.rt, c.reply = r.cl, r.peered, r.entry, r.reply
 	// No h2c upgrade through the sidecar: the upgraded stream would
 	// escape the per-request checks (as Envoy refuses it). Nor an upgrade
 	// of a request whose body is still coming (the tunnel would race the
@@ -422,9 +425,10 @@ func b2s(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-// appendLocal renders a local reply: the status, X-Tender-Error and a
-// text body.
-func appendLocal(b []byte, code int, msg string, closing bool) []byte {
+// appendLocal renders a local reply: the status, X-Tender-Error, a
+// redirect's Location and a text body.
+func appendLocal(b []byte, r *interceptor.LocalReply, closing bool) []byte {
+	code, msg := r.Status, r.Message
 	body := "tender: " + msg + "\n"
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(code), 10)
@@ -432,6 +436,10 @@ func appendLocal(b []byte, code int, msg string, closing bool) []byte {
 	b = append(b, http.StatusText(code)...)
 	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Tender-Error: "...)
 	b = appendSafe(b, msg)
+	if r.Location != "" {
+		b = append(b, "\r\nLocation: "...)
+		b = appendSafe(b, r.Location)
+	}
 	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	if closing {
@@ -456,7 +464,7 @@ func (c *h1conn) writeLocal(r *interceptor.LocalReply) bool {
 	c.x.Status = r.Status
 	// A request body not read yet makes the connection unusable.
 	closing := c.close || !c.whole
-	c.out = appendLocal(c.out[:0], r.Status, r.Message, closing)
+	c.out = appendLocal(c.out[:0], r, closing)
 	if _, err := c.c.Write(c.out); err != nil {
 		c.x.Flags |= interceptor.FlagDownstreamReset
 		return false

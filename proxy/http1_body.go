@@ -133,6 +133,8 @@ type h1Request struct {
 	del    [2]uint64 // bit i: Fields[i] deleted (wire.MaxHeaders ≤ 128)
 	added  []addedField
 	target string // a rewritten request-target; "" keeps the one sent
+	// authority is a rewritten Host; "" keeps the one sent.
+	authority string
 }
 
 type addedField struct{ name, value string }
@@ -141,7 +143,7 @@ func (r *h1Request) reset() {
 	r.del = [2]uint64{}
 	clear(r.added)
 	r.added = r.added[:0]
-	r.target = ""
+	r.target, r.authority = "", ""
 }
 
 func (r *h1Request) deleted(i int) bool { return r.del[i>>6]&(1<<(i&63)) != 0 }
@@ -150,7 +152,50 @@ func (r *h1Request) deleted(i int) bool { return r.del[i>>6]&(1<<(i&63)) != 0 }
 func (r *h1Request) Method() string { return b2s(r.c.req.Method) }
 
 // Authority is the Host field.
-func (r *h1Request) Authority() string { return b2s(r.c.req.Host) }
+func (r *h1Request) Authority() string {
+	if r.authority != "" {
+		return r.authority
+	}
+	return b2s(r.c.req.Host)
+}
+
+// SetAuthority rewrites the Host field.
+func (r *h1Request) SetAuthority(v string) {
+	r.SetHeader("Host", v)
+	r.authority = v
+}
+
+// Query is the request-target's query, without the '?'.
+func (r *h1Request) Query() string {
+	t := b2s(r.c.req.Target)
+	if r.target != "" {
+		t = r.target
+	}
+	if i := strings.IndexByte(t, '?'); i >= 0 {
+		return t[i+1:]
+	}
+	return ""
+}
+
+// HasHeader reports whether the named field is present.
+func (r *h1Request) HasHeader(name string) bool {
+	for _, f := range r.added {
+		if strings.EqualFold(f.name, name) {
+			return true
+		}
+	}
+	for i, f := range r.c.req.Fields {
+		if !r.deleted(i) && strings.EqualFold(b2s(f.Name), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// AddHeader adds a field, keeping those of the same name.
+func (r *h1Request) AddHeader(name, value string) {
+	r.added = append(r.added, addedField{name, value})
+}
 
 // Path is the request path as sent, without the query.
 func (r *h1Request) Path() string {
@@ -282,7 +327,7 @@ func (bp *bufPoolT) put(b *[]byte) {
 }
 
 var (
-	_ interceptor.Request  = (*h1Request)(nil)
+	_ routable             = (*h1Request)(nil)
 	_ interceptor.Response = (*h1Response)(nil)
 	_ interceptor.Body     = (*h1Body)(nil)
 )

@@ -22,6 +22,9 @@ import (
 // of the current request to an endpoint and reads the response head.
 func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	p := c.p
+	if c.reply != nil {
+		return c.reply, nil
+	}
 	key, ep, err := c.upstream(x)
 	if err != nil {
 		return nil, err
@@ -269,11 +272,20 @@ func (c *h1conn) writeResponseHead() error {
 	b = append(b, ' ')
 	b = append(b, rs.Reason...)
 	b = append(b, "\r\n"...)
+	edits := rs.Status >= 200 && c.rt.editsResponse()
 	for _, f := range rs.Fields {
-		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) {
+		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) || edits && c.rt.dropsResponse(b2s(f.Name)) {
 			continue
 		}
 		b = appendField(b, f.Name, f.Value)
+	}
+	if edits {
+		for _, f := range c.rt.respSet {
+			b = appendFieldString(b, f.name, f.value)
+		}
+		for _, f := range c.rt.respAdd {
+			b = appendFieldString(b, f.name, f.value)
+		}
 	}
 	if rs.Status >= 200 || rs.Status == http.StatusSwitchingProtocols {
 		if c.peered {

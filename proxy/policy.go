@@ -17,8 +17,24 @@ import (
 // buildPolicy reads a cluster's resilience from the standard fields: its
 // circuit breakers and outlier detection, and its route's timeout, retry
 // policy and fault filter config. state carries the counters over from the
-// cluster's previous version.
-func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *interceptor.PolicyState) (*interceptor.Policy, *balancer.OutlierPolicy, error) {
+// cluster's previous version. base is the cluster's part alone, which
+// other routes to the cluster start from.
+func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *interceptor.PolicyState) (p, base *interceptor.Policy, _ *balancer.OutlierPolicy, _ error) {
+	base, outlier := clusterPolicy(c, state)
+	route := firstRoute(rc)
+	if route == nil {
+		return base, base, outlier, nil
+	}
+	p, err := routePolicy(base, route)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%w: route %s: %w", ErrInvalidConfig, rc.GetName(), err)
+	}
+	return p, base, outlier, nil
+}
+
+// clusterPolicy is the cluster's part of a policy: circuit breakers and
+// outlier detection.
+func clusterPolicy(c *clusterv3.Cluster, state *interceptor.PolicyState) (*interceptor.Policy, *balancer.OutlierPolicy) {
 	if state == nil {
 		state = &interceptor.PolicyState{}
 	}
@@ -85,10 +101,17 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 		}
 		outlier = o
 	}
-	route := firstRoute(rc)
-	if route == nil {
-		return p, outlier, nil
+	return p, outlier
+}
+
+// routePolicy is base with a route's timeout, retry policy and fault
+// filter config; the breaker's counters stay base's.
+func routePolicy(base *interceptor.Policy, route *routev3.Route) (*interceptor.Policy, error) {
+	if base == nil {
+		return nil, nil
 	}
+	cp := *base
+	p := &cp
 	action := route.GetRoute()
 	p.Timeout = action.GetTimeout().AsDuration()
 	if rp := action.GetRetryPolicy(); rp != nil {
@@ -108,7 +131,7 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 	if a := route.GetTypedPerFilterConfig()[wellknown.Fault]; a != nil {
 		var f faultv3.HTTPFault
 		if err := a.UnmarshalTo(&f); err != nil {
-			return nil, nil, fmt.Errorf("%w: route %s: fault: %w", ErrInvalidConfig, rc.GetName(), err)
+			return nil, fmt.Errorf("fault: %w", err)
 		}
 		p.Fault = &interceptor.FaultPolicy{
 			DelayPercent: percent(f.GetDelay().GetPercentage()),
@@ -117,10 +140,10 @@ func buildPolicy(c *clusterv3.Cluster, rc *routev3.RouteConfiguration, state *in
 			AbortStatus:  int(f.GetAbort().GetHttpStatus()),
 		}
 		if p.Fault.AbortPercent > 0 && (p.Fault.AbortStatus < 200 || p.Fault.AbortStatus > 599) {
-			return nil, nil, fmt.Errorf("%w: route %s: fault abort needs an http_status 200-599", ErrInvalidConfig, rc.GetName())
+			return nil, fmt.Errorf("fault abort needs an http_status 200-599")
 		}
 	}
-	return p, outlier, nil
+	return p, nil
 }
 
 func firstRoute(rc *routev3.RouteConfiguration) *routev3.Route {

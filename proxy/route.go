@@ -12,37 +12,88 @@ import (
 // The steps every HTTP request takes, HTTP/1.1 and HTTP/2 alike: route
 // to a cluster, run the chain, choose where each try goes.
 
-// route finds a request's destination and records it in x: the cluster
-// of the VIP it was sent to (outbound), or of this pod's address
-// (inbound), and the peer sidecar's identity. HTTP/1.1 and HTTP/2 both
-// route here.
-func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (cl *Cluster, peered bool) {
+// routed is where routing sent a request.
+type routed struct {
+	// cl is the cluster the request goes to; nil: the original
+	// destination (not a registered service), or inbound.
+	cl     *Cluster
+	peered bool
+	// entry is the route the request matched; nil when its service has
+	// no routes of its own.
+	entry *routeEntry
+	// reply answers the request instead of an upstream: a redirect, a
+	// direct response, no route (404), no cluster.
+	reply *interceptor.LocalReply
+}
+
+// route finds a request's destination and records it in x: outbound, the
+// cluster the routes of the VIP's service choose (its own when it has
+// none), inbound the cluster of this pod's address; and the peer
+// sidecar's identity. HTTP/1.1 and HTTP/2 both route here.
+func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (r routed) {
 	t := p.table.Load()
 	x.OriginalDst = sc.dst
 	if d == Outbound {
 		x.Direction, x.Source, x.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
-		if cl = t.ByVIP[sc.dst]; cl != nil {
-			x.Service = cl.Host
-			x.Policy = cl.Resilience
-			x.Req.SetHeader(interceptor.PeerHeader, p.self)
-		} else {
+		cl := t.ByVIP[sc.dst]
+		if cl == nil {
 			x.Req.DelHeader(interceptor.PeerHeader) // the app's own is not passed off as a sidecar's
+			return routed{}
 		}
-		return cl, false
+		x.Service = cl.Host
+		x.Policy = cl.Resilience
+		x.Req.SetHeader(interceptor.PeerHeader, p.self)
+		if rt := cl.Routes; rt != nil && !rt.simple {
+			return p.routeRequest(x, rt)
+		}
+		return routed{cl: cl}
 	}
 	x.Direction, x.Source, x.Destination = interceptor.Inbound, unknownPeer, p.opts.Self
 	x.MTLS, x.SourcePrincipal = sc.mtls, sc.peer
 	if v := x.Req.Header(interceptor.PeerHeader); v != "" {
 		if peer, ok := interceptor.ParsePeer(v); ok {
-			x.Source, peered = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}, true
+			x.Source, r.peered = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}, true
 		}
 		x.Req.DelHeader(interceptor.PeerHeader)
 	}
-	if cl = t.Endpoint(sc.dst); cl != nil {
-		x.Service = cl.Host
+	if r.cl = t.Endpoint(sc.dst); r.cl != nil {
+		x.Service = r.cl.Host
 	}
-	return cl, peered
+	return r
 }
+
+// routeRequest follows a service's routes: the first that matches
+// chooses a cluster by weight (or answers itself) and edits the request.
+// A request that matches none is refused (404, NR), as GAMMA says.
+func (p *Proxy) routeRequest(x *interceptor.Exchange, rt *routeTable) routed {
+	q := x.Req.(routable)
+	path, query := q.Path(), q.Query()
+	e := rt.match(q, path, query)
+	if e == nil {
+		x.Policy = nil
+		x.Flags |= interceptor.FlagNoRoute
+		return routed{reply: noRoute}
+	}
+	switch {
+	case e.reply != nil:
+		x.Policy = nil
+		return routed{entry: e, reply: e.reply}
+	case e.redirect != nil:
+		x.Policy = nil
+		return routed{entry: e, reply: e.redirectReply(q, path, query)}
+	}
+	tg := e.pick()
+	if tg.cl == nil {
+		x.Policy = nil
+		x.Flags |= interceptor.FlagNoRoute
+		return routed{entry: e, reply: e.notFound}
+	}
+	e.applyRequest(q, path)
+	x.Service, x.Policy = tg.cl.Host, tg.policy
+	return routed{cl: tg.cl, entry: e}
+}
+
+var noRoute = interceptor.Reply(http.StatusNotFound, "no route matched the request")
 
 // chain is the whole per-request chain, outermost first: the sidecar's
 // interceptors (metrics, access log, tracing, fault, timeout, circuit

@@ -33,6 +33,12 @@ type Cluster struct {
 	Picker    balancer.Picker
 	// Resilience: timeout, retries, circuit breaker, fault injection.
 	Resilience *interceptor.Policy
+	// base is Resilience without its route's parts, for the routes of
+	// other services that send to this cluster.
+	base *interceptor.Policy
+	// Routes are the routes of the service port (from RDS) that requests
+	// to its VIP follow.
+	Routes *routeTable
 	// Outlier is the cluster's outlier detection (nil: none); its clock
 	// is carried from the cluster's previous version.
 	Outlier      *balancer.OutlierPolicy
@@ -178,7 +184,7 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 		}
 		cl.Picker = p
 		rc := cfg.Routes[xdsclient.RouteNameOf(c)]
-		if cl.Resilience, cl.Outlier, err = buildPolicy(c, rc, state); err != nil {
+		if cl.Resilience, cl.base, cl.Outlier, err = buildPolicy(c, rc, state); err != nil {
 			return nil, err
 		}
 		cl.OutlierClock = clock
@@ -202,6 +208,12 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 	}
 	for _, name := range t.Names() {
 		cl := t.Clusters[name]
+		rc := cfg.Routes[xdsclient.RouteNameOf(cfg.Clusters[name])]
+		rt, err := compileRoutes(rc, cl, t.Clusters)
+		if err != nil {
+			return nil, err
+		}
+		cl.Routes = rt
 		for _, e := range cl.Endpoints {
 			t.ByAddrPort[e.Addr] = append(t.ByAddrPort[e.Addr], cl)
 			if !slices.Contains(t.ByAddr[e.Addr.Addr()], cl) {

@@ -19,7 +19,9 @@ type Dump struct {
 	Applied         time.Time            `json:"applied"`
 	Services        []discovery.Service  `json:"services"`
 	Conflicts       []discovery.Conflict `json:"conflicts,omitempty"`
-	Resources       map[string]TypedDump `json:"resources"`
+	// Routes is what tender made of each Gateway API route.
+	Routes    []RouteStatus        `json:"routes"`
+	Resources map[string]TypedDump `json:"resources"`
 }
 
 // TypedDump is the resources of one type with their version.
@@ -40,6 +42,7 @@ func (s *Server) Dump() (d *Dump, ok bool, err error) {
 		Applied:         st.applied,
 		Services:        st.snapshot.Services,
 		Conflicts:       st.snapshot.Conflicts,
+		Routes:          st.routes,
 		Resources:       make(map[string]TypedDump, len(st.resources)),
 	}
 	for _, typ := range typeOrder {

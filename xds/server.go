@@ -48,6 +48,10 @@ type Options struct {
 	// ShutdownGrace bounds how long Serve waits for streams to end after
 	// its context is done; default 5 s.
 	ShutdownGrace time.Duration
+	// OnRouteStatus, if set, gets what every applied snapshot made of the
+	// mesh's routes (to write their status back). It is called with the
+	// server's config lock held: it must not block.
+	OnRouteStatus func([]RouteStatus)
 }
 
 // Server serves the resources of the latest registry snapshot over ADS.
@@ -74,6 +78,7 @@ type state struct {
 	resources Resources
 	versions  map[resource.Type]string
 	applied   time.Time
+	routes    []RouteStatus
 }
 
 // NewServer returns a Server with no snapshot: clients wait until the
@@ -175,7 +180,7 @@ func (s *Server) mergedSecurity() *Security {
 
 func (s *Server) applyLocked() error {
 	snap := s.last
-	res, err := Translate(snap.Services, s.mergedSecurity())
+	res, routes, err := TranslateRoutes(snap.Services, snap.Routes, s.mergedSecurity())
 	if err != nil {
 		return err
 	}
@@ -192,7 +197,7 @@ func (s *Server) applyLocked() error {
 	// cs.Consistent() is not used: it does not follow API listeners to
 	// their route configurations. Translate builds every listener, route,
 	// cluster and assignment together, per service port.
-	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now()})
+	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now(), routes: routes})
 	if err := s.cache.SetSnapshot(s.ctx, nodeGroup, cs); err != nil {
 		return fmt.Errorf("xds: set snapshot: %w", err)
 	}
@@ -200,7 +205,18 @@ func (s *Server) applyLocked() error {
 		m.SnapshotVersion.Set(float64(snap.Version))
 		m.Services.Set(float64(len(snap.Services)))
 	}
-	s.opts.Logger.Info("xds snapshot applied", "version", snap.Version, "services", len(snap.Services),
+	if s.opts.OnRouteStatus != nil {
+		s.opts.OnRouteStatus(routes)
+	}
+	for _, rs := range routes {
+		for _, ps := range rs.Parents {
+			if !ps.Accepted.OK || !ps.ResolvedRefs.OK {
+				s.opts.Logger.Warn("route not fully programmed", "route", rs.Key(), "parent", string(ps.Ref.Name),
+					"accepted", ps.Accepted.Message, "resolvedRefs", ps.ResolvedRefs.Message)
+			}
+		}
+	}
+	s.opts.Logger.Info("xds snapshot applied", "version", snap.Version, "services", len(snap.Services), "routes", len(snap.Routes),
 		"clusters", versions[resource.ClusterType], "endpoints", versions[resource.EndpointType])
 	return nil
 }

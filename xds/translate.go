@@ -58,6 +58,16 @@ type Security struct {
 // is deterministic: the same input gives the same resources in the same
 // order.
 func Translate(services []discovery.Service, sec *Security) (Resources, error) {
+	res, _, err := TranslateRoutes(services, nil, sec)
+	return res, err
+}
+
+// TranslateRoutes is Translate with the mesh's Gateway API routes: a
+// service port that routes attach to gets their rules as its
+// RouteConfiguration's routes (requests matching none get 404, as GAMMA
+// says); the others one route to their own cluster. It also returns what
+// it made of each route, for the routes' status.
+func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec *Security) (Resources, []RouteStatus, error) {
 	if sec == nil {
 		sec = &Security{}
 	}
@@ -72,6 +82,7 @@ func Translate(services []discovery.Service, sec *Security) (Resources, error) {
 		resource.EndpointType: nil,
 		resource.SecretType:   nil,
 	}
+	compiled := compileRoutes(services, routes)
 	if len(sec.RootCAs) > 0 {
 		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
 			Name: xdsclient.RootCAName,
@@ -84,20 +95,20 @@ func Translate(services []discovery.Service, sec *Security) (Resources, error) {
 		s := &services[i]
 		rbac, err := authz.ForService(sec.Authorization, s.Namespace, s.Name, td)
 		if err != nil {
-			return nil, fmt.Errorf("xds: translate %s: authorization: %w", s.Key(), err)
+			return nil, nil, fmt.Errorf("xds: translate %s: authorization: %w", s.Key(), err)
 		}
 		for _, p := range s.Ports {
 			lis, err := buildListener(s, p)
 			if err != nil {
-				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+				return nil, nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
 			}
 			c, err := buildCluster(s, p, sec.MTLS.For(s.Namespace, s.Name))
 			if err != nil {
-				return nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
+				return nil, nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
 			}
-			rc, err := buildRoute(s, p, rbac)
+			rc, err := buildRoute(s, p, rbac, compiled.byListener[ListenerName(s, p)])
 			if err != nil {
-				return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+				return nil, nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
 			}
 			out[resource.ListenerType] = append(out[resource.ListenerType], lis)
 			out[resource.RouteType] = append(out[resource.RouteType], rc)
@@ -105,7 +116,7 @@ func Translate(services []discovery.Service, sec *Security) (Resources, error) {
 			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p))
 		}
 	}
-	return out, nil
+	return out, compiled.status, nil
 }
 
 func adsSource() *corev3.ConfigSource {
@@ -149,7 +160,19 @@ func buildListener(s *discovery.Service, p discovery.Port) (*listenerv3.Listener
 	}, nil
 }
 
-func buildRoute(s *discovery.Service, p discovery.Port, rbac map[string]*anypb.Any) (*routev3.RouteConfiguration, error) {
+func buildRoute(s *discovery.Service, p discovery.Port, rbac map[string]*anypb.Any, routes []*routev3.Route) (*routev3.RouteConfiguration, error) {
+	name := ListenerName(s, p)
+	if routes != nil {
+		return &routev3.RouteConfiguration{
+			Name: name,
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:                 name,
+				Domains:              domains(s, p),
+				Routes:               routes,
+				TypedPerFilterConfig: rbac,
+			}},
+		}, nil
+	}
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ClusterName(s, p)},
 	}
@@ -160,7 +183,6 @@ func buildRoute(s *discovery.Service, p discovery.Port, rbac map[string]*anypb.A
 			},
 		}}
 	}
-	name := ListenerName(s, p)
 	route := &routev3.Route{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: action},

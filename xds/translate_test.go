@@ -145,3 +145,48 @@ func TestLBPolicyReadableByGRPC(t *testing.T) {
 		})
 	}
 }
+
+// TestTranslateRoutesGolden pins the route configurations and the route
+// status testdata/routes.yaml gives: each match and filter kind, weights,
+// precedence across rules, and routes that are partly or wholly wrong.
+func TestTranslateRoutesGolden(t *testing.T) {
+	cfg := loadServices(t, "routes.yaml")
+	res, status, err := TranslateRoutes(cfg.Static, cfg.Routes, nil)
+	if err != nil {
+		t.Fatalf("TranslateRoutes: %v", err)
+	}
+	var buf bytes.Buffer
+	for _, r := range res[resource.RouteType] {
+		b, err := protojson.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Indent(&buf, compact(t, b), "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		buf.WriteByte('\n')
+	}
+	checkGolden(t, "routes.RouteConfiguration.golden", buf.Bytes())
+	b, err := json.MarshalIndent(status, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "routes.status.golden", append(b, '\n'))
+}
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./xds -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s differs (-want +got):\n%s", name, diff)
+	}
+}

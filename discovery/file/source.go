@@ -136,6 +136,9 @@ func (s *Source) apply(cfg *Config, sink discovery.Sink) {
 	if s.opts.DNS != nil {
 		s.opts.DNS.SetTargets(cfg.DNS)
 	}
+	if rs, ok := sink.(discovery.RouteSink); ok {
+		rs.UpdateRoutes(Name, cfg.Routes)
+	}
 	if ss, ok := sink.(discovery.SecuritySink); ok {
 		ss.UpdateSecurity(Name, cfg.Security)
 	}

@@ -1,6 +1,8 @@
 package file
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/discovery/dns"
@@ -43,6 +46,9 @@ type meshSpec struct {
 	Services      []serviceSpec  `yaml:"services"`
 	MTLS          *mtlsSpec      `yaml:"mtls"`
 	Authorization []authz.Policy `yaml:"authorization"`
+	// Routes are Gateway API HTTPRoute and GRPCRoute objects, written as
+	// one would kubectl apply them.
+	Routes []yaml.Node `yaml:"routes"`
 }
 
 // mtlsSpec sets the inbound mTLS mode mesh-wide, per namespace and per
@@ -299,6 +305,8 @@ type Config struct {
 	DNS []dns.Target
 	// Security holds the mTLS modes and authorization policies.
 	Security discovery.Security
+	// Routes are the file's Gateway API routes.
+	Routes []discovery.Route
 }
 
 // Parse reads a mesh.yaml from r; name is used in errors.
@@ -368,7 +376,67 @@ func Parse(name string, r io.Reader) (*Config, error) {
 		names[key] = i
 		cfg.Security.Authorization = append(cfg.Security.Authorization, p)
 	}
+	routes := make(map[string]int)
+	for i := range spec.Routes {
+		n := &spec.Routes[i]
+		r, err := parseRoute(n)
+		if err != nil {
+			return nil, &Error{File: name, Line: n.Line, Column: n.Column, Err: fmt.Errorf("routes[%d]: %w", i, err)}
+		}
+		if line, dup := routes[r.Key()]; dup {
+			return nil, &Error{File: name, Line: n.Line, Column: n.Column, Err: fmt.Errorf("routes[%d]: %s defined twice (first at line %d)", i, r.Key(), line)}
+		}
+		routes[r.Key()] = n.Line
+		cfg.Routes = append(cfg.Routes, r)
+	}
 	return cfg, nil
+}
+
+// parseRoute reads one route object as the API server would take it:
+// apiVersion gateway.networking.k8s.io/v1, kind HTTPRoute or GRPCRoute,
+// no field the Gateway API does not define.
+func parseRoute(n *yaml.Node) (discovery.Route, error) {
+	var obj map[string]any
+	if err := n.Decode(&obj); err != nil {
+		return discovery.Route{}, err
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return discovery.Route{}, err
+	}
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := json.Unmarshal(js, &head); err != nil {
+		return discovery.Route{}, err
+	}
+	if head.APIVersion != gwv1.GroupVersion.String() {
+		return discovery.Route{}, fmt.Errorf("apiVersion %q: want %s", head.APIVersion, gwv1.GroupVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	var r discovery.Route
+	switch head.Kind {
+	case discovery.KindHTTPRoute:
+		r.HTTP = &gwv1.HTTPRoute{}
+		err = dec.Decode(r.HTTP)
+	case discovery.KindGRPCRoute:
+		r.GRPC = &gwv1.GRPCRoute{}
+		err = dec.Decode(r.GRPC)
+	default:
+		return r, fmt.Errorf("kind %q: want %s or %s", head.Kind, discovery.KindHTTPRoute, discovery.KindGRPCRoute)
+	}
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", head.Kind, err)
+	}
+	if m := r.Meta(); m.Namespace == "" {
+		m.Namespace = "default"
+	}
+	if err := r.Validate(); err != nil {
+		return r, err
+	}
+	return r, nil
 }
 
 func (s *serviceSpec) build() (discovery.Service, *dns.Target, error) {
