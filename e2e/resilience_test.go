@@ -18,6 +18,13 @@ import (
 func (m *mesh) setPolicy(ctx context.Context, t *testing.T, policy string, markers ...string) {
 	t.Helper()
 	writeFile(t, m.meshFile, meshConfigWith(m.greeters, policy))
+	m.waitConfig(ctx, t, markers...)
+}
+
+// waitConfig waits until the client's sidecar has a config holding every
+// marker (compact JSON fragments of its clusters or routes).
+func (m *mesh) waitConfig(ctx context.Context, t *testing.T, markers ...string) {
+	t.Helper()
 	waitUntil(ctx, t, "the client sidecar to apply "+strings.Join(markers, " "), func() bool {
 		var dump any
 		if err := json.Unmarshal(waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/config_dump", 200), &dump); err != nil {

@@ -126,6 +126,9 @@ func (s *h2stream) run() {
 	x.Req = &s.view
 	r := p.route(x, s.d, s.sc)
 	s.cl, s.peered, s.rt, s.reply = r.cl, r.peered, r.entry, r.reply
+	if s.rt != nil && s.rt.mirrors != nil && s.reply == nil {
+		p.Stats.MirrorsSkipped.Add(1) // HTTP/2 requests are not mirrored yet
+	}
 	x.GRPC = interceptor.IsGRPC(&s.view)
 	s.mu.Lock()
 	if !s.req.end {

@@ -280,6 +280,9 @@ func (c *h1conn) serveRequest() bool {
 		c.whole = true
 	}
 
+	if c.rt != nil && c.rt.mirrors != nil && c.reply == nil {
+		c.mirror()
+	}
 	resp, err := c.chain.Handle(x)
 	if err != nil {
 		if lr := interceptor.ReplyFor(x, err, p.opts.Resilience); lr != nil {

@@ -81,6 +81,11 @@ type Stats struct {
 	// (EMFILE and the like); SelfRefused connections to the sidecar's own
 	// ports, which would loop.
 	AcceptErrors, SelfRefused atomic.Uint64
+	// Mirrored counts request copies sent to a route's mirror;
+	// MirrorsDropped those dropped because maxMirrors were in flight,
+	// MirrorsSkipped those not made because the body streamed (HTTP/1.1
+	// beyond the whole-body size, and every HTTP/2 request).
+	Mirrored, MirrorsDropped, MirrorsSkipped atomic.Uint64
 }
 
 // temporaryAccept reports whether an accept error leaves the listener
@@ -123,6 +128,8 @@ type Proxy struct {
 	h2conns   map[*h2conn]struct{}
 	h2WG      sync.WaitGroup
 	closing   bool
+	// mirrors holds a token per mirrored request in flight.
+	mirrors chan struct{}
 	// handoff counts accepted connections not yet handed to an HTTP
 	// server or registered as TCP; Shutdown waits for it so no accepted
 	// connection is dropped between the two.
@@ -164,7 +171,8 @@ func New(opts Options) *Proxy {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 60 << 10
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String()}
+	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String(),
+		mirrors: make(chan struct{}, maxMirrors)}
 	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
 		p.serverTLS = opts.MTLS.ServerConfig()

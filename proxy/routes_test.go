@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -333,3 +334,66 @@ func (f *fakeRoutable) DelHeader(name string)        { delete(f.headers, strings
 func (f *fakeRoutable) SetPath(p string)             { f.path = p }
 func (f *fakeRoutable) SetAuthority(string)          {}
 func (f *fakeRoutable) Query() string                { return "" }
+
+// TestRoutesMirror: a mirror gets a copy of each request (body and
+// edited head, host marked -shadow) while the client gets the primary's
+// answer at once, even when the mirror is slow.
+func TestRoutesMirror(t *testing.T) {
+	v1 := namedUpstream(t, "v1")
+	got := make(chan string, 100)
+	shadow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Method + " " + r.URL.Path + " " + r.Host + " " + string(b)
+		time.Sleep(3 * time.Second) // slow: the client must not wait for it
+	}))
+	t.Cleanup(shadow.Close)
+	mesh := `
+services:
+  - name: web
+    vip: 10.96.0.10
+    ports: [{name: http, port: 80, protocol: HTTP}]
+    endpoints: ` + endpointYAML(v1) + `
+  - name: shadow
+    ports: [{name: http, port: 80, protocol: HTTP}]
+    endpoints: ` + endpointYAML(strings.TrimPrefix(shadow.URL, "http://")) + `
+routes:
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: web}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+      rules:
+        - filters:
+            - type: RequestMirror
+              requestMirror: {backendRef: {name: shadow, port: 80}}
+          backendRefs: [{name: web, port: 80}]
+`
+	tp := routedProxy(t, mesh, netip.MustParseAddrPort("10.96.0.10:80"))
+	c := tp.client()
+	for i := range 5 {
+		start := time.Now()
+		resp, err := c.Post("http://web:80/orders", "text/plain", strings.NewReader(fmt.Sprintf("order %d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(b), "v1 /orders ") {
+			t.Fatalf("primary answer: %q", b)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the client waited %v: the slow mirror held it", d)
+		}
+		select {
+		case m := <-got:
+			if want := fmt.Sprintf("POST /orders web-shadow:80 order %d", i); m != want {
+				t.Fatalf("mirror got %q, want %q", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the mirror got no copy")
+		}
+	}
+	if n := tp.p.Stats.Mirrored.Load(); n != 5 {
+		t.Errorf("Mirrored = %d, want 5", n)
+	}
+}
