@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -46,6 +46,8 @@ type routeEntry struct {
 	total    uint32
 	// notFound answers the share of a target whose cluster is missing.
 	notFound *interceptor.LocalReply
+	// seq counts the picks among targets.
+	seq atomic.Uint64
 
 	reqSet, reqAdd   []field
 	reqDel           []string
@@ -590,12 +592,17 @@ type routable interface {
 	Query() string
 }
 
-// pick chooses a target by weight.
+// pick chooses a target by weight. The choices follow a Weyl sequence
+// (multiples of the golden ratio) rather than a random number: over any
+// run of requests each target's share is its weight's to within a few
+// requests, where random picks stray by the square root of their count
+// (a 10% canary over 2,000 requests: ±0.1%, not ±0.7%).
 func (e *routeEntry) pick() *routeTarget {
 	if len(e.targets) == 1 {
 		return &e.targets[0]
 	}
-	n := rand.Uint32N(e.total)
+	u := (e.seq.Add(1) * 0x9E3779B97F4A7C15) >> 32
+	n := uint32(u * uint64(e.total) >> 32)
 	for i := range e.targets {
 		if n < e.targets[i].upTo {
 			return &e.targets[i]
