@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,6 +116,25 @@ func TestRouting(t *testing.T) {
 		waitUntil(ctx, t, "greeter-api to get the mirrored copies", func() bool {
 			return inboundRequests(ctx, t, m.greeters[2])-mirroredBefore >= n
 		})
+	})
+
+	t.Run("tenderctl shows the routes", func(t *testing.T) {
+		out := m.client.run(t, "tenderctl", "proxy-config", "routes", "127.0.0.1:15000", "--cluster", "greeter.default.svc.cluster.local:80")
+		for _, want := range []string{
+			"HTTPRoute/default/greeter-canary/rule/0/match/0", "prefix=/ x-canary=true", "greeter-v2.default.svc.cluster.local",
+			"prefix=/api", "greeter-api.default.svc.cluster.local",
+			"greeter-v1.default.svc.cluster.local 90%, greeter-v2.default.svc.cluster.local 10% +mirror greeter-api.default.svc.cluster.local",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("tenderctl proxy-config routes lacks %q:\n%s", want, out)
+			}
+		}
+		// check exits 1 here (no Kubernetes to check); its route line is
+		// what counts.
+		check, _ := exec.Command("ip", "netns", "exec", m.cp.ns, binPath("tenderctl"), "check", "--controlplane", "127.0.0.1:15014").CombinedOutput()
+		if !strings.Contains(string(check), "control plane: 1 routes, every one accepted with its backends resolved") {
+			t.Errorf("tenderctl check:\n%s", check)
+		}
 	})
 
 	t.Run("canary header", func(t *testing.T) {

@@ -83,6 +83,42 @@ func checkMeshFile(c *checker, path string) {
 		endpoints += len(s.Endpoints)
 	}
 	c.ok("mesh.yaml %s: %d services with %d endpoints, %d discovered by DNS", path, len(cfg.Static), endpoints, len(cfg.DNS))
+	if len(cfg.Routes) == 0 {
+		return
+	}
+	// The file's routes as the control plane would program them; DNS
+	// services are backends too, with no endpoints yet.
+	services := cfg.Static
+	for _, d := range cfg.DNS {
+		services = append(services, d.Service)
+	}
+	_, status, err := xds.TranslateRoutes(services, cfg.Routes, nil)
+	if err != nil {
+		c.fail("mesh.yaml routes: %v", err)
+		return
+	}
+	checkRoutes(c, "mesh.yaml", len(cfg.Routes), status)
+}
+
+// checkRoutes reports the routes tender could not program whole: a
+// parent or backend not found, a value not supported.
+func checkRoutes(c *checker, where string, n int, status []xds.RouteStatus) {
+	bad := 0
+	for _, st := range status {
+		for _, ps := range st.Parents {
+			if !ps.Accepted.OK {
+				bad++
+				c.fail("%s: %s, parent %s: not accepted (%s): %s", where, st.Key(), ps.Ref.Name, ps.Accepted.Reason, ps.Accepted.Message)
+			}
+			if !ps.ResolvedRefs.OK {
+				bad++
+				c.fail("%s: %s, parent %s: references not resolved (%s): %s", where, st.Key(), ps.Ref.Name, ps.ResolvedRefs.Reason, ps.ResolvedRefs.Message)
+			}
+		}
+	}
+	if bad == 0 {
+		c.ok("%s: %d routes, every one accepted with its backends resolved", where, n)
+	}
 }
 
 func checkCluster(c *checker, kubeconfig, namespace, release string) {
@@ -180,6 +216,16 @@ func checkControlPlane(c *checker, base string) {
 	if err != nil {
 		c.fail("control plane %s proxies: %v", base, err)
 		return
+	}
+	if body, err := get(base+"/debug/config", 200); err == nil {
+		var dump struct {
+			Routes []xds.RouteStatus `json:"routes"`
+		}
+		if err := json.Unmarshal(body, &dump); err != nil {
+			c.fail("control plane %s config: %v", base, err)
+		} else if len(dump.Routes) > 0 {
+			checkRoutes(c, "control plane", len(dump.Routes), dump.Routes)
+		}
 	}
 	stale := 0
 	for _, p := range proxies {

@@ -165,7 +165,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		if *output == "json" {
 			return writeRaw(stdout, dump.Routes)
 		}
-		row("NAME", "DOMAINS", "TIMEOUT", "RETRIES", "FAULT")
+		row("NAME", "ROUTE", "MATCH", "ACTION", "TIMEOUT", "RETRIES", "FAULT")
 		for _, raw := range dump.Routes {
 			rc := &routev3.RouteConfiguration{}
 			if err := unmarshal.Unmarshal(raw, rc); err != nil {
@@ -173,11 +173,11 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 			}
 			for _, vh := range rc.GetVirtualHosts() {
 				for _, r := range vh.GetRoutes() {
-					if !match(*cluster, r.GetRoute().GetCluster(), hostOf(r.GetRoute().GetCluster())) {
+					if !match(*cluster, routeClusters(r)...) && !match(*cluster, rc.GetName()) {
 						continue
 					}
-					row(rc.GetName(), domains(vh.GetDomains()), timeout(r.GetRoute()), retries(r.GetRoute().GetRetryPolicy()),
-						yesNo(len(r.GetTypedPerFilterConfig()) > 0))
+					row(rc.GetName(), dash(r.GetName()), routeMatch(r.GetMatch()), routeAction(r), timeout(r.GetRoute()),
+						retries(r.GetRoute().GetRetryPolicy()), yesNo(len(r.GetTypedPerFilterConfig()) > 0))
 				}
 			}
 		}
@@ -276,4 +276,84 @@ func retries(p *routev3.RetryPolicy) string {
 		n = p.GetNumRetries().GetValue()
 	}
 	return fmt.Sprintf("%d on %s", n, p.GetRetryOn())
+}
+
+// routeClusters names the clusters a route sends to, and their hosts.
+func routeClusters(r *routev3.Route) []string {
+	var out []string
+	if c := r.GetRoute().GetCluster(); c != "" {
+		out = append(out, c, hostOf(c))
+	}
+	for _, w := range r.GetRoute().GetWeightedClusters().GetClusters() {
+		out = append(out, w.GetName(), hostOf(w.GetName()))
+	}
+	return out
+}
+
+// routeMatch renders what a route matches, as a Gateway API user would
+// read it: path, method, headers, query parameters.
+func routeMatch(m *routev3.RouteMatch) string {
+	var parts []string
+	switch {
+	case m.GetPath() != "":
+		parts = append(parts, "path="+m.GetPath())
+	case m.GetPathSeparatedPrefix() != "":
+		parts = append(parts, "prefix="+m.GetPathSeparatedPrefix())
+	case m.GetSafeRegex() != nil:
+		parts = append(parts, "regex="+m.GetSafeRegex().GetRegex())
+	case m.GetPrefix() != "":
+		parts = append(parts, "prefix="+m.GetPrefix())
+	}
+	for _, h := range m.GetHeaders() {
+		sm := h.GetStringMatch()
+		switch {
+		case sm.GetSafeRegex() != nil:
+			parts = append(parts, h.GetName()+"~"+sm.GetSafeRegex().GetRegex())
+		case sm != nil:
+			parts = append(parts, h.GetName()+"="+sm.GetExact())
+		default:
+			parts = append(parts, h.GetName())
+		}
+	}
+	for _, q := range m.GetQueryParameters() {
+		sm := q.GetStringMatch()
+		if sm.GetSafeRegex() != nil {
+			parts = append(parts, "?"+q.GetName()+"~"+sm.GetSafeRegex().GetRegex())
+		} else {
+			parts = append(parts, "?"+q.GetName()+"="+sm.GetExact())
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// routeAction renders where a route sends requests: a service, services
+// with their weights, a redirect or a direct response.
+func routeAction(r *routev3.Route) string {
+	switch {
+	case r.GetRedirect() != nil:
+		rd := r.GetRedirect()
+		return fmt.Sprintf("redirect %s %s%s", rd.GetResponseCode(), rd.GetHostRedirect(), rd.GetPathRedirect())
+	case r.GetDirectResponse() != nil:
+		return fmt.Sprintf("respond %d", r.GetDirectResponse().GetStatus())
+	}
+	a := r.GetRoute()
+	var out string
+	if c := a.GetCluster(); c != "" {
+		out = hostOf(c)
+	}
+	if wc := a.GetWeightedClusters().GetClusters(); len(wc) > 0 {
+		var total uint32
+		for _, w := range wc {
+			total += w.GetWeight().GetValue()
+		}
+		parts := make([]string, 0, len(wc))
+		for _, w := range wc {
+			parts = append(parts, fmt.Sprintf("%s %d%%", hostOf(w.GetName()), w.GetWeight().GetValue()*100/max(total, 1)))
+		}
+		out = strings.Join(parts, ", ")
+	}
+	for _, m := range a.GetRequestMirrorPolicies() {
+		out += " +mirror " + hostOf(m.GetCluster())
+	}
+	return out
 }

@@ -158,6 +158,31 @@ func TestCheckMeshFile(t *testing.T) {
 	}
 }
 
+// TestCheckRoutes: check reports a route whose backend is unknown, and
+// passes one that resolves.
+func TestCheckRoutes(t *testing.T) {
+	mesh := `services:
+  - {name: greeter, ports: [{name: http, port: 80}]}
+  - {name: greeter-v2, ports: [{name: http, port: 80}]}
+routes:
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: canary}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: greeter}]
+      rules:
+        - backendRefs: [{name: greeter, port: 80, weight: 90}, {name: BACKEND, port: 80, weight: 10}]
+`
+	out, _, _ := runCmd(t, "check", "--config-file", write(t, "mesh.yaml", strings.Replace(mesh, "BACKEND", "greeter-v2", 1)), "--controlplane", "127.0.0.1:1")
+	if !strings.Contains(out, "[ok]   mesh.yaml: 1 routes, every one accepted with its backends resolved") {
+		t.Errorf("good route:\n%s", out)
+	}
+	out, _, _ = runCmd(t, "check", "--config-file", write(t, "mesh.yaml", strings.Replace(mesh, "BACKEND", "greeter-v3", 1)), "--controlplane", "127.0.0.1:1")
+	if !strings.Contains(out, "[FAIL] mesh.yaml: HTTPRoute/default/canary, parent greeter: references not resolved (BackendNotFound): rule 0 backendRef 1: Service default/greeter-v3 not found") {
+		t.Errorf("route with an unknown backend:\n%s", out)
+	}
+}
+
 func TestBaseURL(t *testing.T) {
 	for in, want := range map[string]string{
 		"10.0.0.1":              "http://10.0.0.1:15000",
