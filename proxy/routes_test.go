@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/tender-mesh/tender/discovery/file"
+	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/xds"
 	"github.com/tender-mesh/tender/xds/xdsclient"
@@ -43,7 +45,7 @@ func namedUpstream(t *testing.T, name string) string {
 // routedProxy translates mesh (a mesh.yaml with routes) as the control
 // plane does, builds the sidecar's table from it and serves outbound,
 // every connection sent to vip.
-func routedProxy(t *testing.T, mesh string, vip netip.AddrPort) *testProxy {
+func routedProxy(t *testing.T, mesh string, vip netip.AddrPort, mws ...interceptor.Middleware) *testProxy {
 	t.Helper()
 	cfg, err := file.Parse("mesh.yaml", strings.NewReader(mesh))
 	if err != nil {
@@ -82,7 +84,7 @@ func routedProxy(t *testing.T, mesh string, vip netip.AddrPort) *testProxy {
 	if cl == nil {
 		t.Fatalf("no cluster for %s", vip)
 	}
-	tp := startProxy(t, nil)
+	tp := startProxy(t, nil, mws...)
 	table.ByVIP[testVIP] = cl
 	tp.p.SetTable(table)
 	return tp
@@ -395,5 +397,72 @@ routes:
 	}
 	if n := tp.p.Stats.Mirrored.Load(); n != 5 {
 		t.Errorf("Mirrored = %d, want 5", n)
+	}
+}
+
+// TestRoutesTimeoutAndRetry: a rule's timeouts and retry (GEP-1294,
+// GEP-1731) apply to the requests it matches, and only to them.
+func TestRoutesTimeoutAndRetry(t *testing.T) {
+	var calls atomic.Int64
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/slow":
+			time.Sleep(1500 * time.Millisecond)
+		case calls.Add(1)%3 != 0: // two 503s, then an answer
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok") //nolint:errcheck // a test upstream
+	}))
+	t.Cleanup(flaky.Close)
+	mesh := `
+services:
+  - name: web
+    vip: 10.96.0.10
+    ports: [{name: http, port: 80, protocol: HTTP}]
+    endpoints: ` + endpointYAML(strings.TrimPrefix(flaky.URL, "http://")) + `
+routes:
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {name: web}
+    spec:
+      parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+      rules:
+        - matches: [{path: {type: Exact, value: /slow}}]
+          timeouts: {request: 300ms}
+          backendRefs: [{name: web, port: 80}]
+        - matches: [{path: {type: Exact, value: /retried}}]
+          retry: {codes: [503], attempts: 2, backoff: 1ms}
+          backendRefs: [{name: web, port: 80}]
+        - backendRefs: [{name: web, port: 80}]
+`
+	tp := routedProxy(t, mesh, netip.MustParseAddrPort("10.96.0.10:80"), resilience()...)
+	c := tp.client()
+	start := time.Now()
+	resp, err := c.Get("http://web/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 1200*time.Millisecond {
+		t.Errorf("/slow with a 300ms request timeout: %d after %v, want 504 at once", resp.StatusCode, time.Since(start))
+	}
+	calls.Store(0)
+	resp, err = c.Get("http://web/retried")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || calls.Load() != 3 {
+		t.Errorf("/retried: %d after %d tries, want 200 after 3", resp.StatusCode, calls.Load())
+	}
+	calls.Store(0)
+	resp, err = c.Get("http://web/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || calls.Load() != 1 {
+		t.Errorf("/other (no retry rule): %d after %d tries, want 503 after 1", resp.StatusCode, calls.Load())
 	}
 }

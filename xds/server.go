@@ -197,6 +197,7 @@ func (s *Server) applyLocked() error {
 	// cs.Consistent() is not used: it does not follow API listeners to
 	// their route configurations. Translate builds every listener, route,
 	// cluster and assignment together, per service port.
+	prev := s.state.Load()
 	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now(), routes: routes})
 	if err := s.cache.SetSnapshot(s.ctx, nodeGroup, cs); err != nil {
 		return fmt.Errorf("xds: set snapshot: %w", err)
@@ -208,7 +209,14 @@ func (s *Server) applyLocked() error {
 	if s.opts.OnRouteStatus != nil {
 		s.opts.OnRouteStatus(routes)
 	}
+	var prevRoutes []RouteStatus
+	if prev != nil {
+		prevRoutes = prev.routes
+	}
 	for _, rs := range routes {
+		if i := slices.IndexFunc(prevRoutes, func(p RouteStatus) bool { return p.Key() == rs.Key() }); i >= 0 && reflect.DeepEqual(prevRoutes[i], rs) {
+			continue // reported when it changed
+		}
 		for _, ps := range rs.Parents {
 			if !ps.Accepted.OK || !ps.ResolvedRefs.OK {
 				s.opts.Logger.Warn("route not fully programmed", "route", rs.Key(), "parent", string(ps.Ref.Name),
