@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -341,8 +342,46 @@ func (r *Registry) merge(bySource map[string][]Service) ([]Service, []Conflict) 
 			services = append(services, svc)
 		}
 	}
+	conflicts = append(conflicts, claimVIPs(services)...)
 	slices.SortFunc(services, func(a, b Service) int { return cmp.Compare(a.Key(), b.Key()) })
 	return services, conflicts
+}
+
+// claimVIPs gives each VIP:port to one service: the first in services
+// (which come in source precedence order) keeps it; a later service that
+// claims one of its VIP's ports loses its VIP, so that every sidecar
+// sends that address to the same service (a Consul registration holding
+// another service's ClusterIP must not capture its traffic in some
+// sidecars and not in others). The conflict's key is "vip ADDR:PORT",
+// its winner and losers "namespace/name@source".
+func claimVIPs(services []Service) []Conflict {
+	owner := map[netip.AddrPort]int{}
+	var out []Conflict
+	for i := range services {
+		s := &services[i]
+		if !s.VIP.IsValid() {
+			continue
+		}
+		var lost []netip.AddrPort
+		for _, p := range s.Ports {
+			ap := netip.AddrPortFrom(s.VIP, uint16(p.Number))
+			if _, taken := owner[ap]; taken {
+				lost = append(lost, ap)
+			}
+		}
+		if len(lost) == 0 {
+			for _, p := range s.Ports {
+				owner[netip.AddrPortFrom(s.VIP, uint16(p.Number))] = i
+			}
+			continue
+		}
+		for _, ap := range lost {
+			w := &services[owner[ap]]
+			out = append(out, Conflict{Key: "vip " + ap.String(), Winner: w.Key() + "@" + w.Source, Losers: []string{s.Key() + "@" + s.Source}})
+		}
+		s.VIP = netip.Addr{}
+	}
+	return out
 }
 
 // mergeRoutes unions the sources' routes as merge does services.

@@ -149,6 +149,36 @@ func TestRegistryConflictPrecedence(t *testing.T) {
 	}
 }
 
+// TestRegistryVIPConflict: two services claiming one VIP:port (a Consul
+// registration with another service's ClusterIP) do not both keep it:
+// the source with precedence does, the other loses its VIP, and the
+// conflict is reported. Every snapshot decides alike.
+func TestRegistryVIPConflict(t *testing.T) {
+	var reported []Conflict
+	r := New(Options{Debounce: 10 * time.Millisecond, Sources: []string{"kubernetes", "consul"},
+		OnConflict: func(c Conflict) { reported = append(reported, c) }})
+	ch := runRegistry(t, r)
+	owner, impostor := service("default", "payments", "10.0.0.1"), service("default", "evil", "10.0.0.9")
+	owner.VIP, impostor.VIP = netip.MustParseAddr("10.96.0.50"), netip.MustParseAddr("10.96.0.50")
+	r.Update("consul", []Service{impostor})
+	r.Update("kubernetes", []Service{owner})
+	s := next(t, ch)
+	vips := map[string]string{}
+	for _, svc := range s.Services {
+		vips[svc.Key()] = svc.VIP.String()
+	}
+	if vips["default/payments"] != "10.96.0.50" || vips["default/evil"] != "invalid IP" {
+		t.Errorf("VIPs after the conflict: %v; want payments to keep 10.96.0.50 and evil none", vips)
+	}
+	want := []Conflict{{Key: "vip 10.96.0.50:80", Winner: "default/payments@kubernetes", Losers: []string{"default/evil@consul"}}}
+	if diff := cmp.Diff(want, s.Conflicts); diff != "" {
+		t.Errorf("conflicts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, reported); diff != "" {
+		t.Errorf("reported (-want +got):\n%s", diff)
+	}
+}
+
 func TestRegistrySkipsUnchangedAndTracksErrors(t *testing.T) {
 	r := New(Options{Debounce: 10 * time.Millisecond, Sources: []string{"file"}})
 	ch := runRegistry(t, r)

@@ -204,7 +204,13 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 		if err != nil || port < 1 || port > 65535 {
 			return nil, fmt.Errorf("%w: cluster %s: vip %q port %v", ErrInvalidConfig, name, vip, port)
 		}
-		t.ByVIP[netip.AddrPortFrom(ip, uint16(port))] = cl
+		// Two clusters on one VIP:port (the control plane lets one keep
+		// it; another may not): the first by name, in every sidecar
+		// alike, not Go's map order.
+		ap := netip.AddrPortFrom(ip, uint16(port))
+		if prev := t.ByVIP[ap]; prev == nil || name < prev.Name {
+			t.ByVIP[ap] = cl
+		}
 	}
 	for _, name := range t.Names() {
 		cl := t.Clusters[name]
