@@ -14,6 +14,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -180,6 +181,30 @@ func TestHelmChart(t *testing.T) {
 	out := api.helm(ctx, t, append([]string{"install", releaseName, chartDir, "-n", releaseNS}, values...)...)
 	if !strings.Contains(out, "tender-injection=enabled") {
 		t.Errorf("install notes do not say how to mesh a namespace:\n%s", out)
+	}
+
+	// The Gateway API's routes: the control plane reads them and writes
+	// their status, and may change nothing else of them.
+	sa := "system:serviceaccount:" + releaseNS + ":" + releaseCP
+	for _, c := range []struct {
+		verb, resource, subresource string
+		allowed                     bool
+	}{
+		{"watch", "httproutes", "", true}, {"list", "grpcroutes", "", true}, {"get", "httproutes", "", true},
+		{"update", "httproutes", "status", true}, {"patch", "grpcroutes", "status", true},
+		{"update", "httproutes", "", false}, {"delete", "grpcroutes", "", false}, {"create", "httproutes", "", false},
+	} {
+		review, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: sa, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNS},
+				ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: "shop", Verb: c.verb, Group: "gateway.networking.k8s.io",
+					Resource: c.resource, Subresource: c.subresource}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if review.Status.Allowed != c.allowed {
+			t.Errorf("the control plane may %s %s/%s: %v, want %v", c.verb, c.resource, c.subresource, review.Status.Allowed, c.allowed)
+		}
 	}
 
 	// The control plane as the Deployment would run it: the chart's

@@ -88,7 +88,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster to watch; empty: the pod's service account")
 	var watchNamespaces string
 	fs.StringVar(&watchNamespaces, "watch-namespaces", "", "comma-separated namespaces whose Services the Kubernetes source watches; empty: all")
-	fs.DurationVar(&c.KubeResync, "kube-resync", 10*time.Minute, "how often the Kubernetes informers re-deliver every object; 0 turns it off")
+	fs.DurationVar(&c.KubeResync, "kube-resync", 10*time.Minute, "how often the Kubernetes informers re-deliver every object, and route statuses are compared with the live routes again; 0 turns it off")
 	w := &c.Webhook
 	podNamespace := envOr("POD_NAMESPACE", "tender-system")
 	fs.StringVar(&w.Addr, "webhook-addr", ":15017", "sidecar injector (mutating admission webhook, /inject) HTTPS address; served with the Kubernetes source; empty: off")

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/discovery/consul"
@@ -59,12 +60,14 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	}
 	var client kubernetes.Interface
 	var dyn dynamic.Interface
+	var gateway gwclient.Interface
 	if cfg.Kubernetes == "on" {
-		client, dyn, err = kubeClient(cfg.Kubeconfig)
+		kc, err := kubeClient(cfg.Kubeconfig)
 		if err != nil {
 			return err
 		}
-		src, err := kube.New(kube.Options{Client: client, Namespaces: cfg.WatchNamespaces, Resync: cfg.KubeResync,
+		client, dyn, gateway = kc.core, kc.dynamic, kc.gateway
+		src, err := kube.New(kube.Options{Client: client, Gateway: gateway, Namespaces: cfg.WatchNamespaces, Resync: cfg.KubeResync,
 			Logger: logger.With("source", "kubernetes")})
 		if err != nil {
 			return err
@@ -103,7 +106,16 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		Logger:     logger.With("component", "registry"),
 		OnConflict: func(discovery.Conflict) { metrics.Conflicts.Inc() },
 	})
-	xdsServer := xds.NewServer(xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics})
+	xdsOpts := xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics}
+	// What tender made of each HTTPRoute and GRPCRoute goes back into the
+	// route's status, as a Gateway API implementation does.
+	var routeStatus *routeStatusWriter
+	if gateway != nil {
+		routeStatus = newRouteStatusWriter(routeStatusOptions{Client: gateway, Namespaces: cfg.WatchNamespaces, Resync: cfg.KubeResync,
+			Synced: func() bool { return registry.Status()[kube.Name].Synced }, Logger: logger.With("component", "route-status")})
+		xdsOpts.OnRouteStatus = routeStatus.Update
+	}
+	xdsServer := xds.NewServer(xdsOpts)
 	defer xdsServer.Close() //nolint:errcheck // Close only cancels streams
 	var ca *mesh
 	if cfg.CA.Addr == "" {
@@ -191,6 +203,9 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		g.Go(func() error { return ca.serve(ctx, xdsServer, tlsLis) })
 		g.Go(func() error { ca.ca.Watch(ctx, 5*time.Second); return nil })
 	}
+	if routeStatus != nil {
+		g.Go(func() error { return routeStatus.Run(ctx) })
+	}
 	if dyn != nil {
 		g.Go(func() error {
 			return seckube.Watch(ctx, dyn, cfg.WatchNamespaces, logger.With("source", "kubernetes"), func(ps []authz.Policy) {
@@ -249,9 +264,17 @@ var (
 	_ discovery.SecuritySink = (*countingSink)(nil)
 )
 
+// kubeClients are the control plane's clients of one cluster.
+type kubeClients struct {
+	core    kubernetes.Interface
+	dynamic dynamic.Interface
+	// gateway reads the Gateway API's routes and writes their status.
+	gateway gwclient.Interface
+}
+
 // kubeClient connects to the cluster of kubeconfig, or to the one the pod
 // runs in.
-func kubeClient(kubeconfig string) (kubernetes.Interface, dynamic.Interface, error) {
+func kubeClient(kubeconfig string) (*kubeClients, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -260,17 +283,19 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, dynamic.Interface, err
 		rc, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
 	rc.UserAgent = "tender-controlplane"
 	rc.QPS, rc.Burst = 50, 100
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	kc := &kubeClients{}
+	if kc.core, err = kubernetes.NewForConfig(rc); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: %w", err)
+	if kc.dynamic, err = dynamic.NewForConfig(rc); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	return client, dyn, nil
+	if kc.gateway, err = gwclient.NewForConfig(rc); err != nil {
+		return nil, fmt.Errorf("kubernetes: gateway api: %w", err)
+	}
+	return kc, nil
 }

@@ -17,6 +17,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/tender-mesh/tender/discovery"
 )
@@ -31,6 +32,10 @@ const EventReasonInvalidAnnotation = "InvalidAnnotation"
 // Options configure the Kubernetes source.
 type Options struct {
 	Client kubernetes.Interface
+	// Gateway reads the Gateway API's HTTPRoutes and GRPCRoutes, when
+	// the API server serves them and the sink takes routes
+	// (discovery.RouteSink); nil: no routes.
+	Gateway gwclient.Interface
 	// Namespaces to watch; empty watches all.
 	Namespaces []string
 	// Resync re-delivers every object this often, so a missed update
@@ -45,8 +50,9 @@ type Options struct {
 }
 
 // Source watches Services, EndpointSlices, Pods (for their labels) and
-// Nodes (for their region) through informers. Several control planes can
-// watch at once: the source only reads, and records Events.
+// Nodes (for their region) through informers, and the Gateway API's
+// HTTPRoutes and GRPCRoutes when the cluster has them. Several control
+// planes can watch at once: the source only reads, and records Events.
 type Source struct {
 	opts Options
 }
@@ -103,6 +109,13 @@ func slim(obj any) (any, error) {
 	return obj, nil
 }
 
+// factory is what Run does with an informer factory, of client-go's
+// informers or of the Gateway API's.
+type factory interface {
+	Start(stopCh <-chan struct{})
+	Shutdown()
+}
+
 type watched struct {
 	services, slices, pods cache.SharedIndexInformer
 }
@@ -126,7 +139,7 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
-	var factories []informers.SharedInformerFactory
+	var factories []factory
 	var sets []watched
 	var synced []cache.InformerSynced
 	for _, ns := range namespaces {
@@ -161,6 +174,28 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 	}
 	synced = append(synced, nodes.HasSynced)
 	factories = append(factories, nf)
+	// Routes have a kick of their own: most changes are to endpoints,
+	// which need no new copy of every route.
+	routeKick := make(chan struct{}, 1)
+	var routes *routeWatch
+	routeSink, takesRoutes := sink.(discovery.RouteSink)
+	if takesRoutes {
+		var err error
+		routes, err = s.watchRoutes(namespaces, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { signal(routeKick) },
+			UpdateFunc: func(any, any) { signal(routeKick) },
+			DeleteFunc: func(any) { signal(routeKick) },
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if routes != nil {
+		synced = append(synced, routes.synced...)
+		for _, f := range routes.factories {
+			factories = append(factories, f)
+		}
+	}
 
 	for _, f := range factories {
 		f.Start(ctx.Done())
@@ -233,14 +268,42 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		return out
 	}
 
+	reportRoutes := func() {
+		if routes != nil {
+			routeSink.UpdateRoutes(Name, routes.routes(log))
+		}
+	}
+	// Routes first: the registry publishes its first snapshot when the
+	// services come, and it carries both.
+	reportRoutes()
 	sink.Update(Name, build())
 	for {
+		var services, changedRoutes bool
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-kick:
+			services = true
+		case <-routeKick:
+			changedRoutes = true
 		}
-		sink.Update(Name, build())
+		// What else changed meanwhile goes into the same report.
+		select {
+		case <-kick:
+			services = true
+		default:
+		}
+		select {
+		case <-routeKick:
+			changedRoutes = true
+		default:
+		}
+		if changedRoutes {
+			reportRoutes()
+		}
+		if services {
+			sink.Update(Name, build())
+		}
 		t := time.NewTimer(s.opts.MinInterval)
 		select {
 		case <-ctx.Done():
