@@ -20,7 +20,7 @@ import (
 // connection is tracked for draining; e describes it to the TCP observers.
 func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, meshed bool, registered func(), e *interceptor.Exchange) {
 	p.mu.Lock()
-	p.tcp[c] = struct{}{}
+	p.tcp[c] = nil
 	p.tcpWG.Add(1)
 	p.mu.Unlock()
 	registered()
@@ -70,6 +70,17 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 		return
 	}
 	defer up.Close()
+	// Drain's deadline closes the upstream too: one that ignores the
+	// half close would hold the copy below, and Shutdown, for ever.
+	p.mu.Lock()
+	_, tracked := p.tcp[c]
+	if tracked {
+		p.tcp[c] = up
+	}
+	p.mu.Unlock()
+	if !tracked {
+		return // closed by a drain's deadline while dialing
+	}
 	var src io.Reader = c
 	if br != nil {
 		src = br

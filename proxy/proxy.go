@@ -121,7 +121,7 @@ type Proxy struct {
 
 	mu        sync.Mutex // guards listeners, tcp, h1conns and closing
 	listeners []net.Listener
-	tcp       map[net.Conn]struct{}
+	tcp       map[net.Conn]net.Conn // downstream → upstream, nil while dialing
 	tcpWG     sync.WaitGroup
 	h1conns   map[*h1conn]struct{}
 	h1WG      sync.WaitGroup
@@ -171,7 +171,7 @@ func New(opts Options) *Proxy {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 60 << 10
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]struct{}{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String(),
+	p := &Proxy{opts: opts, tcp: map[net.Conn]net.Conn{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String(),
 		mirrors: make(chan struct{}, maxMirrors)}
 	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
@@ -485,8 +485,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		// Both sides close at the deadline: an upstream that ignores a
 		// half close must not hold the drain.
 		p.mu.Lock()
-		for c := range p.tcp {
+		for c, up := range p.tcp {
 			c.Close()
+			if up != nil {
+				up.Close()
+			}
+			delete(p.tcp, c)
 		}
 		for c := range p.h1conns {
 			c.closeBoth()

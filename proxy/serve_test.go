@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
 // TestOwnPortsRefused: a connection to the sidecar's own port on its own
@@ -85,5 +89,73 @@ func TestAcceptKeepsGoing(t *testing.T) {
 	p.Shutdown(t.Context())
 	if err := <-done; err != nil {
 		t.Errorf("Serve returned %v after Shutdown, want nil", err)
+	}
+}
+
+// TestShutdownDeadlineClosesUpstream: a TCP upstream that ignores the
+// half close (never answers, never closes) does not hold a drain past
+// its deadline: both sides are closed then.
+func TestShutdownDeadlineClosesUpstream(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := up.Accept()
+		if err == nil {
+			accepted <- c // held open, never read, never closed
+		}
+	}()
+	ep := &balancer.Endpoint{Addr: netip.MustParseAddrPort(up.Addr().String()), Stats: &balancer.Stats{}, Healthy: true, Weight: 1}
+	picker, err := balancer.New("ROUND_ROBIN", []*balancer.Endpoint{ep}, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Cluster{Name: "tcp", Host: "db.default.svc.cluster.local", Protocol: "TCP", Endpoints: []*balancer.Endpoint{ep}, Picker: picker,
+		Resilience: &interceptor.Policy{State: &interceptor.PolicyState{}}}
+	orig := originalDst
+	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return testVIP, nil }
+	defer func() { originalDst = orig }()
+	p := New(Options{DialTimeout: time.Second})
+	table := NewTable()
+	table.ByVIP[testVIP], table.Clusters[cl.Name] = cl, cl
+	p.SetTable(table)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(lis, Outbound)
+	c, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("SELECT 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	var held net.Conn
+	select {
+	case held = <-accepted:
+		defer held.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream got no connection")
+	}
+	c.(*net.TCPConn).CloseWrite() // the client is done; the upstream ignores it
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Shutdown(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still waits 5 s after its 200 ms deadline: the silent upstream holds it")
+	}
+	t.Logf("drained in %v", time.Since(start))
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(held); err != nil {
+		t.Errorf("the upstream's side: %v, want EOF (closed by the drain)", err)
 	}
 }
