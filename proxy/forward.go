@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/proxy/balancer"
 )
 
@@ -20,7 +21,7 @@ import (
 // connection is tracked for draining; e describes it to the TCP observers.
 func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, meshed bool, registered func(), e *interceptor.Exchange) {
 	p.mu.Lock()
-	p.tcp[c] = nil
+	p.tcp[c] = &tcpConn{e: e}
 	p.tcpWG.Add(1)
 	p.mu.Unlock()
 	registered()
@@ -73,9 +74,9 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 	// Drain's deadline closes the upstream too: one that ignores the
 	// half close would hold the copy below, and Shutdown, for ever.
 	p.mu.Lock()
-	_, tracked := p.tcp[c]
+	tc, tracked := p.tcp[c]
 	if tracked {
-		p.tcp[c] = up
+		tc.up = up
 	}
 	p.mu.Unlock()
 	if !tracked {
@@ -96,6 +97,41 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 	e.ResponseBytes = n
 	closeWrite(c)
 	<-done
+}
+
+// tcpConn is a forwarded TCP connection as drain and policy changes see
+// it.
+type tcpConn struct {
+	up net.Conn // nil while dialing
+	// e describes the connection; its direction, original destination
+	// and peer are set before it is tracked and not changed after.
+	e *interceptor.Exchange
+}
+
+// recheckTCP closes the inbound TCP connections that t's modes or
+// policies refuse: a switch to STRICT or a new DENY applies to
+// connections already open, not only to new ones.
+func (p *Proxy) recheckTCP(t *Table) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, tc := range p.tcp {
+		e := tc.e
+		if e.Direction != interceptor.Inbound {
+			continue
+		}
+		refused := !e.MTLS && t.Strict(e.OriginalDst)
+		if !refused {
+			refused = !authorize(t.InboundClusters(e.OriginalDst), authz.Request{Principal: e.SourcePrincipal, TCP: true}).Allowed
+		}
+		if !refused {
+			continue
+		}
+		p.opts.Logger.Info("open TCP connection closed: the new config refuses it", "remote", e.Downstream, "dst", e.OriginalDst)
+		c.Close()
+		if tc.up != nil {
+			tc.up.Close()
+		}
+	}
 }
 
 func closeWrite(c net.Conn) {

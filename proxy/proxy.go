@@ -121,7 +121,7 @@ type Proxy struct {
 
 	mu        sync.Mutex // guards listeners, tcp, h1conns and closing
 	listeners []net.Listener
-	tcp       map[net.Conn]net.Conn // downstream → upstream, nil while dialing
+	tcp       map[net.Conn]*tcpConn
 	tcpWG     sync.WaitGroup
 	h1conns   map[*h1conn]struct{}
 	h1WG      sync.WaitGroup
@@ -171,7 +171,7 @@ func New(opts Options) *Proxy {
 	if opts.MaxHeaderBytes <= 0 {
 		opts.MaxHeaderBytes = 60 << 10
 	}
-	p := &Proxy{opts: opts, tcp: map[net.Conn]net.Conn{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String(),
+	p := &Proxy{opts: opts, tcp: map[net.Conn]*tcpConn{}, h1conns: map[*h1conn]struct{}{}, h2conns: map[*h2conn]struct{}{}, self: opts.Self.String(),
 		mirrors: make(chan struct{}, maxMirrors)}
 	p.inboundOpen.Store(opts.MTLS == nil)
 	if opts.MTLS != nil {
@@ -188,7 +188,12 @@ func New(opts Options) *Proxy {
 
 // SetTable installs a new routing table; requests already routed finish on
 // the old one.
-func (p *Proxy) SetTable(t *Table) { p.table.Store(t) }
+// Inbound TCP connections the new table refuses are closed; HTTP
+// requests are checked one by one.
+func (p *Proxy) SetTable(t *Table) {
+	p.table.Store(t)
+	p.recheckTCP(t)
+}
 
 // Table returns the current routing table.
 func (p *Proxy) Table() *Table { return p.table.Load() }
@@ -290,12 +295,12 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
-				p.refuseTCP(c, p.tcpExchange(c, d, nil), interceptor.FlagNoRoute)
+				p.refuseTCP(c, p.tcpExchange(c, d, dst, nil), interceptor.FlagNoRoute)
 				return
 			}
 			// A pod address (headless service, StatefulSet) of a meshed
 			// endpoint gets mutual TLS too.
-			p.forwardTCP(c, nil, dst, nil, t.MeshedAddrs[dst], release, p.tcpExchange(c, d, nil))
+			p.forwardTCP(c, nil, dst, nil, t.MeshedAddrs[dst], release, p.tcpExchange(c, d, dst, nil))
 			return
 		}
 		protocol = cl.Protocol
@@ -344,7 +349,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		p.serveHTTP1(sc)
 		return
 	}
-	e := p.tcpExchange(c, d, cl)
+	e := p.tcpExchange(c, d, dst, cl)
 	if d == Inbound {
 		e.MTLS, e.SourcePrincipal = secure, peer
 		if dec := authorize(t.InboundClusters(dst), authz.Request{Principal: peer, TCP: true}); !dec.Allowed {
@@ -390,7 +395,7 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 	}
 	if t.Strict(dst) {
 		cl := t.Endpoint(dst)
-		e := p.tcpExchange(c, Inbound, cl)
+		e := p.tcpExchange(c, Inbound, dst, cl)
 		p.opts.Security.PlaintextRefused(e.Service)
 		p.opts.Logger.Info("plaintext connection refused: the destination takes mutual TLS only (STRICT)",
 			"remote", c.RemoteAddr().String(), "dst", dst, "service", e.Service)
@@ -439,9 +444,9 @@ var unknownPeer = interceptor.Peer{Workload: interceptor.Unknown, Namespace: int
 
 // tcpExchange describes an opaque connection for the observers. TCP
 // carries no peer header, so the far side's workload is unknown.
-func (p *Proxy) tcpExchange(c net.Conn, d Direction, cl *Cluster) *interceptor.Exchange {
+func (p *Proxy) tcpExchange(c net.Conn, d Direction, dst netip.AddrPort, cl *Cluster) *interceptor.Exchange {
 	e := &interceptor.Exchange{Start: time.Now(), Downstream: c.RemoteAddr().String(),
-		Source: unknownPeer, Destination: unknownPeer}
+		Source: unknownPeer, Destination: unknownPeer, OriginalDst: dst}
 	if d == Inbound {
 		e.Direction, e.Destination = interceptor.Inbound, p.opts.Self
 	} else {
@@ -485,10 +490,10 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		// Both sides close at the deadline: an upstream that ignores a
 		// half close must not hold the drain.
 		p.mu.Lock()
-		for c, up := range p.tcp {
+		for c, tc := range p.tcp {
 			c.Close()
-			if up != nil {
-				up.Close()
+			if tc.up != nil {
+				tc.up.Close()
 			}
 			delete(p.tcp, c)
 		}

@@ -5,14 +5,19 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // TestOwnPortsRefused: a connection to the sidecar's own port on its own
@@ -157,5 +162,89 @@ func TestShutdownDeadlineClosesUpstream(t *testing.T) {
 	held.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(held); err != nil {
 		t.Errorf("the upstream's side: %v, want EOF (closed by the drain)", err)
+	}
+}
+
+// TestStrictReachesOpenConnections: a switch to STRICT applies to
+// connections already open in plaintext: the next request on a kept-alive
+// HTTP connection is refused (403, NMTLS), and an open TCP connection is
+// closed.
+func TestStrictReachesOpenConnections(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "secret") }))
+	defer app.Close()
+	tcpApp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcpApp.Close()
+	go func() {
+		for {
+			c, err := tcpApp.Accept()
+			if err != nil {
+				return
+			}
+			go io.Copy(c, c) //nolint:errcheck // an echo
+		}
+	}()
+	httpDst, tcpDst := netip.MustParseAddrPort(strings.TrimPrefix(app.URL, "http://")), netip.MustParseAddrPort(tcpApp.Addr().String())
+	var dst atomic.Value
+	orig := originalDst
+	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return dst.Load().(netip.AddrPort), nil }
+	defer func() { originalDst = orig }()
+	table := func(mode string) *Table {
+		tb := NewTable()
+		web := &Cluster{Name: "web", Host: "web.default.svc.cluster.local", MTLSMode: mode}
+		db := &Cluster{Name: "db", Host: "db.default.svc.cluster.local", Protocol: "TCP", MTLSMode: mode}
+		tb.Clusters["web"], tb.Clusters["db"] = web, db
+		tb.ByAddrPort[httpDst], tb.ByAddrPort[tcpDst] = []*Cluster{web}, []*Cluster{db}
+		tb.ByAddr[httpDst.Addr()] = []*Cluster{web, db}
+		return tb
+	}
+	p := New(Options{})
+	defer p.Shutdown(t.Context())
+	p.SetTable(table(xdsclient.MTLSPermissive))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(lis, Inbound)
+
+	dst.Store(httpDst)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", lis.Addr().String())
+	}, MaxConnsPerHost: 1}}
+	get := func() int {
+		resp, err := hc.Get("http://web/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("PERMISSIVE plaintext: %d", code)
+	}
+	dst.Store(tcpDst)
+	tc, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4)
+	if _, err := tc.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(tc, buf); err != nil {
+		t.Fatalf("TCP echo under PERMISSIVE: %v", err)
+	}
+
+	p.SetTable(table(xdsclient.MTLSStrict))
+	if code := get(); code != http.StatusForbidden {
+		t.Errorf("the kept-alive plaintext connection after STRICT: %d, want 403", code)
+	}
+	if _, err := io.ReadFull(tc, buf); err == nil {
+		t.Error("the open plaintext TCP connection still works after STRICT")
 	}
 }
