@@ -191,6 +191,9 @@ func New(opts Options) *Proxy {
 // Inbound TCP connections the new table refuses are closed; HTTP
 // requests are checked one by one.
 func (p *Proxy) SetTable(t *Table) {
+	lt := *t // the caller's table stays as it was; the maps are shared, read-only
+	lt.Localize(p.opts.Self.Namespace, localAddrs())
+	t = &lt
 	p.table.Store(t)
 	p.recheckTCP(t)
 }
@@ -510,6 +513,23 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.pool.closeIdle()
 	p.h2pool.closeAll()
 	return errors.Join(errs...)
+}
+
+// localAddrs lists this host's (pod's) addresses, loopback aside.
+func localAddrs() []netip.Addr {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && !ip.IsLoopback() {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
 }
 
 // isLocal reports whether a is one of this host's (pod's) addresses.

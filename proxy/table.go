@@ -64,25 +64,77 @@ type Table struct {
 	// MeshedAddrs are the endpoints that take mutual TLS, for traffic
 	// to them outside their service's VIP (headless services).
 	MeshedAddrs map[netip.AddrPort]bool
+
+	// What the sidecar knows of its own pod (Localize): its namespace,
+	// and the clusters that list any of its addresses, whose modes and
+	// policies apply to an address or port of the pod no service lists.
+	namespace string
+	own       []*Cluster
+}
+
+// Localize tells the table which pod it serves: the pod's namespace
+// (only services of that namespace may set the modes and policies of its
+// addresses: a tenant cannot attach a deny-all, or STRICT, to another
+// namespace's pod by listing its IP) and its addresses (an address no
+// service lists, such as a second IP or the IPv6 address of a dual-stack
+// pod, gets the strictest of the pod's own services, not none). Call it
+// before the table is used.
+func (t *Table) Localize(namespace string, addrs []netip.Addr) {
+	if namespace == interceptor.Unknown {
+		namespace = ""
+	}
+	t.namespace, t.own = namespace, nil
+	for _, a := range addrs {
+		for _, cl := range t.sameNamespace(t.ByAddr[a.Unmap()]) {
+			if !slices.Contains(t.own, cl) {
+				t.own = append(t.own, cl)
+			}
+		}
+	}
+}
+
+// sameNamespace keeps the clusters of the pod's namespace (all when it
+// is not known); it allocates only when it drops one.
+func (t *Table) sameNamespace(cls []*Cluster) []*Cluster {
+	if t.namespace == "" {
+		return cls
+	}
+	for i, cl := range cls {
+		if cl.Namespace != t.namespace {
+			out := slices.Clone(cls[:i])
+			for _, c := range cls[i+1:] {
+				if c.Namespace == t.namespace {
+					out = append(out, c)
+				}
+			}
+			return out
+		}
+	}
+	return cls
 }
 
 // Endpoint returns the cluster an endpoint address belongs to, so the
 // inbound side can name the service a request was sent to: of an address
 // in two clusters, the first by name; nil for none.
 func (t *Table) Endpoint(addr netip.AddrPort) *Cluster {
-	if cls := t.ByAddrPort[addr]; len(cls) > 0 {
+	if cls := t.sameNamespace(t.ByAddrPort[addr]); len(cls) > 0 {
 		return cls[0]
 	}
 	return nil
 }
 
 // InboundClusters returns the clusters whose modes and policies apply to
-// an inbound connection to dst.
+// an inbound connection to dst: those listing dst, else those listing its
+// IP, else those of the pod's other addresses; only of the pod's
+// namespace.
 func (t *Table) InboundClusters(dst netip.AddrPort) []*Cluster {
-	if cls := t.ByAddrPort[dst]; len(cls) > 0 {
+	if cls := t.sameNamespace(t.ByAddrPort[dst]); len(cls) > 0 {
 		return cls
 	}
-	return t.ByAddr[dst.Addr()]
+	if cls := t.sameNamespace(t.ByAddr[dst.Addr()]); len(cls) > 0 {
+		return cls
+	}
+	return t.own
 }
 
 // Strict reports whether the inbound side refuses plaintext to dst: one

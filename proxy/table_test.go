@@ -173,3 +173,45 @@ func TestBuildTableResilience(t *testing.T) {
 		t.Error("a push gave the cluster a new outlier clock; its sweeps would start over")
 	}
 }
+
+// TestInboundClustersOwnPod: the inbound side applies the modes and
+// policies of its own namespace's services only (a tenant listing another
+// namespace's pod IP in its service attaches nothing to it), and to an
+// address of the pod no service lists (a second IP, the IPv6 address of a
+// dual-stack pod) those of the pod's own services, not none.
+func TestInboundClustersOwnPod(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")
+	web := &Cluster{Name: "web", Namespace: "shop", MTLSMode: xdsclient.MTLSStrict}
+	evil := &Cluster{Name: "evil", Namespace: "tenant", MTLSMode: xdsclient.MTLSPermissive}
+	tb := NewTable()
+	tb.Clusters["web"], tb.Clusters["evil"] = web, evil
+	ap := netip.AddrPortFrom(v4, 8080)
+	tb.ByAddrPort[ap] = []*Cluster{evil, web}
+	tb.ByAddr[v4] = []*Cluster{evil, web}
+	tb.Localize("shop", []netip.Addr{v4, v6})
+	if got := tb.InboundClusters(ap); len(got) != 1 || got[0] != web {
+		t.Errorf("clusters of %s: %v, want only shop's web", ap, names(got))
+	}
+	if got := tb.Endpoint(ap); got != web {
+		t.Errorf("Endpoint(%s) = %v, want web", ap, got)
+	}
+	for _, dst := range []netip.AddrPort{netip.AddrPortFrom(v6, 8080), netip.AddrPortFrom(v4, 9999)} {
+		if !tb.Strict(dst) {
+			t.Errorf("%s (no service lists it) is not STRICT; the pod's own service is", dst)
+		}
+	}
+	// Before Localize (a namespace unknown), nothing is dropped.
+	tb2 := *tb
+	tb2.Localize("", nil)
+	if got := tb2.InboundClusters(ap); len(got) != 2 {
+		t.Errorf("without a namespace: %v, want both", names(got))
+	}
+}
+
+func names(cls []*Cluster) []string {
+	var out []string
+	for _, c := range cls {
+		out = append(out, c.Name)
+	}
+	return out
+}
