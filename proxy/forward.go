@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
-	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 // forwardTCP copies bytes both ways between c and to, passing on half

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // A service port's routes, from its RouteConfiguration (RDS): the
@@ -119,35 +121,73 @@ type queryMatcher struct {
 	m    strMatcher
 }
 
-// maxRegex bounds a regular expression from the control plane before it
-// is compiled (RE2: linear time, but its size is memory).
-const maxRegex = 4096
+// regexCompiler compiles a table's regular expressions: each checked and
+// sized (xdsclient.RegexInsts) against the budget of its route
+// configuration, and compiled once across pushes (prev holds the previous
+// table's).
+type regexCompiler struct {
+	prev, next map[string]*regexp.Regexp
+	insts      int // of the route configuration being compiled
+}
 
-func compileRegex(re string) (*regexp.Regexp, error) {
-	if len(re) > maxRegex {
-		return nil, fmt.Errorf("regular expression of %d bytes (at most %d)", len(re), maxRegex)
+func newRegexCompiler(prev *Table) *regexCompiler {
+	rx := &regexCompiler{next: map[string]*regexp.Regexp{}}
+	if prev != nil {
+		rx.prev = prev.regexes
 	}
-	// Envoy's safe_regex matches the whole value.
-	return regexp.Compile("^(?:" + re + ")$")
+	return rx
+}
+
+// compile compiles a pattern; whole anchors it, as Envoy's safe_regex
+// matches the whole value.
+func (rx *regexCompiler) compile(pattern string, whole bool) (*regexp.Regexp, error) {
+	n, err := xdsclient.RegexInsts(pattern)
+	if err != nil {
+		return nil, err
+	}
+	if rx.insts += n; rx.insts > xdsclient.MaxRouteConfigInsts {
+		return nil, fmt.Errorf("%w: the route configuration's regular expressions are over %d instructions together", xdsclient.ErrRouteValue, xdsclient.MaxRouteConfigInsts)
+	}
+	key := pattern
+	if whole {
+		key = "^(?:" + pattern + ")$"
+	}
+	re := rx.next[key]
+	if re == nil {
+		re = rx.prev[key]
+	}
+	if re == nil {
+		if re, err = regexp.Compile(key); err != nil {
+			return nil, err
+		}
+	}
+	rx.next[key] = re
+	return re, nil
 }
 
 // compileRoutes compiles a service port's route configuration. own is
-// the port's cluster; clusters are the table's, for the targets; base
-// gives a cluster's policy without a route's parts.
-func compileRoutes(rc *routev3.RouteConfiguration, own *Cluster, clusters map[string]*Cluster) (*routeTable, error) {
+// the port's cluster; clusters are the table's, for the targets. A route
+// it cannot follow does not take the others with it: one whose match does
+// not compile matches nothing, one whose action or edits do not answers
+// 500; refused says which and why.
+func compileRoutes(rc *routev3.RouteConfiguration, own *Cluster, clusters map[string]*Cluster, rx *regexCompiler) (_ *routeTable, refused []string) {
 	vhs := rc.GetVirtualHosts()
 	if len(vhs) == 0 {
 		return &routeTable{simple: true}, nil
 	}
 	t := &routeTable{}
+	rx.insts = 0
 	for i, r := range vhs[0].GetRoutes() {
-		e, err := compileRoute(r, clusters)
+		e, err := compileRoute(r, clusters, rx)
 		if err != nil {
 			name := r.GetName()
 			if name == "" {
 				name = strconv.Itoa(i)
 			}
-			return nil, fmt.Errorf("%w: route configuration %s route %s: %w", ErrInvalidConfig, rc.GetName(), name, err)
+			refused = append(refused, fmt.Sprintf("route configuration %s route %s: %v", rc.GetName(), name, err))
+			if e == nil {
+				continue
+			}
 		}
 		t.routes = append(t.routes, e)
 	}
@@ -158,10 +198,27 @@ func compileRoutes(rc *routev3.RouteConfiguration, own *Cluster, clusters map[st
 			e.reqSet == nil && e.reqAdd == nil && e.reqDel == nil && e.respSet == nil && e.respAdd == nil && e.respDel == nil &&
 			e.host == "" && e.rewrite == nil && e.prefixRewrite == "" && e.mirrors == nil
 	}
-	return t, nil
+	return t, refused
 }
 
-func compileRoute(r *routev3.Route, clusters map[string]*Cluster) (*routeEntry, error) {
+// compileRoute compiles one route. On an error it returns nil when the
+// match itself cannot be followed, or the route answering 500 when only
+// what it does cannot.
+func compileRoute(r *routev3.Route, clusters map[string]*Cluster, rx *regexCompiler) (*routeEntry, error) {
+	e, err := compileMatch(r, rx)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.compileEdits(r, clusters, rx); err != nil {
+		broken := &routeEntry{name: e.name, path: e.path, hdrs: e.hdrs, qs: e.qs,
+			reply: interceptor.Reply(http.StatusInternalServerError, "route "+e.name+" refused by the sidecar")}
+		return broken, err
+	}
+	return e, nil
+}
+
+// compileMatch compiles what a route matches.
+func compileMatch(r *routev3.Route, rx *regexCompiler) (*routeEntry, error) {
 	e := &routeEntry{name: r.GetName()}
 	m := r.GetMatch()
 	if m.GetCaseSensitive() != nil && !m.GetCaseSensitive().GetValue() {
@@ -175,7 +232,7 @@ func compileRoute(r *routev3.Route, clusters map[string]*Cluster) (*routeEntry, 
 	case *routev3.RouteMatch_PathSeparatedPrefix:
 		e.path = pathMatcher{kind: pathSeparated, value: ps.PathSeparatedPrefix}
 	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileRegex(ps.SafeRegex.GetRegex())
+		re, err := rx.compile(ps.SafeRegex.GetRegex(), true)
 		if err != nil {
 			return nil, fmt.Errorf("path: %w", err)
 		}
@@ -188,7 +245,7 @@ func compileRoute(r *routev3.Route, clusters map[string]*Cluster) (*routeEntry, 
 		return nil, fmt.Errorf("match conditions beyond path, headers and query parameters are not supported")
 	}
 	for _, h := range m.GetHeaders() {
-		hm, err := compileHeaderMatcher(h)
+		hm, err := compileHeaderMatcher(h, rx)
 		if err != nil {
 			return nil, fmt.Errorf("header %s: %w", h.GetName(), err)
 		}
@@ -198,7 +255,7 @@ func compileRoute(r *routev3.Route, clusters map[string]*Cluster) (*routeEntry, 
 		qm := queryMatcher{name: q.GetName()}
 		switch spec := q.GetQueryParameterMatchSpecifier().(type) {
 		case *routev3.QueryParameterMatcher_StringMatch:
-			sm, err := compileStringMatcher(spec.StringMatch)
+			sm, err := compileStringMatcher(spec.StringMatch, rx)
 			if err != nil {
 				return nil, fmt.Errorf("query parameter %s: %w", q.GetName(), err)
 			}
@@ -210,40 +267,56 @@ func compileRoute(r *routev3.Route, clusters map[string]*Cluster) (*routeEntry, 
 		}
 		e.qs = append(e.qs, qm)
 	}
-	var err error
-	if e.reqSet, e.reqAdd, err = headerOps(r.GetRequestHeadersToAdd()); err != nil {
-		return nil, fmt.Errorf("request headers: %w", err)
-	}
-	e.reqDel = r.GetRequestHeadersToRemove()
-	if e.respSet, e.respAdd, err = headerOps(r.GetResponseHeadersToAdd()); err != nil {
-		return nil, fmt.Errorf("response headers: %w", err)
-	}
-	e.respDel = r.GetResponseHeadersToRemove()
-	switch a := r.GetAction().(type) {
-	case *routev3.Route_Route:
-		err = e.compileAction(a.Route, r, clusters)
-	case *routev3.Route_Redirect:
-		err = e.compileRedirect(a.Redirect)
-	case *routev3.Route_DirectResponse:
-		status := int(a.DirectResponse.GetStatus())
-		if status < 200 || status > 599 {
-			return nil, fmt.Errorf("direct response status %d", status)
-		}
-		e.reply = interceptor.Reply(status, "direct response from route "+r.GetName())
-	default:
-		err = fmt.Errorf("action %T is not supported", a)
-	}
-	if err != nil {
-		return nil, err
-	}
 	return e, nil
 }
 
-func compileHeaderMatcher(h *routev3.HeaderMatcher) (headerMatcher, error) {
+// compileEdits compiles what a route does: its header edits and its
+// action.
+func (e *routeEntry) compileEdits(r *routev3.Route, clusters map[string]*Cluster, rx *regexCompiler) error {
+	var err error
+	if e.reqSet, e.reqAdd, err = headerOps(r.GetRequestHeadersToAdd()); err != nil {
+		return fmt.Errorf("request headers: %w", err)
+	}
+	if e.reqDel, err = headerNames(r.GetRequestHeadersToRemove()); err != nil {
+		return fmt.Errorf("request headers: %w", err)
+	}
+	if e.respSet, e.respAdd, err = headerOps(r.GetResponseHeadersToAdd()); err != nil {
+		return fmt.Errorf("response headers: %w", err)
+	}
+	if e.respDel, err = headerNames(r.GetResponseHeadersToRemove()); err != nil {
+		return fmt.Errorf("response headers: %w", err)
+	}
+	switch a := r.GetAction().(type) {
+	case *routev3.Route_Route:
+		return e.compileAction(a.Route, r, clusters, rx)
+	case *routev3.Route_Redirect:
+		return e.compileRedirect(a.Redirect, rx)
+	case *routev3.Route_DirectResponse:
+		status := int(a.DirectResponse.GetStatus())
+		if status < 200 || status > 599 {
+			return fmt.Errorf("direct response status %d", status)
+		}
+		e.reply = interceptor.Reply(status, "direct response from route "+r.GetName())
+		return nil
+	}
+	return fmt.Errorf("action %T is not supported", r.GetAction())
+}
+
+// headerNames checks the names of the headers a route removes.
+func headerNames(names []string) ([]string, error) {
+	for _, n := range names {
+		if err := xdsclient.CheckHeaderName(n); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
+}
+
+func compileHeaderMatcher(h *routev3.HeaderMatcher, rx *regexCompiler) (headerMatcher, error) {
 	hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
 	switch spec := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_StringMatch:
-		sm, err := compileStringMatcher(spec.StringMatch)
+		sm, err := compileStringMatcher(spec.StringMatch, rx)
 		if err != nil {
 			return hm, err
 		}
@@ -261,7 +334,7 @@ func compileHeaderMatcher(h *routev3.HeaderMatcher) (headerMatcher, error) {
 	return hm, nil
 }
 
-func compileStringMatcher(sm *matcherv3.StringMatcher) (strMatcher, error) {
+func compileStringMatcher(sm *matcherv3.StringMatcher, rx *regexCompiler) (strMatcher, error) {
 	out := strMatcher{ignoreCase: sm.GetIgnoreCase()}
 	switch p := sm.GetMatchPattern().(type) {
 	case *matcherv3.StringMatcher_Exact:
@@ -273,7 +346,7 @@ func compileStringMatcher(sm *matcherv3.StringMatcher) (strMatcher, error) {
 	case *matcherv3.StringMatcher_Contains:
 		out.kind, out.contains = 3, p.Contains
 	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := compileRegex(p.SafeRegex.GetRegex())
+		re, err := rx.compile(p.SafeRegex.GetRegex(), true)
 		if err != nil {
 			return out, err
 		}
@@ -292,8 +365,8 @@ func compileStringMatcher(sm *matcherv3.StringMatcher) (strMatcher, error) {
 func headerOps(opts []*corev3.HeaderValueOption) (set, add []field, err error) {
 	for _, o := range opts {
 		f := field{o.GetHeader().GetKey(), o.GetHeader().GetValue()}
-		if f.name == "" || strings.HasPrefix(f.name, ":") || strings.ContainsAny(f.name, " \t\r\n:") || strings.ContainsAny(f.value, "\r\n\x00") {
-			return nil, nil, fmt.Errorf("header %q: not a field that can be set", f.name)
+		if err := errors.Join(xdsclient.CheckHeaderName(f.name), xdsclient.CheckHeaderValue(f.value)); err != nil {
+			return nil, nil, err
 		}
 		switch o.GetAppendAction() {
 		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
@@ -307,7 +380,7 @@ func headerOps(opts []*corev3.HeaderValueOption) (set, add []field, err error) {
 	return set, add, nil
 }
 
-func (e *routeEntry) compileAction(a *routev3.RouteAction, r *routev3.Route, clusters map[string]*Cluster) error {
+func (e *routeEntry) compileAction(a *routev3.RouteAction, r *routev3.Route, clusters map[string]*Cluster, rx *regexCompiler) error {
 	code := http.StatusServiceUnavailable // Envoy's default, NC
 	switch a.GetClusterNotFoundResponseCode() {
 	case routev3.RouteAction_NOT_FOUND:
@@ -353,12 +426,21 @@ func (e *routeEntry) compileAction(a *routev3.RouteAction, r *routev3.Route, clu
 		return fmt.Errorf("cluster specifier %T is not supported", cs)
 	}
 	e.host = a.GetHostRewriteLiteral()
-	if a.GetHostRewriteSpecifier() != nil && e.host == "" {
-		return fmt.Errorf("host rewrite %T is not supported", a.GetHostRewriteSpecifier())
+	if a.GetHostRewriteSpecifier() != nil {
+		if _, ok := a.GetHostRewriteSpecifier().(*routev3.RouteAction_HostRewriteLiteral); !ok {
+			return fmt.Errorf("host rewrite %T is not supported", a.GetHostRewriteSpecifier())
+		}
+		if err := xdsclient.CheckHost(e.host); err != nil {
+			return err
+		}
 	}
-	e.prefixRewrite = a.GetPrefixRewrite()
+	if e.prefixRewrite = a.GetPrefixRewrite(); e.prefixRewrite != "" {
+		if err := xdsclient.CheckPath(e.prefixRewrite); err != nil {
+			return fmt.Errorf("prefix rewrite: %w", err)
+		}
+	}
 	if rw := a.GetRegexRewrite(); rw != nil {
-		rr, err := compileRewrite(rw)
+		rr, err := compileRewrite(rw, rx)
 		if err != nil {
 			return fmt.Errorf("regex rewrite: %w", err)
 		}
@@ -378,17 +460,16 @@ func (e *routeEntry) compileAction(a *routev3.RouteAction, r *routev3.Route, clu
 
 // compileRewrite takes Envoy's regex rewrite; its substitution's \1 is
 // Go's ${1}.
-func compileRewrite(rw *matcherv3.RegexMatchAndSubstitute) (*regexRewrite, error) {
-	pat := rw.GetPattern().GetRegex()
-	if len(pat) > maxRegex {
-		return nil, fmt.Errorf("pattern of %d bytes", len(pat))
-	}
-	re, err := regexp.Compile(pat)
+func compileRewrite(rw *matcherv3.RegexMatchAndSubstitute, rx *regexCompiler) (*regexRewrite, error) {
+	re, err := rx.compile(rw.GetPattern().GetRegex(), false)
 	if err != nil {
 		return nil, err
 	}
-	var b strings.Builder
 	s := rw.GetSubstitution()
+	if err := xdsclient.CheckSubstitution(s); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '\\' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
@@ -407,7 +488,7 @@ func compileRewrite(rw *matcherv3.RegexMatchAndSubstitute) (*regexRewrite, error
 
 func (rw *regexRewrite) apply(path string) string { return rw.re.ReplaceAllString(path, rw.subst) }
 
-func (e *routeEntry) compileRedirect(r *routev3.RedirectAction) error {
+func (e *routeEntry) compileRedirect(r *routev3.RedirectAction, rx *regexCompiler) error {
 	rd := &redirect{host: r.GetHostRedirect(), port: r.GetPortRedirect(), code: http.StatusMovedPermanently}
 	switch r.GetResponseCode() {
 	case routev3.RedirectAction_FOUND:
@@ -431,7 +512,7 @@ func (e *routeEntry) compileRedirect(r *routev3.RedirectAction) error {
 	case *routev3.RedirectAction_PathRedirect:
 		rd.path = p.PathRedirect
 	case *routev3.RedirectAction_RegexRewrite:
-		rr, err := compileRewrite(p.RegexRewrite)
+		rr, err := compileRewrite(p.RegexRewrite, rx)
 		if err != nil {
 			return fmt.Errorf("redirect rewrite: %w", err)
 		}
@@ -440,8 +521,21 @@ func (e *routeEntry) compileRedirect(r *routev3.RedirectAction) error {
 	default:
 		return fmt.Errorf("redirect path %T is not supported", p)
 	}
-	if strings.ContainsAny(rd.scheme+rd.host+rd.path, "\r\n\x00 ") {
-		return fmt.Errorf("redirect with a control character or space")
+	var errs []error
+	if rd.scheme != "" {
+		errs = append(errs, xdsclient.CheckScheme(rd.scheme))
+	}
+	if rd.host != "" {
+		errs = append(errs, xdsclient.CheckHost(rd.host))
+	}
+	if rd.path != "" {
+		errs = append(errs, xdsclient.CheckPath(rd.path))
+	}
+	if rd.port > 65535 {
+		errs = append(errs, fmt.Errorf("redirect port %d", rd.port))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	e.redirect = rd
 	return nil
@@ -640,40 +734,51 @@ func (e *routeEntry) applyRequest(q routable, path string) {
 }
 
 // redirectReply answers a redirect route: the request's URL with what
-// the route replaces.
+// the route replaces. The port follows the Gateway API: the route's, else
+// the scheme's well-known one when the route changes the scheme, else the
+// request's; it is left out where it is the scheme's default.
 func (e *routeEntry) redirectReply(q routable, path, query string) *interceptor.LocalReply {
 	rd := e.redirect
-	scheme := rd.scheme
-	if scheme == "" {
-		scheme = "http"
-	}
-	host := q.Authority()
+	host, port, hasPort := splitHostPort(q.Authority())
 	if rd.host != "" {
 		host = rd.host
 	}
-	if rd.port != 0 {
-		h := host
-		if hh, _, ok := splitHostPort(host); ok {
-			h = hh
-		}
-		host = h + ":" + strconv.FormatUint(uint64(rd.port), 10)
+	scheme := rd.scheme
+	switch {
+	case rd.port != 0:
+		port, hasPort = strconv.FormatUint(uint64(rd.port), 10), true
+	case scheme != "":
+		port, hasPort = defaultPort(scheme), true
+	}
+	if scheme == "" {
+		scheme = "http"
 	}
 	switch {
 	case rd.path != "":
 		path = rd.path
 	case rd.rewrite != nil:
-		path = rd.rewrite.apply(path)
-		if path == "" {
+		if path = rd.rewrite.apply(path); path == "" {
 			path = "/"
 		}
 	}
-	loc := scheme + "://" + host + path
+	loc := scheme + "://" + host
+	if hasPort && port != defaultPort(scheme) {
+		loc += ":" + port
+	}
+	loc += path
 	if query != "" {
 		loc += "?" + query
 	}
 	r := interceptor.Reply(rd.code, "redirect")
 	r.Location = loc
 	return r
+}
+
+func defaultPort(scheme string) string {
+	if scheme == "https" {
+		return "443"
+	}
+	return "80"
 }
 
 // splitHostPort splits host:port (or [v6]:port); ok is false when there

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/tender-mesh/tender/discovery/file"
@@ -254,7 +256,7 @@ func TestRoutesReplaceTable(t *testing.T) {
 }
 
 // BenchmarkRouteMatch is the cost of evaluating a service's routes: 20
-// rules, the request matching the last.
+// rules (35 Envoy routes), the request matching the last.
 func BenchmarkRouteMatch(b *testing.B) {
 	var sb strings.Builder
 	sb.WriteString(`
@@ -297,12 +299,14 @@ routes:
 	}
 	rc := res[resource.RouteType][0].(*routev3.RouteConfiguration)
 	cl := &Cluster{Name: "outbound|80||web.default.svc.cluster.local"}
-	rt, err := compileRoutes(rc, cl, map[string]*Cluster{cl.Name: cl})
-	if err != nil {
-		b.Fatal(err)
+	rt, refused := compileRoutes(rc, cl, map[string]*Cluster{cl.Name: cl}, newRegexCompiler(nil))
+	if refused != nil {
+		b.Fatal(refused)
 	}
-	if len(rt.routes) != 20 {
-		b.Fatalf("%d routes, want 20", len(rt.routes))
+	// 15 prefix rules are 30 Envoy routes (the path and the path/
+	// prefix), 4 regular expressions and the split one each.
+	if len(rt.routes) != 35 {
+		b.Fatalf("%d routes, want 35", len(rt.routes))
 	}
 	q := &fakeRoutable{path: "/other/path", headers: map[string]string{"x-tenant": "t99", "user-agent": "bench"}}
 	b.ReportAllocs()
@@ -464,5 +468,74 @@ routes:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || calls.Load() != 1 {
 		t.Errorf("/other (no retry rule): %d after %d tries, want 503 after 1", resp.StatusCode, calls.Load())
+	}
+}
+
+// TestRoutesRefusedOneByOne: a route the sidecar cannot follow (a header
+// value that would split the head, a rewrite to a path with CRLF, a
+// regular expression over the budget) costs that route only: the table
+// builds, the others serve, it answers 500 or matches nothing, and
+// Refused says why.
+func TestRoutesRefusedOneByOne(t *testing.T) {
+	own := &Cluster{Name: "outbound|80||web.default.svc.cluster.local"}
+	clusters := map[string]*Cluster{own.Name: own}
+	fwd := &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: own.Name}}}
+	exact := func(p string) *routev3.RouteMatch {
+		return &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: p}}
+	}
+	huge := strings.Repeat(".{1000}", 2)
+	rc := &routev3.RouteConfiguration{Name: "web", VirtualHosts: []*routev3.VirtualHost{{Routes: []*routev3.Route{
+		{Name: "split-head", Match: exact("/a"), Action: fwd, RequestHeadersToAdd: []*corev3.HeaderValueOption{{
+			Header: &corev3.HeaderValue{Key: "x", Value: "1\r\nContent-Length: 0"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}}},
+		{Name: "crlf-rewrite", Match: exact("/b"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: own.Name},
+			RegexRewrite:     &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: ".*"}, Substitution: "/x HTTP/1.1\r\nHost: y\r\n\r\nGET /z"}}}},
+		{Name: "huge-regex", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: huge}}}, Action: fwd},
+		{Name: "fine", Match: exact("/c"), Action: fwd},
+	}}}}
+	rt, refused := compileRoutes(rc, own, clusters, newRegexCompiler(nil))
+	if len(refused) != 3 {
+		t.Fatalf("refused %d routes, want 3: %v", len(refused), refused)
+	}
+	q := &fakeRoutable{headers: map[string]string{}}
+	for path, want := range map[string]int{"/a": 500, "/b": 500, "/c": 0} {
+		e := rt.match(q, path, "")
+		switch {
+		case e == nil:
+			t.Errorf("%s matched nothing", path)
+		case want == 500 && (e.reply == nil || e.reply.Status != 500):
+			t.Errorf("%s: %+v, want a 500", path, e.reply)
+		case want == 0 && (e.reply != nil || e.pick().cl != own):
+			t.Errorf("%s: the good route does not forward", path)
+		}
+	}
+	if e := rt.match(q, "/"+strings.Repeat("x", 2000), ""); e != nil {
+		t.Errorf("the over-budget regular expression matched: %s", e.name)
+	}
+}
+
+// TestRegexBudget: a route configuration's regular expressions together
+// are bounded (many each under the limit), and an unchanged one is not
+// compiled again on the next push.
+func TestRegexBudget(t *testing.T) {
+	own := &Cluster{Name: "outbound|80||web.default.svc.cluster.local"}
+	var routes []*routev3.Route
+	for i := range 40 {
+		routes = append(routes, &routev3.Route{Name: fmt.Sprint(i), Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{
+			SafeRegex: &matcherv3.RegexMatcher{Regex: fmt.Sprintf("/%d.{1000}.{500}", i)}}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: own.Name}}}})
+	}
+	rc := &routev3.RouteConfiguration{Name: "web", VirtualHosts: []*routev3.VirtualHost{{Routes: routes}}}
+	rx := newRegexCompiler(nil)
+	rt, refused := compileRoutes(rc, own, map[string]*Cluster{own.Name: own}, rx)
+	if len(refused) == 0 || len(rt.routes)+len(refused) != 40 {
+		t.Fatalf("%d routes, %d refused: want some refused over the budget", len(rt.routes), len(refused))
+	}
+	kept := len(rt.routes)
+	prev := &Table{regexes: rx.next}
+	rx2 := newRegexCompiler(prev)
+	rt2, _ := compileRoutes(rc, own, map[string]*Cluster{own.Name: own}, rx2)
+	if len(rt2.routes) != kept || rt2.routes[0].path.re != rt.routes[0].path.re {
+		t.Error("the next push compiled the same regular expression again")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -64,6 +65,13 @@ type Table struct {
 	// MeshedAddrs are the endpoints that take mutual TLS, for traffic
 	// to them outside their service's VIP (headless services).
 	MeshedAddrs map[netip.AddrPort]bool
+
+	// Refused lists the routes the sidecar could not follow and why (each
+	// matches nothing, or answers 500).
+	Refused []string
+	// regexes are the route configurations' compiled regular
+	// expressions, by anchored pattern, for the next table to reuse.
+	regexes map[string]*regexp.Regexp
 
 	// What the sidecar knows of its own pod (Localize): its namespace,
 	// and the clusters that list any of its addresses, whose modes and
@@ -264,14 +272,13 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 			t.ByVIP[ap] = cl
 		}
 	}
+	rx := newRegexCompiler(prev)
 	for _, name := range t.Names() {
 		cl := t.Clusters[name]
 		rc := cfg.Routes[xdsclient.RouteNameOf(cfg.Clusters[name])]
-		rt, err := compileRoutes(rc, cl, t.Clusters)
-		if err != nil {
-			return nil, err
-		}
+		rt, refused := compileRoutes(rc, cl, t.Clusters, rx)
 		cl.Routes = rt
+		t.Refused = append(t.Refused, refused...)
 		for _, e := range cl.Endpoints {
 			t.ByAddrPort[e.Addr] = append(t.ByAddrPort[e.Addr], cl)
 			if !slices.Contains(t.ByAddr[e.Addr.Addr()], cl) {
@@ -282,6 +289,7 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 			}
 		}
 	}
+	t.regexes = rx.next
 	return t, nil
 }
 

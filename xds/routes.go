@@ -2,6 +2,7 @@ package xds
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -17,12 +18,16 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // The Gateway API route conditions and reasons tender reports.
 const (
 	ConditionAccepted     = string(gwv1.RouteConditionAccepted)
 	ConditionResolvedRefs = string(gwv1.RouteConditionResolvedRefs)
+	// ConditionPartiallyInvalid is the Gateway API's condition for a
+	// route some of whose rules were dropped.
+	ConditionPartiallyInvalid = string(gwv1.RouteConditionPartiallyInvalid)
 
 	ReasonAccepted         = string(gwv1.RouteReasonAccepted)
 	ReasonResolvedRefs     = string(gwv1.RouteReasonResolvedRefs)
@@ -48,6 +53,9 @@ type ParentStatus struct {
 	Ref          gwv1.ParentReference `json:"parentRef"`
 	Accepted     Condition            `json:"accepted"`
 	ResolvedRefs Condition            `json:"resolvedRefs"`
+	// PartiallyInvalid is set (status True) when some rules could not be
+	// programmed while others serve.
+	PartiallyInvalid *Condition `json:"partiallyInvalid,omitempty"`
 }
 
 // RouteStatus is what tender made of one route, per parent it handles
@@ -71,10 +79,6 @@ type routeSet struct {
 	byListener map[string][]*routev3.Route
 	status     []RouteStatus
 }
-
-// maxRouteRegex bounds a regular expression in a route (path, header or
-// query match), before it is compiled.
-const maxRouteRegex = 1024
 
 // entry is one match of one rule, with what orders it among the others.
 type entry struct {
@@ -133,6 +137,7 @@ func compileRoutes(services []discovery.Service, routes []discovery.Route) route
 		)
 	})
 	entries := map[string][]*entry{}
+	kinds := map[string]string{} // the route kind each port has
 	out := routeSet{byListener: map[string][]*routev3.Route{}}
 	for ri, rt := range order {
 		st := RouteStatus{Kind: rt.Kind(), Namespace: rt.Meta().Namespace, Name: rt.Meta().Name, Generation: rt.Meta().Generation, Source: rt.Source}
@@ -145,14 +150,33 @@ func compileRoutes(services []discovery.Service, routes []discovery.Route) route
 			ps, targets := b.parent(rt, ref)
 			if ps.Accepted.OK {
 				b.problems = b.problems[:0]
+				programmed := false
 				for _, t := range targets {
-					if _, ok := entries[t.listener]; !ok {
-						entries[t.listener] = []*entry{} // attached: what matches no rule is refused
+					if k, ok := kinds[t.listener]; ok && k != rt.Kind() {
+						// The Gateway API does not merge the two kinds: the
+						// port keeps the kind of the route with precedence.
+						b.fail(false, ReasonUnsupportedValue, "port %d of %s already has %ss, which are not merged with %ss",
+							t.port.Number, t.svc.Key(), k, rt.Kind())
+						continue
 					}
-					es := b.rules(rt, ri, t.svc, t.port)
-					entries[t.listener] = append(entries[t.listener], es...)
+					if es := b.rules(rt, ri, t.svc, t.port); len(es) > 0 {
+						kinds[t.listener] = rt.Kind()
+						// Attached: what matches no rule of the port is
+						// refused.
+						entries[t.listener] = append(entries[t.listener], es...)
+						programmed = true
+					}
 				}
 				ps.Accepted, ps.ResolvedRefs = b.conditions()
+				switch {
+				case !programmed && ps.Accepted.OK:
+					ps.Accepted = Condition{Reason: ReasonUnsupportedValue, Message: "no rule could be programmed"}
+				case programmed && !ps.Accepted.OK:
+					// Some rules were dropped (or answer 500), the others
+					// serve: the spec's partially invalid route.
+					ps.PartiallyInvalid = &Condition{OK: true, Reason: ReasonUnsupportedValue, Message: "dropped rule: " + ps.Accepted.Message}
+					ps.Accepted = Condition{OK: true, Reason: ReasonAccepted, Message: "programmed into the mesh, but for what PartiallyInvalid says"}
+				}
 			}
 			st.Parents = append(st.Parents, ps)
 		}
@@ -257,6 +281,10 @@ func (b *routeBuilder) parent(rt *discovery.Route, ref gwv1.ParentReference) (Pa
 		ps.Accepted = Condition{Reason: ReasonNoMatchingParent, Message: fmt.Sprintf("Service %s/%s not found", ns, ref.Name)}
 		return ps, nil
 	}
+	if msg := foreignService(rt, svc); msg != "" {
+		ps.Accepted = Condition{Reason: ReasonNoMatchingParent, Message: msg}
+		return ps, nil
+	}
 	var targets []parentTarget
 	for _, p := range svc.Ports {
 		if ref.Port != nil && uint32(*ref.Port) != p.Number {
@@ -265,7 +293,11 @@ func (b *routeBuilder) parent(rt *discovery.Route, ref gwv1.ParentReference) (Pa
 		targets = append(targets, parentTarget{svc, p, ListenerName(svc, p)})
 	}
 	if len(targets) == 0 {
-		ps.Accepted = Condition{Reason: ReasonNoMatchingParent, Message: fmt.Sprintf("Service %s/%s has no port %d", ns, ref.Name, *ref.Port)}
+		msg := fmt.Sprintf("Service %s/%s has no ports", ns, ref.Name)
+		if ref.Port != nil {
+			msg = fmt.Sprintf("Service %s/%s has no port %d", ns, ref.Name, *ref.Port)
+		}
+		ps.Accepted = Condition{Reason: ReasonNoMatchingParent, Message: msg}
 		return ps, nil
 	}
 	if ref.SectionName != nil && *ref.SectionName != "" {
@@ -288,7 +320,16 @@ type rule struct {
 }
 
 type match struct {
-	path     *routev3.RouteMatch // path specifier only
+	path *routev3.RouteMatch // path specifier only
+	// extra is a second path specifier the match needs: a PathPrefix
+	// /api is the exact path /api and the prefix /api/ (grpc-go takes no
+	// path_separated_prefix).
+	extra *routev3.RouteMatch
+	// prefix is a PathPrefix match's prefix without its trailing slash
+	// ("" for /); isPrefix says the match is one.
+	prefix   string
+	isPrefix bool
+	insts    int // RE2 instructions of its regular expressions
 	pathKind int
 	pathLen  int
 	headers  []*routev3.HeaderMatcher
@@ -315,25 +356,34 @@ type filter struct {
 // rules builds the routes of every rule of rt for one parent port.
 func (b *routeBuilder) rules(rt *discovery.Route, routeIdx int, svc *discovery.Service, port discovery.Port) []*entry {
 	var out []*entry
+	insts := 0 // of the route's regular expressions, against the budget
 	for i, r := range normalize(rt) {
 		action := b.action(rt, i, &r, svc, port)
 		for j, m := range r.matches {
+			if insts += m.insts; m.bad == "" && insts > xdsclient.MaxRouteInsts {
+				m.bad = fmt.Sprintf("the route's regular expressions are over %d instructions together", xdsclient.MaxRouteInsts)
+			}
 			if m.bad != "" {
 				b.fail(false, ReasonUnsupportedValue, "rule %d match %d: %s", i, j, m.bad)
 				continue
 			}
-			rm := &routev3.RouteMatch{PathSpecifier: m.path.PathSpecifier, Headers: m.headers, QueryParameters: m.queries}
-			if m.method != "" {
-				rm.Headers = append(rm.Headers, exactHeader(":method", m.method))
+			for _, path := range []*routev3.RouteMatch{m.path, m.extra} {
+				if path == nil {
+					continue
+				}
+				rm := &routev3.RouteMatch{PathSpecifier: path.PathSpecifier, Headers: m.headers, QueryParameters: m.queries}
+				if m.method != "" {
+					rm.Headers = append(slices.Clip(rm.Headers), exactHeader(":method", m.method))
+				}
+				route := cloneRoute(action)
+				route.Name = fmt.Sprintf("%s/%s/%s/rule/%d/match/%d", rt.Kind(), rt.Meta().Namespace, rt.Meta().Name, i, j)
+				route.Match = rm
+				out = append(out, &entry{
+					route: route, pathKind: m.pathKind, pathLen: m.pathLen,
+					method: m.method != "", headers: len(m.headers), queries: len(m.queries),
+					routeIdx: routeIdx, ruleIdx: i,
+				})
 			}
-			route := cloneRoute(action)
-			route.Name = fmt.Sprintf("%s/%s/%s/rule/%d/match/%d", rt.Kind(), rt.Meta().Namespace, rt.Meta().Name, i, j)
-			route.Match = rm
-			out = append(out, &entry{
-				route: route, pathKind: m.pathKind, pathLen: m.pathLen,
-				method: m.method != "", headers: len(m.headers), queries: len(m.queries),
-				routeIdx: routeIdx, ruleIdx: i,
-			})
 		}
 	}
 	return out
@@ -401,15 +451,14 @@ func regexMatcher(re string) *matcherv3.StringMatcher {
 	return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}
 }
 
-// checkRegex reports why re cannot be used, "" when it can.
-func checkRegex(re string) string {
-	if len(re) > maxRouteRegex {
-		return fmt.Sprintf("regular expression longer than %d bytes", maxRouteRegex)
+// checkRegex adds re's program size to m, or says why re cannot be used.
+func (m *match) checkRegex(what, re string) {
+	n, err := xdsclient.RegexInsts(re)
+	if err != nil {
+		m.bad = what + ": " + strings.TrimPrefix(err.Error(), xdsclient.ErrRouteValue.Error()+": ")
+		return
 	}
-	if _, err := regexp.Compile(re); err != nil {
-		return "regular expression: " + err.Error()
-	}
-	return ""
+	m.insts += n
 }
 
 func httpMatch(m gwv1.HTTPRouteMatch) match {
@@ -431,19 +480,22 @@ func httpMatch(m gwv1.HTTPRouteMatch) match {
 		out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: value}}
 		out.pathKind, out.pathLen = 0, len(value)
 	case gwv1.PathMatchRegularExpression:
-		if bad := checkRegex(value); bad != "" {
-			out.bad = "path " + bad
-		}
+		out.checkRegex("path", value)
 		out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}}
 		out.pathKind, out.pathLen = 1, len(value)
 	case gwv1.PathMatchPathPrefix:
 		// Element-wise: /api matches /api and /api/v1, not /apis; a
 		// trailing slash is the same prefix.
 		value = strings.TrimRight(value, "/")
+		out.prefix, out.isPrefix = value, true
 		if value == "" {
 			out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 		} else {
-			out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: value}}
+			out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: value}}
+			out.extra = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: value + "/"}}
+		}
+		if strings.ContainsAny(value, "?#") {
+			out.bad = fmt.Sprintf("path prefix %q holds a query or fragment", value)
 		}
 		out.pathKind, out.pathLen = 2, 2*len(value)
 	default:
@@ -452,20 +504,17 @@ func httpMatch(m gwv1.HTTPRouteMatch) match {
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
 		if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
-			if bad := checkRegex(h.Value); bad != "" {
-				out.bad = "header " + name + " " + bad
-			}
+			out.checkRegex("header "+name, h.Value)
 			out.headers = append(out.headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexMatcher(h.Value)}})
 			continue
 		}
 		out.headers = append(out.headers, exactHeader(name, h.Value))
 	}
+	out.headers = firstOfEachName(out.headers)
 	for _, q := range m.QueryParams {
 		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Value}}
 		if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
-			if bad := checkRegex(q.Value); bad != "" {
-				out.bad = "query parameter " + string(q.Name) + " " + bad
-			}
+			out.checkRegex("query parameter "+string(q.Name), q.Value)
 			sm = regexMatcher(q.Value)
 		}
 		out.queries = append(out.queries, &routev3.QueryParameterMatcher{Name: string(q.Name),
@@ -518,10 +567,10 @@ func grpcMatch(m gwv1.GRPCRouteMatch) match {
 			if me == "" {
 				me = "[^/]+"
 			}
-			re := "/" + s + "/" + me
-			if bad := checkRegex(re); bad != "" {
-				out.bad = "method " + bad
-			}
+			// Grouped: an alternation in the service must not reach
+			// into the method.
+			re := "/(?:" + s + ")/(?:" + me + ")"
+			out.checkRegex("method", re)
 			out.path = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: re}}}
 			out.pathKind, out.pathLen = 2, 2*len("/"+svc+"/")+1
 		}
@@ -529,13 +578,24 @@ func grpcMatch(m gwv1.GRPCRouteMatch) match {
 	for _, h := range m.Headers {
 		name := strings.ToLower(string(h.Name))
 		if h.Type != nil && *h.Type == gwv1.GRPCHeaderMatchRegularExpression {
-			if bad := checkRegex(h.Value); bad != "" {
-				out.bad = "header " + name + " " + bad
-			}
+			out.checkRegex("header "+name, h.Value)
 			out.headers = append(out.headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexMatcher(h.Value)}})
 			continue
 		}
 		out.headers = append(out.headers, exactHeader(name, h.Value))
+	}
+	out.headers = firstOfEachName(out.headers)
+	return out
+}
+
+// firstOfEachName keeps the first matcher of each header name: the
+// Gateway API says later ones of the same name are ignored.
+func firstOfEachName(hs []*routev3.HeaderMatcher) []*routev3.HeaderMatcher {
+	out := hs[:0]
+	for i, h := range hs {
+		if !slices.ContainsFunc(hs[:i], func(o *routev3.HeaderMatcher) bool { return o.GetName() == h.GetName() }) {
+			out = append(out, h)
+		}
 	}
 	return out
 }
@@ -561,18 +621,44 @@ func (b *routeBuilder) action(rt *discovery.Route, ruleIdx int, r *rule, svc *di
 		ra.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
 			Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: h}}}}
 	}
-	ns := rt.Meta().Namespace
 	var redirect *gwv1.HTTPRequestRedirectFilter
 	broken := false // a filter the rule needs cannot be programmed: 500
 	for _, f := range r.filters {
 		switch {
 		case f.kind == string(gwv1.HTTPRouteFilterRequestHeaderModifier) && f.reqHdr != nil:
-			route.RequestHeadersToAdd = append(route.RequestHeadersToAdd, headerOptions(f.reqHdr)...)
-			route.RequestHeadersToRemove = append(route.RequestHeadersToRemove, lower(f.reqHdr.Remove)...)
+			add, remove, host, err := headerEdits(f.reqHdr, true)
+			if err != nil {
+				b.fail(false, ReasonUnsupportedValue, "rule %d: RequestHeaderModifier: %v", ruleIdx, err)
+				broken = true
+				continue
+			}
+			if host != "" { // the authority is rewritten, as Envoy does it
+				ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: host}
+			}
+			route.RequestHeadersToAdd = append(route.RequestHeadersToAdd, add...)
+			route.RequestHeadersToRemove = append(route.RequestHeadersToRemove, remove...)
 		case f.kind == string(gwv1.HTTPRouteFilterResponseHeaderModifier) && f.respHdr != nil:
-			route.ResponseHeadersToAdd = append(route.ResponseHeadersToAdd, headerOptions(f.respHdr)...)
-			route.ResponseHeadersToRemove = append(route.ResponseHeadersToRemove, lower(f.respHdr.Remove)...)
+			add, remove, _, err := headerEdits(f.respHdr, false)
+			if err != nil {
+				b.fail(false, ReasonUnsupportedValue, "rule %d: ResponseHeaderModifier: %v", ruleIdx, err)
+				broken = true
+				continue
+			}
+			route.ResponseHeadersToAdd = append(route.ResponseHeadersToAdd, add...)
+			route.ResponseHeadersToRemove = append(route.ResponseHeadersToRemove, remove...)
 		case f.kind == string(gwv1.HTTPRouteFilterRequestRedirect) && f.redirect != nil:
+			if err := checkRedirect(f.redirect); err != nil {
+				b.fail(false, ReasonUnsupportedValue, "rule %d: RequestRedirect: %v", ruleIdx, err)
+				broken = true
+				continue
+			}
+			if f.redirect.Path != nil && f.redirect.Path.Type == gwv1.PrefixMatchHTTPPathModifier {
+				if _, ok := prefixOf(r.matches); !ok {
+					b.fail(false, ReasonUnsupportedValue, "rule %d: RequestRedirect: ReplacePrefixMatch needs every match of the rule to be the same PathPrefix", ruleIdx)
+					broken = true
+					continue
+				}
+			}
 			redirect = f.redirect
 		case f.kind == string(gwv1.HTTPRouteFilterURLRewrite) && f.rewrite != nil:
 			if msg := setRewrite(ra, f.rewrite, r.matches); msg != "" {
@@ -580,7 +666,7 @@ func (b *routeBuilder) action(rt *discovery.Route, ruleIdx int, r *rule, svc *di
 				broken = true
 			}
 		case f.kind == string(gwv1.HTTPRouteFilterRequestMirror) && f.mirror != nil:
-			cluster, reason, msg := b.backendCluster(ns, f.mirror.BackendRef)
+			cluster, reason, msg := b.backendCluster(rt, f.mirror.BackendRef)
 			if reason != "" {
 				b.fail(true, reason, "rule %d: mirror: %s", ruleIdx, msg)
 				continue // a mirror that does not resolve mirrors nothing
@@ -611,7 +697,7 @@ func (b *routeBuilder) action(rt *discovery.Route, ruleIdx int, r *rule, svc *di
 		if be.weight <= 0 {
 			continue // a weight of 0 takes no traffic
 		}
-		cluster, reason, msg := b.backendCluster(ns, be.ref)
+		cluster, reason, msg := b.backendCluster(rt, be.ref)
 		if reason == "" && be.filters > 0 {
 			reason, msg = ReasonUnsupportedValue, "filters on a backendRef are not supported"
 		}
@@ -634,9 +720,22 @@ func (b *routeBuilder) action(rt *discovery.Route, ruleIdx int, r *rule, svc *di
 	return route
 }
 
+// foreignService says why a route may not name svc ("" when it may): a
+// route from a source other than mesh.yaml (the operator's file) names
+// only services of its own source, so that whoever may write routes in a
+// Kubernetes namespace cannot take over the Consul or Eureka services
+// registered under the same name.
+func foreignService(rt *discovery.Route, svc *discovery.Service) string {
+	if rt.Source == "" || rt.Source == "file" || svc.Source == rt.Source {
+		return ""
+	}
+	return fmt.Sprintf("Service %s comes from %s; a route from %s names only services of its own source", svc.Key(), svc.Source, rt.Source)
+}
+
 // backendCluster resolves a backend reference to its cluster name, or
 // says why it does not resolve (a reason and a message).
-func (b *routeBuilder) backendCluster(routeNS string, ref gwv1.BackendObjectReference) (cluster, reason, msg string) {
+func (b *routeBuilder) backendCluster(rt *discovery.Route, ref gwv1.BackendObjectReference) (cluster, reason, msg string) {
+	routeNS := rt.Meta().Namespace
 	if !isServiceRef(ref.Group, ref.Kind) {
 		return "", ReasonInvalidKind, "only Services are supported as backends"
 	}
@@ -651,6 +750,9 @@ func (b *routeBuilder) backendCluster(routeNS string, ref gwv1.BackendObjectRefe
 	if svc == nil {
 		return "", ReasonBackendNotFound, fmt.Sprintf("Service %s/%s not found", ns, ref.Name)
 	}
+	if msg := foreignService(rt, svc); msg != "" {
+		return "", ReasonBackendNotFound, msg
+	}
 	if ref.Port == nil {
 		return "", ReasonUnsupportedValue, fmt.Sprintf("Service %s/%s: a backendRef needs a port", ns, ref.Name)
 	}
@@ -662,25 +764,65 @@ func (b *routeBuilder) backendCluster(routeNS string, ref gwv1.BackendObjectRefe
 	return "", ReasonBackendNotFound, fmt.Sprintf("Service %s/%s has no port %d", ns, ref.Name, *ref.Port)
 }
 
-func headerOptions(f *gwv1.HTTPHeaderFilter) []*corev3.HeaderValueOption {
-	var out []*corev3.HeaderValueOption
+// headerEdits turns a header modifier into Envoy's headers to add and to
+// remove, each checked as the sidecar checks them (xdsclient). On the
+// request side a Host set is the authority's rewrite (host); Host may not
+// be added or removed, nor may framing fields or tender's own.
+func headerEdits(f *gwv1.HTTPHeaderFilter, request bool) (add []*corev3.HeaderValueOption, remove []string, host string, err error) {
 	for _, h := range f.Set {
-		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(string(h.Name)), Value: h.Value},
+		name := strings.ToLower(string(h.Name))
+		if request && name == "host" {
+			if err := xdsclient.CheckHost(h.Value); err != nil {
+				return nil, nil, "", err
+			}
+			host = h.Value
+			continue
+		}
+		if err := errors.Join(xdsclient.CheckHeaderName(name), xdsclient.CheckHeaderValue(h.Value)); err != nil {
+			return nil, nil, "", err
+		}
+		add = append(add, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, Value: h.Value},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
 	}
 	for _, h := range f.Add {
-		out = append(out, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: strings.ToLower(string(h.Name)), Value: h.Value},
+		name := strings.ToLower(string(h.Name))
+		if err := errors.Join(xdsclient.CheckHeaderName(name), xdsclient.CheckHeaderValue(h.Value)); err != nil {
+			return nil, nil, "", err
+		}
+		add = append(add, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, Value: h.Value},
 			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD})
 	}
-	return out
+	for _, n := range f.Remove {
+		name := strings.ToLower(n)
+		if err := xdsclient.CheckHeaderName(name); err != nil {
+			return nil, nil, "", err
+		}
+		remove = append(remove, name)
+	}
+	return add, remove, host, nil
 }
 
-func lower(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = strings.ToLower(n)
+// checkRedirect checks a redirect's scheme, host and path as the sidecar
+// does.
+func checkRedirect(f *gwv1.HTTPRequestRedirectFilter) error {
+	var errs []error
+	if f.Scheme != nil {
+		errs = append(errs, xdsclient.CheckScheme(*f.Scheme))
 	}
-	return out
+	if f.Hostname != nil {
+		errs = append(errs, xdsclient.CheckHost(string(*f.Hostname)))
+	}
+	if p := f.Path; p != nil {
+		switch {
+		case p.Type == gwv1.FullPathHTTPPathModifier && p.ReplaceFullPath != nil:
+			errs = append(errs, xdsclient.CheckPath(*p.ReplaceFullPath))
+		case p.Type == gwv1.PrefixMatchHTTPPathModifier && p.ReplacePrefixMatch != nil:
+			errs = append(errs, xdsclient.CheckPath(*p.ReplacePrefixMatch))
+		default:
+			errs = append(errs, fmt.Errorf("path modifier %q without its path", p.Type))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // prefixOf is the PathPrefix the rule's matches share, for
@@ -688,22 +830,10 @@ func lower(names []string) []string {
 func prefixOf(matches []match) (string, bool) {
 	prefix, ok := "", false
 	for _, m := range matches {
-		var p string
-		switch ps := m.path.GetPathSpecifier().(type) {
-		case *routev3.RouteMatch_PathSeparatedPrefix:
-			p = ps.PathSeparatedPrefix
-		case *routev3.RouteMatch_Prefix:
-			if ps.Prefix != "/" {
-				return "", false
-			}
-			p = ""
-		default:
+		if !m.isPrefix || ok && m.prefix != prefix {
 			return "", false
 		}
-		if ok && p != prefix {
-			return "", false
-		}
-		prefix, ok = p, true
+		prefix, ok = m.prefix, true
 	}
 	return prefix, ok
 }
@@ -712,6 +842,9 @@ func prefixOf(matches []match) (string, bool) {
 // can.
 func setRewrite(ra *routev3.RouteAction, f *gwv1.HTTPURLRewriteFilter, matches []match) string {
 	if f.Hostname != nil {
+		if err := xdsclient.CheckHost(string(*f.Hostname)); err != nil {
+			return err.Error()
+		}
 		ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: string(*f.Hostname)}
 	}
 	if f.Path == nil {
@@ -722,6 +855,9 @@ func setRewrite(ra *routev3.RouteAction, f *gwv1.HTTPURLRewriteFilter, matches [
 		if f.Path.ReplaceFullPath == nil {
 			return "ReplaceFullPath without a path"
 		}
+		if err := xdsclient.CheckPath(*f.Path.ReplaceFullPath); err != nil {
+			return err.Error()
+		}
 		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
 			Pattern:      &matcherv3.RegexMatcher{Regex: "^/.*$"},
 			Substitution: *f.Path.ReplaceFullPath,
@@ -729,6 +865,9 @@ func setRewrite(ra *routev3.RouteAction, f *gwv1.HTTPURLRewriteFilter, matches [
 	case gwv1.PrefixMatchHTTPPathModifier:
 		if f.Path.ReplacePrefixMatch == nil {
 			return "ReplacePrefixMatch without a prefix"
+		}
+		if err := xdsclient.CheckPath(*f.Path.ReplacePrefixMatch); err != nil {
+			return err.Error()
 		}
 		prefix, ok := prefixOf(matches)
 		if !ok {
@@ -827,7 +966,9 @@ func setRuleResilience(ra *routev3.RouteAction, r *rule, fail func(string)) {
 				fail("timeouts.backendRequest: " + err.Error())
 			} else {
 				if ra.RetryPolicy == nil {
-					ra.RetryPolicy = &routev3.RetryPolicy{NumRetries: wrapperspb.UInt32(0)}
+					// A per-try timeout with no retries: no condition to
+					// retry on (grpc-go refuses num_retries 0).
+					ra.RetryPolicy = &routev3.RetryPolicy{NumRetries: wrapperspb.UInt32(1)}
 				}
 				ra.RetryPolicy.PerTryTimeout = durationpb.New(d)
 			}
@@ -853,10 +994,21 @@ func setRuleResilience(ra *routev3.RouteAction, r *rule, fail func(string)) {
 		}
 		if rt.Backoff != nil {
 			d, err := time.ParseDuration(string(*rt.Backoff))
-			if err != nil {
+			switch {
+			case err != nil:
 				fail("retry.backoff: " + err.Error())
-			} else {
+			case d > 0: // grpc-go refuses a zero base interval
 				p.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(d)}
+			default:
+				p.RetryBackOff = nil
+			}
+		}
+		if p.GetNumRetries().GetValue() == 0 && p.NumRetries != nil {
+			// attempts: 0 turns retries off; grpc-go refuses num_retries 0,
+			// so no condition to retry on says it.
+			p.NumRetries, p.RetryOn, p.RetriableStatusCodes = wrapperspb.UInt32(1), "", nil
+			if p.PerTryTimeout == nil {
+				ra.RetryPolicy = nil
 			}
 		}
 	}

@@ -369,7 +369,7 @@ func mergeParents(live []gwv1.RouteParentStatus, want *xds.RouteStatus, now meta
 // parentStatus is tender's status entry for one parent; prev are the
 // conditions of the entry it replaces.
 func parentStatus(ps xds.ParentStatus, gen int64, prev []metav1.Condition, now metav1.Time) gwv1.RouteParentStatus {
-	return gwv1.RouteParentStatus{
+	st := gwv1.RouteParentStatus{
 		ParentRef:      ps.Ref,
 		ControllerName: xds.ControllerName,
 		Conditions: []metav1.Condition{
@@ -377,6 +377,12 @@ func parentStatus(ps xds.ParentStatus, gen int64, prev []metav1.Condition, now m
 			condition(xds.ConditionResolvedRefs, ps.ResolvedRefs, gen, prev, now),
 		},
 	}
+	if ps.PartiallyInvalid != nil {
+		// Some rules were dropped: the spec's condition, present only
+		// while it holds.
+		st.Conditions = append(st.Conditions, condition(xds.ConditionPartiallyInvalid, *ps.PartiallyInvalid, gen, prev, now))
+	}
+	return st
 }
 
 func condition(typ string, c xds.Condition, gen int64, prev []metav1.Condition, now metav1.Time) metav1.Condition {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -308,6 +309,11 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			if err != nil {
 				health.ConfigRejected.Inc()
 				return err
+			}
+			if prev := px.Table(); !slices.Equal(t.Refused, prev.Refused) {
+				for _, r := range t.Refused {
+					logger.Warn("route not followed: it matches nothing, or answers 500", "reason", r)
+				}
 			}
 			px.SetTable(t)
 			health.Applied(cfg.Versions, len(cfg.Clusters))

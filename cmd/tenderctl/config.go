@@ -253,13 +253,6 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func domains(ds []string) string {
-	if len(ds) <= 2 {
-		return strings.Join(ds, ",")
-	}
-	return fmt.Sprintf("%s,%s +%d more", ds[0], ds[1], len(ds)-2)
-}
-
 func timeout(r *routev3.RouteAction) string {
 	if r.GetTimeout() == nil {
 		return "-"
