@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,10 +49,22 @@ func rssFile() (int64, error) {
 	return 0, errors.New("no RssFile in /proc/self/status")
 }
 
+// startupAdvice is what the pages the start-up touched get: reclaimed,
+// unmapped, and faulted back one at a time.
+var startupAdvice = []int{unix.MADV_PAGEOUT, unix.MADV_DONTNEED, unix.MADV_RANDOM}
+
+// trimAdvice is what the periodic trim gives them: unmapped only, so the
+// hot ones come back from the page cache at once (a minor fault each)
+// and nothing is evicted from it.
+var trimAdvice = []int{unix.MADV_DONTNEED}
+
 // pageOutBinary advises the kernel to reclaim the resident pages of the
 // executable's read-only mappings and returns how many mappings it
 // advised. Kernels before 5.4 have no MADV_PAGEOUT (EINVAL).
-func pageOutBinary() (int, error) {
+func pageOutBinary() (int, error) { return adviseBinary(startupAdvice) }
+
+// adviseBinary gives advice to the executable's read-only mappings.
+func adviseBinary(advice []int) (int, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -75,7 +89,7 @@ func pageOutBinary() (int, error) {
 		// RANDOM makes a page the code needs again come back alone, not
 		// with the 15 around it (fault-around): under load the file pages
 		// grew back to 12 MiB without it, 7.5 with it.
-		for _, advice := range []int{unix.MADV_PAGEOUT, unix.MADV_DONTNEED, unix.MADV_RANDOM} {
+		for _, advice := range advice {
 			if _, _, e := unix.Syscall(unix.SYS_MADVISE, start, end-start, uintptr(advice)); e != 0 {
 				return n, fmt.Errorf("madvise(%d): %w", advice, e)
 			}
@@ -115,4 +129,28 @@ func releaseStartupPages(logger *slog.Logger) {
 	}
 	after, _ := rssFile() //nolint:errcheck // 0 in the log line
 	logger.Info("startup pages of the executable handed back to the kernel", "rss_file_before", before, "rss_file_after", after)
+}
+
+// trimBinary unmaps the executable's pages from the process every
+// interval, so that its RSS holds the code it runs now, not the code of
+// every path it ever ran (start-up aside: the TLS handshakes of an hour
+// ago, a protocol it no longer carries, the xDS decoding of the last
+// push). The pages stay in the page cache; those the sidecar runs come
+// back with a minor fault each (MADV_RANDOM: alone, without their
+// neighbours), about 2,000 of them under load, a millisecond or two per
+// interval.
+func trimBinary(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := adviseBinary(trimAdvice); err != nil {
+				logger.Debug("executable pages not trimmed", "err", err)
+				return
+			}
+		}
+	}
 }

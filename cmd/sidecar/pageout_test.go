@@ -1,8 +1,15 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
 	"os"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestExeMapping(t *testing.T) {
@@ -49,5 +56,42 @@ func TestPageOutBinary(t *testing.T) {
 	}
 	if after >= before {
 		t.Errorf("got RssFile %d KiB after the advice, want less than the %d KiB before", after>>10, before>>10)
+	}
+}
+
+// TestTrimBinary: the periodic trim unmaps the executable's pages again
+// after code ran (as a sidecar's paths bring theirs back), and stops with
+// its context.
+func TestTrimBinary(t *testing.T) {
+	if _, err := rssFile(); err != nil {
+		t.Skip("no /proc/self/status RssFile:", err)
+	}
+	// Touch much of the test binary's code and data, as a long-running
+	// sidecar does over time.
+	var sb strings.Builder
+	for range 200 {
+		fmt.Fprintf(&sb, "%v %x %q", time.Now(), sha256.Sum256([]byte(sb.String())), regexp.MustCompile(`a+b*`).FindString("aab"))
+	}
+	before, err := rssFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { trimBinary(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler)); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("trimBinary did not stop with its context")
+	}
+	after, err := rssFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("RssFile %d → %d KiB", before>>10, after>>10)
+	if after >= before {
+		t.Errorf("got RssFile %d KiB after trimming, want less than the %d KiB before", after>>10, before>>10)
 	}
 }
