@@ -154,6 +154,35 @@ func (p *pool) put(uc *upConn) {
 	l.mu.Unlock()
 }
 
+// reap closes the connections idle longer than poolIdleTimeout at now
+// and returns how many. put drops them too, but only from the list it
+// puts to: an endpoint called once would keep its connections (and
+// their buffers, a TLS connection's among them) for ever.
+func (p *pool) reap(now time.Time) int {
+	n := 0
+	p.lists.Range(func(_, v any) bool {
+		l := v.(*idleList)
+		l.mu.Lock()
+		drop := 0
+		for drop < len(l.conns) && now.Sub(l.conns[drop].idleSince) >= poolIdleTimeout {
+			l.conns[drop].Close()
+			drop++
+		}
+		if drop > 0 {
+			k := copy(l.conns, l.conns[drop:])
+			clear(l.conns[k:])
+			l.conns = l.conns[:k]
+			if k == 0 {
+				l.conns = nil // the list's array goes too
+			}
+			n += drop
+		}
+		l.mu.Unlock()
+		return true
+	})
+	return n
+}
+
 // closeIdle closes every idle connection (drain, tests).
 func (p *pool) closeIdle() {
 	p.lists.Range(func(_, v any) bool {

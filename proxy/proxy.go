@@ -198,6 +198,12 @@ func (p *Proxy) SetTable(t *Table) {
 	p.recheckTCP(t)
 }
 
+// Trim closes the upstream connections that have been idle longer than
+// the pool keeps them and returns how many; the sidecar calls it now and
+// then, so that an endpoint called once does not hold its connections
+// for ever.
+func (p *Proxy) Trim() int { return p.pool.reap(time.Now()) }
+
 // Table returns the current routing table.
 func (p *Proxy) Table() *Table { return p.table.Load() }
 

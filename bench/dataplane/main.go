@@ -523,6 +523,11 @@ backend tcp
 						"http://127.0.0.1:15000/debug/pprof/heap").CombinedOutput(); err != nil {
 						fmt.Fprintf(os.Stderr, "bench: heap profile: %v: %s\n", err, b)
 					}
+					metrics := filepath.Join(c.profile, "sidecar-"+proto+"-metrics.txt")
+					if b, err := exec.Command("ip", "netns", "exec", l.ns("client"), "curl", "-sf", "-o", metrics,
+						"http://127.0.0.1:15090/metrics").CombinedOutput(); err != nil {
+						fmt.Fprintf(os.Stderr, "bench: metrics: %v: %s\n", err, b)
+					}
 					for _, p := range pids {
 						if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p)); err == nil {
 							os.WriteFile(filepath.Join(c.profile, "sidecar-"+proto+"-status.txt"), st, 0o644) //nolint:errcheck,gosec // a profile aid

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -131,26 +132,42 @@ func releaseStartupPages(logger *slog.Logger) {
 	logger.Info("startup pages of the executable handed back to the kernel", "rss_file_before", before, "rss_file_after", after)
 }
 
-// trimBinary unmaps the executable's pages from the process every
-// interval, so that its RSS holds the code it runs now, not the code of
-// every path it ever ran (start-up aside: the TLS handshakes of an hour
-// ago, a protocol it no longer carries, the xDS decoding of the last
-// push). The pages stay in the page cache; those the sidecar runs come
-// back with a minor fault each (MADV_RANDOM: alone, without their
-// neighbours), about 2,000 of them under load, a millisecond or two per
-// interval.
-func trimBinary(ctx context.Context, interval time.Duration, logger *slog.Logger) {
+// trimmer is what the periodic trim asks to let go of what it holds
+// without use: *proxy.Proxy (idle upstream connections past their time).
+type trimmer interface{ Trim() int }
+
+// trimLoop hands back, every interval, what the sidecar holds without
+// using it, so that its RSS is what it runs now, not the high-water mark
+// of every path it ever ran:
+//   - its executable's pages (the TLS handshakes of an hour ago, a
+//     protocol it no longer carries, the xDS decoding of the last push):
+//     unmapped, they stay in the page cache, and those it runs come back
+//     with a minor fault each (MADV_RANDOM: alone, without their
+//     neighbours), about 2,000 under load, a millisecond or two per
+//     interval;
+//   - upstream connections idle past the pool's timeout, to endpoints
+//     nothing is sent to any more;
+//   - the heap's free pages (debug.FreeOSMemory: one more GC per
+//     interval, where under load there are many a second).
+func trimLoop(ctx context.Context, interval time.Duration, px trimmer, logger *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	exe := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := adviseBinary(trimAdvice); err != nil {
-				logger.Debug("executable pages not trimmed", "err", err)
-				return
+			if exe {
+				if _, err := adviseBinary(trimAdvice); err != nil {
+					logger.Debug("executable pages not trimmed", "err", err)
+					exe = false
+				}
 			}
+			if n := px.Trim(); n > 0 {
+				logger.Debug("idle upstream connections closed", "connections", n)
+			}
+			debug.FreeOSMemory()
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -60,8 +61,8 @@ func TestPageOutBinary(t *testing.T) {
 }
 
 // TestTrimBinary: the periodic trim unmaps the executable's pages again
-// after code ran (as a sidecar's paths bring theirs back), and stops with
-// its context.
+// after code ran (as a sidecar's paths bring theirs back), asks the proxy
+// to trim, and stops with its context.
 func TestTrimBinary(t *testing.T) {
 	if _, err := rssFile(); err != nil {
 		t.Skip("no /proc/self/status RssFile:", err)
@@ -78,7 +79,11 @@ func TestTrimBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { trimBinary(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler)); close(done) }()
+	var trims atomic.Int64
+	go func() {
+		trimLoop(ctx, 20*time.Millisecond, trimFunc(func() int { trims.Add(1); return 0 }), slog.New(slog.DiscardHandler))
+		close(done)
+	}()
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	select {
@@ -94,4 +99,11 @@ func TestTrimBinary(t *testing.T) {
 	if after >= before {
 		t.Errorf("got RssFile %d KiB after trimming, want less than the %d KiB before", after>>10, before>>10)
 	}
+	if trims.Load() == 0 {
+		t.Error("the proxy was never asked to trim")
+	}
 }
+
+type trimFunc func() int
+
+func (f trimFunc) Trim() int { return f() }

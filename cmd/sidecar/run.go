@@ -106,7 +106,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 5*time.Minute, "close a downstream HTTP keep-alive connection idle this long")
 	fs.DurationVar(&c.HeaderTimeout, "request-header-timeout", 10*time.Second, "how long a client may take to send a request head once it began")
 	fs.IntVar(&c.MaxHeadersKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
-	fs.DurationVar(&c.TrimInterval, "trim-interval", 10*time.Second, "every interval, unmap the pages of the sidecar's own executable so its RSS holds the code it runs now (they stay in the page cache; what runs comes back at once); 0: never")
+	fs.DurationVar(&c.TrimInterval, "trim-interval", 10*time.Second, "every interval, hand back what the sidecar holds without use: its executable's pages (they stay in the page cache; what runs comes back at once), upstream connections idle past their time, the heap's free pages; 0: never")
 	fs.BoolVar(&c.PageOut, "page-out-startup", true, "once ready, hand the pages of the sidecar's own executable that starting up touched back to the kernel (madvise MADV_PAGEOUT): idle RSS 18 → 6 MiB; what runs again comes back")
 	fs.IntVar(&c.AdminMaxConns, "admin-max-connections", defaultAdminMaxConns, "connections the admin and the metrics listener each keep open at most; more wait (0: no limit)")
 	id := &c.Identity
@@ -329,7 +329,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 					time.AfterFunc(time.Second, func() { releaseStartupPages(logger) })
 				}
 				if c.TrimInterval > 0 {
-					go trimBinary(ctx, c.TrimInterval, logger)
+					go trimLoop(ctx, c.TrimInterval, px, logger)
 				}
 			}
 			return nil
