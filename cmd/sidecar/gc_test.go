@@ -10,10 +10,11 @@ import (
 
 // TestGCSettings runs the test binary again with the environment a pod
 // gives the sidecar and checks what the runtime collects with: GOGC and
-// GOMEMLIMIT (the injector's, from the memory limit, in bytes) as set,
-// Go's defaults otherwise.
+// GOMEMLIMIT (the injector's, from the memory limit, in bytes) as set;
+// otherwise GOGC=50, the sidecar's default, and no limit.
 func TestGCSettings(t *testing.T) {
 	if os.Getenv("TENDER_GC_HELPER") == "1" {
+		applyGCDefault()
 		s := currentGC()
 		fmt.Printf("gogc=%d limit=%s\n", s.Percent, s.limitString())
 		return
@@ -22,10 +23,10 @@ func TestGCSettings(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{nil, "gogc=100 limit=none"},
+		{nil, "gogc=50 limit=none"},
 		{[]string{"GOGC=200"}, "gogc=200 limit=none"},
 		{[]string{"GOGC=off"}, "gogc=-1 limit=none"},
-		{[]string{"GOMEMLIMIT=134217728"}, "gogc=100 limit=134217728"},
+		{[]string{"GOMEMLIMIT=134217728"}, "gogc=50 limit=134217728"},
 		{[]string{"GOMEMLIMIT=64MiB", "GOGC=50"}, "gogc=50 limit=67108864"},
 	} {
 		name := strings.Join(tc.env, ",")

@@ -189,6 +189,7 @@ func workloadOf(pod string) string {
 }
 
 func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) error {
+	applyGCDefault()
 	logger, err := telemetry.NewLogger(logOut, c.LogLevel, c.LogFormat)
 	if err != nil {
 		return err
