@@ -134,17 +134,7 @@ func (p *pool) put(uc *upConn) {
 	uc.idleSince = time.Now()
 	l := p.list(uc.key)
 	l.mu.Lock()
-	// The oldest are at the bottom: drop those past the idle timeout.
-	drop := 0
-	for drop < len(l.conns) && uc.idleSince.Sub(l.conns[drop].idleSince) >= poolIdleTimeout {
-		l.conns[drop].Close()
-		drop++
-	}
-	if drop > 0 {
-		n := copy(l.conns, l.conns[drop:])
-		clear(l.conns[n:])
-		l.conns = l.conns[:n]
-	}
+	l.dropExpiredLocked(uc.idleSince)
 	if len(l.conns) >= maxIdlePerEndpoint {
 		l.mu.Unlock()
 		uc.Close()
@@ -163,24 +153,31 @@ func (p *pool) reap(now time.Time) int {
 	p.lists.Range(func(_, v any) bool {
 		l := v.(*idleList)
 		l.mu.Lock()
-		drop := 0
-		for drop < len(l.conns) && now.Sub(l.conns[drop].idleSince) >= poolIdleTimeout {
-			l.conns[drop].Close()
-			drop++
-		}
-		if drop > 0 {
-			k := copy(l.conns, l.conns[drop:])
-			clear(l.conns[k:])
-			l.conns = l.conns[:k]
-			if k == 0 {
-				l.conns = nil // the list's array goes too
-			}
-			n += drop
+		n += l.dropExpiredLocked(now)
+		if len(l.conns) == 0 {
+			l.conns = nil // the list's array goes too
 		}
 		l.mu.Unlock()
 		return true
 	})
 	return n
+}
+
+// dropExpiredLocked closes the connections idle longer than
+// poolIdleTimeout at now (the oldest are at the bottom) and returns how
+// many; l.mu is held.
+func (l *idleList) dropExpiredLocked(now time.Time) int {
+	drop := 0
+	for drop < len(l.conns) && now.Sub(l.conns[drop].idleSince) >= poolIdleTimeout {
+		l.conns[drop].Close()
+		drop++
+	}
+	if drop > 0 {
+		k := copy(l.conns, l.conns[drop:])
+		clear(l.conns[k:])
+		l.conns = l.conns[:k]
+	}
+	return drop
 }
 
 // closeIdle closes every idle connection (drain, tests).

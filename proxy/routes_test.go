@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -22,7 +20,6 @@ import (
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/xds"
-	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // namedUpstream answers every request with its name, the path and
@@ -64,20 +61,7 @@ func routedProxy(t *testing.T, mesh string, vip netip.AddrPort, mws ...intercept
 			}
 		}
 	}
-	xc := &xdsclient.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
-		Routes: map[string]*routev3.RouteConfiguration{}}
-	for _, r := range res[resource.RouteType] {
-		rc := r.(*routev3.RouteConfiguration)
-		xc.Routes[rc.GetName()] = rc
-	}
-	for _, r := range res[resource.ClusterType] {
-		c := r.(*clusterv3.Cluster)
-		xc.Clusters[c.GetName()] = c
-	}
-	for _, r := range res[resource.EndpointType] {
-		c := r.(*endpointv3.ClusterLoadAssignment)
-		xc.Endpoints[c.GetClusterName()] = c
-	}
+	xc := configOf(res)
 	table, err := BuildTable(xc, nil, balancer.Locality{})
 	if err != nil {
 		t.Fatal(err)

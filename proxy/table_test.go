@@ -29,6 +29,11 @@ func config(t *testing.T, services ...discovery.Service) *xdsclient.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return configOf(res)
+}
+
+// configOf is the sidecar's config holding the translator's resources.
+func configOf(res xds.Resources) *xdsclient.Config {
 	cfg := &xdsclient.Config{Clusters: map[string]*clusterv3.Cluster{}, Endpoints: map[string]*endpointv3.ClusterLoadAssignment{},
 		Routes: map[string]*routev3.RouteConfiguration{}, Versions: map[string]string{resource.ClusterType: "1", resource.RouteType: "1"}}
 	for _, r := range res[resource.RouteType] {

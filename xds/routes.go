@@ -502,15 +502,8 @@ func httpMatch(m gwv1.HTTPRouteMatch) match {
 		out.bad = fmt.Sprintf("path match type %q", typ)
 	}
 	for _, h := range m.Headers {
-		name := strings.ToLower(string(h.Name))
-		if h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression {
-			out.checkRegex("header "+name, h.Value)
-			out.headers = append(out.headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexMatcher(h.Value)}})
-			continue
-		}
-		out.headers = append(out.headers, exactHeader(name, h.Value))
+		out.addHeader(string(h.Name), h.Type != nil && *h.Type == gwv1.HeaderMatchRegularExpression, h.Value)
 	}
-	out.headers = firstOfEachName(out.headers)
 	for _, q := range m.QueryParams {
 		sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: q.Value}}
 		if q.Type != nil && *q.Type == gwv1.QueryParamMatchRegularExpression {
@@ -576,28 +569,26 @@ func grpcMatch(m gwv1.GRPCRouteMatch) match {
 		}
 	}
 	for _, h := range m.Headers {
-		name := strings.ToLower(string(h.Name))
-		if h.Type != nil && *h.Type == gwv1.GRPCHeaderMatchRegularExpression {
-			out.checkRegex("header "+name, h.Value)
-			out.headers = append(out.headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexMatcher(h.Value)}})
-			continue
-		}
-		out.headers = append(out.headers, exactHeader(name, h.Value))
+		out.addHeader(string(h.Name), h.Type != nil && *h.Type == gwv1.GRPCHeaderMatchRegularExpression, h.Value)
 	}
-	out.headers = firstOfEachName(out.headers)
 	return out
 }
 
-// firstOfEachName keeps the first matcher of each header name: the
-// Gateway API says later ones of the same name are ignored.
-func firstOfEachName(hs []*routev3.HeaderMatcher) []*routev3.HeaderMatcher {
-	out := hs[:0]
-	for i, h := range hs {
-		if !slices.ContainsFunc(hs[:i], func(o *routev3.HeaderMatcher) bool { return o.GetName() == h.GetName() }) {
-			out = append(out, h)
-		}
+// addHeader adds a header match (HTTPRoute's and GRPCRoute's alike): the
+// name in lower case, the value exact or a regular expression. A name
+// matched already is skipped: the Gateway API says later matches of the
+// same name are ignored.
+func (m *match) addHeader(name string, regex bool, value string) {
+	name = strings.ToLower(name)
+	if slices.ContainsFunc(m.headers, func(o *routev3.HeaderMatcher) bool { return o.GetName() == name }) {
+		return
 	}
-	return out
+	if regex {
+		m.checkRegex("header "+name, value)
+		m.headers = append(m.headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: regexMatcher(value)}})
+		return
+	}
+	m.headers = append(m.headers, exactHeader(name, value))
 }
 
 // invalidCluster names no cluster: the share of requests a rule sends to
