@@ -123,3 +123,23 @@ func BenchmarkSniff(b *testing.B) {
 		})
 	}
 }
+
+// FuzzMeshALPN feeds the inbound side's mesh-TLS detection the first
+// bytes of a connection (a raw ClientHello, or anything): it answers,
+// never panics, and never takes more than the detection timeout.
+func FuzzMeshALPN(f *testing.F) {
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00})
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte{0x16, 0x03, 0x01, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		go func() { b.Write(data); b.Close() }() //nolint:errcheck // the reader may stop early
+		start := time.Now()
+		meshALPN(a, bufio.NewReaderSize(a, 16<<10), 50*time.Millisecond)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("detection took %v", d)
+		}
+	})
+}

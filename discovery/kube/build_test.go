@@ -206,3 +206,19 @@ func TestPolicyFromAnnotations(t *testing.T) {
 		t.Errorf("after bad annotations: %+v; want only max-requests kept", p)
 	}
 }
+
+// FuzzPolicyFromAnnotations: a Service's tender.dev policy annotations
+// are untrusted (anyone who may edit the Service writes them): any value
+// gets a policy or an annotation error, never a panic, and a policy it
+// returns validates.
+func FuzzPolicyFromAnnotations(f *testing.F) {
+	f.Add(AnnotationRetries, "3", AnnotationTimeout, "2s")
+	f.Add(AnnotationRetries, "-1", AnnotationTimeout, "1e-999999999s")
+	f.Add("tender.dev/lb", "MAGLEV", "tender.dev/hash-header", "x-user")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		p, _ := policyFromAnnotations(map[string]string{k1: v1, k2: v2})
+		if err := p.Validate(); err != nil {
+			t.Fatalf("policy from %q=%q %q=%q does not validate: %v", k1, v1, k2, v2, err)
+		}
+	})
+}
