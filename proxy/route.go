@@ -114,15 +114,14 @@ func (p *Proxy) authorize(next interceptor.Handler) interceptor.Handler {
 		if x.Direction != interceptor.Inbound {
 			return next.Handle(x)
 		}
-		t := p.table.Load()
-		if !x.MTLS && t.Strict(x.OriginalDst) {
+		clusters := p.table.Load().InboundClusters(x.OriginalDst)
+		if !x.MTLS && strict(clusters) {
 			// The connection came in plaintext while that was allowed; the
 			// destination is STRICT now, so no more of its requests are.
 			x.Flags |= interceptor.FlagNoMTLS
 			p.opts.Security.PlaintextRefused(x.Service)
 			return interceptor.Reply(http.StatusForbidden, "plaintext refused: the destination takes mutual TLS only (STRICT)"), nil
 		}
-		clusters := t.InboundClusters(x.OriginalDst)
 		if !hasAuthz(clusters) {
 			return next.Handle(x)
 		}

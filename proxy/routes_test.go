@@ -523,3 +523,36 @@ func TestRegexBudget(t *testing.T) {
 		t.Error("the next push compiled the same regular expression again")
 	}
 }
+
+// TestMirrorsBounded: with maxMirrors copies in flight, the next is
+// dropped and counted, not queued (a slow mirror costs no memory without
+// end); one goes again once a token is back.
+func TestMirrorsBounded(t *testing.T) {
+	p := New(Options{})
+	defer p.Shutdown(t.Context())
+	for range maxMirrors {
+		p.mirrors <- struct{}{}
+	}
+	picker, err := balancer.New("ROUND_ROBIN", nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &Cluster{Name: "shadow", Picker: picker} // no endpoint: the copy goes nowhere
+	req := []byte("GET / HTTP/1.1\r\n\r\n")
+	p.sendMirror(cl, req)
+	if d, m := p.Stats.MirrorsDropped.Load(), p.Stats.Mirrored.Load(); d != 1 || m != 0 {
+		t.Errorf("with %d in flight: %d dropped, %d sent; want 1 and 0", maxMirrors, d, m)
+	}
+	<-p.mirrors
+	p.sendMirror(cl, req)
+	if d, m := p.Stats.MirrorsDropped.Load(), p.Stats.Mirrored.Load(); d != 1 || m != 1 {
+		t.Errorf("with a token back: %d dropped, %d sent; want 1 and 1", d, m)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(p.mirrors) == maxMirrors && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the copy's goroutine hands its token back
+	}
+	if len(p.mirrors) == maxMirrors {
+		t.Error("the sent copy never gave its token back")
+	}
+}

@@ -147,8 +147,11 @@ func (t *Table) InboundClusters(dst netip.AddrPort) []*Cluster {
 
 // Strict reports whether the inbound side refuses plaintext to dst: one
 // of its services is STRICT.
-func (t *Table) Strict(dst netip.AddrPort) bool {
-	for _, cl := range t.InboundClusters(dst) {
+func (t *Table) Strict(dst netip.AddrPort) bool { return strict(t.InboundClusters(dst)) }
+
+// strict reports whether any of clusters is STRICT.
+func strict(clusters []*Cluster) bool {
+	for _, cl := range clusters {
 		if cl.MTLSMode == xdsclient.MTLSStrict {
 			return true
 		}
