@@ -163,6 +163,9 @@ func ParsePorts(s string) ([]int, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 || n > 65535 {
+			if len(f) > 16 { // the list is untrusted: an error does not echo it whole
+				f = f[:16] + "…"
+			}
 			return nil, fmt.Errorf("port %q: want a number 1-65535", f)
 		}
 		out = append(out, n)
@@ -180,6 +183,9 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 		}
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
+			if len(f) > 48 { // untrusted, and netip's error quotes it too
+				return nil, fmt.Errorf("cidr %q: not an address prefix", f[:48]+"…")
+			}
 			return nil, fmt.Errorf("cidr %q: %w", f, err)
 		}
 		out = append(out, p)
