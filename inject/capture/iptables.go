@@ -183,8 +183,8 @@ func ParseCIDRs(s string) ([]netip.Prefix, error) {
 		}
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
-			if len(f) > 48 { // untrusted, and netip's error quotes it too
-				return nil, fmt.Errorf("cidr %q: not an address prefix", f[:48]+"…")
+			if len(f) > 16 { // untrusted, and netip's error quotes it too
+				return nil, fmt.Errorf("cidr %q: not an address prefix", f[:16]+"…")
 			}
 			return nil, fmt.Errorf("cidr %q: %w", f, err)
 		}
