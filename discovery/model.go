@@ -113,6 +113,12 @@ type Endpoint struct {
 	// certificate) runs in front of the endpoint: clients reach it over
 	// mutual TLS.
 	Meshed bool `json:"meshed,omitempty"`
+	// ServiceAccount is the identity the endpoint's workload holds in the
+	// service's namespace (its certificate's SPIFFE ID is
+	// spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT): a client's
+	// sidecar refuses a server that presents any other. Empty when the
+	// source does not know it; then only the trust domain is checked.
+	ServiceAccount string `json:"serviceAccount,omitempty"`
 }
 
 // TargetPort returns the port this endpoint serves p on.
@@ -207,6 +213,9 @@ func (s *Service) Validate() error {
 		e := &s.Endpoints[i]
 		if !e.Address.IsValid() {
 			return fmt.Errorf("%w: %s endpoint %d has no address", ErrInvalid, s.Key(), i)
+		}
+		if e.ServiceAccount != "" && (len(e.ServiceAccount) > 253 || !dnsSubdomain.MatchString(e.ServiceAccount)) {
+			return fmt.Errorf("%w: %s endpoint %s: service account %.64q is not a DNS subdomain", ErrInvalid, s.Key(), e.Address, e.ServiceAccount)
 		}
 		for name, n := range e.Ports {
 			if !names[name] {

@@ -43,6 +43,9 @@ type securedMesh struct {
 	sidecars                         map[string]*process
 	dir, meshFile, caDir, tokensFile string
 	greeterHTTP                      string
+	// greeterAccount is the identity mesh.yaml gives the greeter's
+	// endpoint: clients refuse a server that presents another.
+	greeterAccount string
 }
 
 const (
@@ -58,22 +61,24 @@ func (m *securedMesh) meshYAML(greeterMode, policies string) string {
   - name: greeter
     vip: %s
     meshed: true
+    serviceAccount: %s
     ports: [{name: http, port: 80, protocol: HTTP}, {name: grpc, port: 9090, protocol: GRPC}, {name: echo, port: 7000, protocol: TCP}]
     endpoints: [{address: %s, ports: {http: 8080, grpc: 9090, echo: 7000}}]
   - name: frontend
     vip: %s
     meshed: true
+    serviceAccount: frontend
     ports: [{name: http, port: 80, protocol: HTTP}]
     endpoints: [{address: %s, port: 8080}]
 mtls:
   mode: PERMISSIVE
   services: {greeter: %s}
-%s`, greeterVIP, m.greeter.ip, frontendVIPSecure, m.frontend.ip, greeterMode, policies)
+%s`, greeterVIP, m.greeterAccount, m.greeter.ip, frontendVIPSecure, m.frontend.ip, greeterMode, policies)
 }
 
 func newSecuredMesh(t *testing.T, ctx context.Context) *securedMesh {
 	t.Helper()
-	m := &securedMesh{lab: newLab(t), sidecars: map[string]*process{}}
+	m := &securedMesh{lab: newLab(t), sidecars: map[string]*process{}, greeterAccount: "greeter"}
 	m.cp = m.lab.addPod("cp", 2)
 	m.greeter = m.lab.addPod("greeter", 11)
 	m.frontend = m.lab.addPod("frontend", 15)
@@ -216,6 +221,29 @@ func TestMutualTLS(t *testing.T) {
 			`destination_principal="spiffe://cluster.local/ns/default/sa/greeter"`); n < 5 {
 			t.Errorf("client's sidecar counted %v requests to the greeter's identity, want ≥ 5", n)
 		}
+	})
+
+	t.Run("server identity checked", func(t *testing.T) {
+		// mesh.yaml now says the greeter's endpoint runs as frontend: the
+		// greeter's sidecar, with a valid certificate of the mesh for
+		// greeter, is an impostor to the client and gets no request.
+		m.greeterAccount = "frontend"
+		m.setMesh(t, "STRICT", "")
+		hc.CloseIdleConnections()
+		waitUntil(ctx, t, "the client refusing the greeter's identity", func() bool {
+			resp, err := hc.Get(m.greeterHTTP)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			hc.CloseIdleConnections()
+			return resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway
+		})
+		logLine(ctx, t, m.sidecars["client"], "mTLS to upstream failed", "err",
+			"server identity spiffe://cluster.local/ns/default/sa/greeter is not the destination's (spiffe://cluster.local/ns/default/sa/frontend)")
+		m.greeterAccount = "greeter"
+		m.setMesh(t, "STRICT", "")
+		pollHTTP(ctx, t, hc, m.greeterHTTP, 200)
 	})
 
 	t.Run("strict refuses plaintext, permissive serves it", func(t *testing.T) {

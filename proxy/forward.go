@@ -19,7 +19,7 @@ import (
 // closes; br holds bytes already read from c. The kernel splices where it
 // can (io.Copy between TCP connections). registered is called once the
 // connection is tracked for draining; e describes it to the TCP observers.
-func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, meshed bool, registered func(), e *interceptor.Exchange) {
+func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *balancer.Stats, mesh meshPeer, registered func(), e *interceptor.Exchange) {
 	p.mu.Lock()
 	p.tcp[c] = &tcpConn{e: e}
 	p.tcpWG.Add(1)
@@ -49,10 +49,10 @@ func (p *Proxy) forwardTCP(c net.Conn, br *bufio.Reader, to netip.AddrPort, st *
 	}
 	var up net.Conn
 	var err error
-	if meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready() {
+	if mesh.on {
 		ctx, cancel := context.WithTimeout(context.Background(), p.opts.DialTimeout)
 		var tc *tls.Conn
-		tc, e.DestinationPrincipal, err = p.dialMTLS(ctx, &net.Dialer{}, to.String(), alpnTCP)
+		tc, e.DestinationPrincipal, err = p.dialMTLS(ctx, &net.Dialer{}, to.String(), alpnTCP, mesh.ids)
 		cancel()
 		if err == nil {
 			up, e.MTLS = tc, true
@@ -145,8 +145,8 @@ func closeWrite(c net.Conn) {
 func (p *Proxy) dialUpstream(ctx context.Context, key poolKey) (*upConn, error) {
 	addr := key.addr.String()
 	d := net.Dialer{Timeout: p.opts.DialTimeout, KeepAlive: 30 * time.Second}
-	if key.meshed {
-		tc, id, err := p.dialMTLS(ctx, &d, addr, alpnHTTP1)
+	if key.mesh.on {
+		tc, id, err := p.dialMTLS(ctx, &d, addr, alpnHTTP1, key.mesh.ids)
 		if err != nil {
 			p.opts.Security.HandshakeFailed(interceptor.Outbound)
 			p.opts.Logger.Warn("mTLS to upstream failed", "upstream", addr, "err", err)

@@ -251,7 +251,7 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 			return nil, fmt.Errorf("%w: %w", interceptor.ErrConnect, err)
 		}
 		if outbound { // inbound, MTLS is the downstream hop's
-			x.MTLS, x.DestinationPrincipal = key.meshed, up.peerID
+			x.MTLS, x.DestinationPrincipal = key.mesh.on, up.peerID
 		}
 		if err := s.open(up); err != nil {
 			if errors.Is(err, errRefusedStream) && again < 3 {
@@ -1110,9 +1110,9 @@ var (
 	_ interceptor.Body     = (*h2stream)(nil)
 )
 
-// meshed reports whether the sidecar reaches ep over mutual TLS: ep takes
+// meshed says how the sidecar reaches ep: over mutual TLS when ep takes
 // it and the sidecar has a certificate (before its first one it speaks
-// plaintext, which PERMISSIVE endpoints take).
-func (p *Proxy) meshed(ep *balancer.Endpoint) bool {
-	return ep.Meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready()
+// plaintext, which PERMISSIVE endpoints take), accepting ep's identity.
+func (p *Proxy) meshed(ep *balancer.Endpoint) meshPeer {
+	return meshPeer{on: ep.Meshed && p.opts.MTLS != nil && p.opts.MTLS.Ready(), ids: ep.Identity}
 }

@@ -94,8 +94,8 @@ func (p *Proxy) dialH2(key poolKey) (*h2conn, error) {
 	d := net.Dialer{Timeout: p.opts.DialTimeout, KeepAlive: 30 * time.Second}
 	var c net.Conn
 	var id string
-	if key.meshed {
-		tc, peer, err := p.dialMTLS(context.Background(), &d, addr, alpnHTTP2)
+	if key.mesh.on {
+		tc, peer, err := p.dialMTLS(context.Background(), &d, addr, alpnHTTP2, key.mesh.ids)
 		if err != nil {
 			p.opts.Security.HandshakeFailed(interceptor.Outbound)
 			p.opts.Logger.Warn("mTLS to upstream failed", "upstream", addr, "err", err)

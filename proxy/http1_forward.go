@@ -50,7 +50,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		c.uc = uc
 		c.upNow.Store(uc)
 		if x.Direction == interceptor.Outbound { // inbound, MTLS is the downstream hop's
-			x.MTLS, x.DestinationPrincipal = key.meshed, uc.peerID
+			x.MTLS, x.DestinationPrincipal = key.mesh.on, uc.peerID
 		}
 		started := c.pump != nil
 		err = c.send(uc)
@@ -117,9 +117,11 @@ func (c *h1conn) upstream(x *interceptor.Exchange) (poolKey, *balancer.Endpoint,
 }
 
 // meshedAddr: a pod address of a meshed endpoint outside its VIP
-// (headless services) gets mutual TLS too.
-func (p *Proxy) meshedAddr(a netip.AddrPort) bool {
-	return p.opts.MTLS != nil && p.opts.MTLS.Ready() && p.table.Load().MeshedAddrs[a]
+// (headless services) gets mutual TLS too, checked against the
+// identities of every service that lists it.
+func (p *Proxy) meshedAddr(a netip.AddrPort) meshPeer {
+	ids, ok := p.table.Load().MeshedAddrs[a]
+	return meshPeer{on: ok && p.opts.MTLS != nil && p.opts.MTLS.Ready(), ids: ids}
 }
 
 // send writes the request head and, when it is whole, its body; else it

@@ -101,7 +101,7 @@ func (p *Proxy) sendMirror(cl *Cluster, req []byte) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 		defer cancel()
-		uc, err := p.dialUpstream(ctx, poolKey{addr: ep.Addr, meshed: p.meshed(ep)})
+		uc, err := p.dialUpstream(ctx, poolKey{addr: ep.Addr, mesh: p.meshed(ep)})
 		if err != nil {
 			return
 		}

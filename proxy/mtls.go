@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,9 +129,19 @@ func (p *Proxy) acceptMTLS(c net.Conn, br *bufio.Reader) (*tls.Conn, string, err
 	return tc, id.String(), nil
 }
 
+// meshPeer is how the sidecar reaches an upstream: over the mesh's mutual
+// TLS when on, accepting a server whose SPIFFE ID is one of ids (space
+// separated; empty when the control plane sent none: any ID of the trust
+// domain, which the TLS configuration checks).
+type meshPeer struct {
+	on  bool
+	ids string
+}
+
 // dialMTLS connects to addr and runs the client side of a mesh handshake
-// offering alpn; it returns the connection and the server's SPIFFE ID.
-func (p *Proxy) dialMTLS(ctx context.Context, d *net.Dialer, addr, alpn string) (*tls.Conn, string, error) {
+// offering alpn; it returns the connection and the server's SPIFFE ID,
+// which must be one of ids (see meshPeer).
+func (p *Proxy) dialMTLS(ctx context.Context, d *net.Dialer, addr, alpn, ids string) (*tls.Conn, string, error) {
 	// Connect and handshake within the dial timeout: a silent upstream is
 	// a connect failure, not a hung request.
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DialTimeout)
@@ -144,6 +156,9 @@ func (p *Proxy) dialMTLS(ctx context.Context, d *net.Dialer, addr, alpn string) 
 		return nil, "", &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: err}
 	}
 	id, err := security.IDFromCert(tc.ConnectionState().PeerCertificates[0])
+	if err == nil && ids != "" && !slices.Contains(strings.Fields(ids), id.String()) {
+		err = fmt.Errorf("server identity %s is not the destination's (%s)", id, ids)
+	}
 	if err != nil {
 		tc.Close() //nolint:errcheck // refusing the server anyway
 		return nil, "", &net.OpError{Op: "dial", Net: "tcp", Addr: raw.RemoteAddr(), Err: err}

@@ -83,8 +83,10 @@ func newUpConn(c net.Conn, key poolKey, peerID string) *upConn {
 }
 
 type poolKey struct {
-	addr   netip.AddrPort
-	meshed bool
+	addr netip.AddrPort
+	// mesh: a connection checked for one server identity is never used
+	// where another is wanted.
+	mesh meshPeer
 }
 
 // pool keeps idle upstream HTTP/1.1 connections per endpoint, most

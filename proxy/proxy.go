@@ -309,7 +309,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 			}
 			// A pod address (headless service, StatefulSet) of a meshed
 			// endpoint gets mutual TLS too.
-			p.forwardTCP(c, nil, dst, nil, t.MeshedAddrs[dst], release, p.tcpExchange(c, d, dst, nil))
+			p.forwardTCP(c, nil, dst, nil, p.meshedAddr(dst), release, p.tcpExchange(c, d, dst, nil))
 			return
 		}
 		protocol = cl.Protocol
@@ -366,7 +366,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 			p.refuseTCP(c, e, interceptor.FlagRBACDenied)
 			return
 		}
-		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, false, release, e)
+		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, meshPeer{}, release, e)
 		return
 	}
 	var h uint64
@@ -381,7 +381,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 		p.refuseTCP(c, e, interceptor.FlagNoHealthyUpstream)
 		return
 	}
-	p.forwardTCP(c, br, ep.Addr, ep.Stats, ep.Meshed, release, e)
+	p.forwardTCP(c, br, ep.Addr, ep.Stats, p.meshed(ep), release, e)
 }
 
 // inboundSecurity terminates the mesh's mutual TLS on an inbound

@@ -154,7 +154,7 @@ func (p *Proxy) choose(x *interceptor.Exchange, cl *Cluster, hashKey string) (po
 		// connection whose service went away: send the request where it
 		// was going.
 		x.Upstream = x.OriginalDst
-		return poolKey{addr: x.Upstream, meshed: p.meshedAddr(x.Upstream)}, nil, nil
+		return poolKey{addr: x.Upstream, mesh: p.meshedAddr(x.Upstream)}, nil, nil
 	}
 	var h uint64
 	if cl.Hashing {
@@ -167,5 +167,5 @@ func (p *Proxy) choose(x *interceptor.Exchange, cl *Cluster, hashKey string) (po
 	}
 	x.Upstream = ep.Addr
 	x.Tried = append(x.Tried, ep.Addr)
-	return poolKey{addr: ep.Addr, meshed: p.meshed(ep)}, ep, nil
+	return poolKey{addr: ep.Addr, mesh: p.meshed(ep)}, ep, nil
 }

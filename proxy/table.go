@@ -6,12 +6,14 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
+	"github.com/tender-mesh/tender/security"
 	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/xds/xdsclient"
 )
@@ -64,7 +66,9 @@ type Table struct {
 	ByAddr     map[netip.Addr][]*Cluster
 	// MeshedAddrs are the endpoints that take mutual TLS, for traffic
 	// to them outside their service's VIP (headless services).
-	MeshedAddrs map[netip.AddrPort]bool
+	// Each maps to the identities its servers may present (space
+	// separated, sorted; empty when no service that lists it knows one).
+	MeshedAddrs map[netip.AddrPort]string
 
 	// Refused lists the routes the sidecar could not follow and why (each
 	// matches nothing, or answers 500).
@@ -235,7 +239,14 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 				e.Weight = lb.GetLoadBalancingWeight().GetValue()
 				e.Priority = lle.GetPriority()
 				e.Locality = loc
-				e.Meshed = lb.GetMetadata().GetFilterMetadata()[xdsclient.TransportSocketMatch].GetFields()["tlsMode"].GetStringValue() == xdsclient.TLSModeMesh
+				md := lb.GetMetadata().GetFilterMetadata()
+				e.Meshed = md[xdsclient.TransportSocketMatch].GetFields()["tlsMode"].GetStringValue() == xdsclient.TLSModeMesh
+				if id := md[xdsclient.MetadataKey].GetFields()[xdsclient.EndpointIdentity].GetStringValue(); id != "" {
+					if _, err := security.ParseID(id); err != nil {
+						return nil, fmt.Errorf("%w: cluster %s: endpoint %s: %w", ErrInvalidConfig, name, addr, err)
+					}
+					e.Identity = id
+				}
 				hs := lb.GetHealthStatus()
 				e.Healthy = hs == corev3.HealthStatus_HEALTHY || hs == corev3.HealthStatus_UNKNOWN
 				cl.Endpoints = append(cl.Endpoints, e)
@@ -288,7 +299,7 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 				t.ByAddr[e.Addr.Addr()] = append(t.ByAddr[e.Addr.Addr()], cl)
 			}
 			if e.Meshed {
-				t.MeshedAddrs[e.Addr] = true
+				t.MeshedAddrs[e.Addr] = addIdentity(t.MeshedAddrs[e.Addr], e.Identity)
 			}
 		}
 	}
@@ -303,7 +314,7 @@ func NewTable() *Table {
 		Clusters:    map[string]*Cluster{},
 		ByAddrPort:  map[netip.AddrPort][]*Cluster{},
 		ByAddr:      map[netip.Addr][]*Cluster{},
-		MeshedAddrs: map[netip.AddrPort]bool{},
+		MeshedAddrs: map[netip.AddrPort]string{},
 	}
 }
 
@@ -315,4 +326,20 @@ func (t *Table) Names() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// addIdentity adds id to the space separated, sorted set ids. An address
+// two services list takes the identities of both; one that any service
+// knows no identity for is checked against those the others know.
+func addIdentity(ids, id string) string {
+	if id == "" {
+		return ids
+	}
+	set := strings.Fields(ids)
+	if slices.Contains(set, id) {
+		return ids
+	}
+	set = append(set, id)
+	slices.Sort(set)
+	return strings.Join(set, " ")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/interceptor"
@@ -219,4 +220,49 @@ func names(cls []*Cluster) []string {
 		out = append(out, c.Name)
 	}
 	return out
+}
+
+// TestEndpointIdentity: the identity the control plane knows for an
+// endpoint reaches the sidecar's endpoint, an address two services list
+// accepts the identities of both, and an ID that is not a SPIFFE ID is
+// refused with the config.
+func TestEndpointIdentity(t *testing.T) {
+	greeter := greeterService("10.0.0.1", "10.0.0.2")
+	for i := range greeter.Endpoints {
+		greeter.Endpoints[i].Meshed = true
+	}
+	greeter.Endpoints[0].ServiceAccount = "greeter"
+	other := greeterService("10.0.0.1")
+	other.Name, other.VIP = "other", netip.MustParseAddr("10.96.0.11")
+	other.Endpoints[0].Meshed, other.Endpoints[0].ServiceAccount = true, "other"
+	tb, err := BuildTable(config(t, greeter, other), nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[netip.AddrPort]string{}
+	for _, e := range tb.ByVIP[netip.MustParseAddrPort("10.96.0.10:80")].Endpoints {
+		ids[e.Addr] = e.Identity
+	}
+	want := map[netip.AddrPort]string{
+		netip.MustParseAddrPort("10.0.0.1:8080"): "spiffe://cluster.local/ns/default/sa/greeter",
+		netip.MustParseAddrPort("10.0.0.2:8080"): "",
+	}
+	if diff := cmp.Diff(want, ids); diff != "" {
+		t.Errorf("greeter's endpoint identities (-want +got):\n%s", diff)
+	}
+	if got := tb.MeshedAddrs[netip.MustParseAddrPort("10.0.0.1:8080")]; got != "spiffe://cluster.local/ns/default/sa/greeter spiffe://cluster.local/ns/default/sa/other" {
+		t.Errorf("identities of an address two services list: %q", got)
+	}
+	if got, ok := tb.MeshedAddrs[netip.MustParseAddrPort("10.0.0.2:8080")]; !ok || got != "" {
+		t.Errorf("meshed address with no identity known: %q, %v; want meshed, any identity", got, ok)
+	}
+
+	cfg := config(t, greeter)
+	for _, cla := range cfg.Endpoints {
+		md := cla.Endpoints[0].LbEndpoints[0].GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey]
+		md.Fields[xdsclient.EndpointIdentity] = structpb.NewStringValue("spiffe://cluster.local/ns/default/sa/greeter/../../admin")
+	}
+	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("got %v, want ErrInvalidConfig for an endpoint identity that is no SPIFFE ID", err)
+	}
 }

@@ -2,6 +2,7 @@ package file
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,6 +107,9 @@ type serviceSpec struct {
 	// Meshed: the endpoints run tender sidecars (each endpoint may say
 	// otherwise); clients reach them over mutual TLS.
 	Meshed bool `yaml:"meshed"`
+	// ServiceAccount: the identity the endpoints' workloads hold (each
+	// endpoint may say otherwise); clients refuse a server with another.
+	ServiceAccount string `yaml:"serviceAccount"`
 }
 
 // The resilience blocks; checkKeys keeps them strict.
@@ -201,6 +205,8 @@ type endpointSpec struct {
 	Health   string            `yaml:"health"`
 	Labels   map[string]string `yaml:"labels"`
 	Meshed   *bool             `yaml:"meshed"`
+	// ServiceAccount overrides the service's.
+	ServiceAccount string `yaml:"serviceAccount"`
 }
 
 type dnsSpec struct {
@@ -485,6 +491,7 @@ func (s *serviceSpec) build() (discovery.Service, *dns.Target, error) {
 		if m := s.Endpoints[i].Meshed; m != nil {
 			ep.Meshed = *m
 		}
+		ep.ServiceAccount = cmp.Or(s.Endpoints[i].ServiceAccount, s.ServiceAccount)
 		svc.Endpoints = append(svc.Endpoints, ep)
 	}
 	if err := svc.Validate(); err != nil {

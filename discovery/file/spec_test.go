@@ -42,7 +42,8 @@ const full = `services:
       - {name: grpc, port: 8080, protocol: GRPC}
     endpoints:
       - {address: 10.1.0.11, port: 18080, region: r1, zone: z1, subZone: s1, weight: 3, priority: 1, labels: {app: greeter}}
-      - {address: "::ffff:10.1.0.12", health: DRAINING}
+      - {address: "::ffff:10.1.0.12", health: DRAINING, serviceAccount: greeter-v2}
+    serviceAccount: greeter
   - name: legacy
     ports:
       - {name: http, port: 80, protocol: HTTP}
@@ -76,8 +77,9 @@ func TestParseFull(t *testing.T) {
 					Address: netip.MustParseAddr("10.1.0.11"), Ports: map[string]uint32{"grpc": 18080},
 					Locality: discovery.Locality{Region: "r1", Zone: "z1", SubZone: "s1"},
 					Weight:   3, Priority: 1, Health: discovery.HealthHealthy, Labels: map[string]string{"app": "greeter"},
+					ServiceAccount: "greeter",
 				},
-				{Address: netip.MustParseAddr("10.1.0.12"), Health: discovery.HealthDraining},
+				{Address: netip.MustParseAddr("10.1.0.12"), Health: discovery.HealthDraining, ServiceAccount: "greeter-v2"},
 			},
 		}},
 		DNS: []dns.Target{{
@@ -139,6 +141,7 @@ func TestParseErrorsNamePosition(t *testing.T) {
 		{"unknown nested field", "services:\n  - name: a\n    ports: [{port: 80}]\n    fault: {abort: {percent: 5, code: 503}}\n", 4, `unknown field "code"`},
 		{"unknown retry condition", "services:\n  - name: a\n    ports: [{port: 80}]\n    retries: {attempts: 1, on: [5xx, sometimes]}\n", 2, `unknown condition "sometimes"`},
 		{"abort without status", "services:\n  - name: a\n    ports: [{port: 80}]\n    fault: {abort: {percent: 5}}\n", 2, "abort status 0"},
+		{"bad service account", "services:\n  - name: a\n    serviceAccount: Not_A_Name\n    ports: [{port: 80}]\n    endpoints: [{address: 10.0.0.1}]\n", 2, "service account"},
 		{"two documents", "services: []\n---\nservices: []\n", 0, "more than one YAML document"},
 	}
 	for _, tt := range tests {

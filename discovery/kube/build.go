@@ -82,11 +82,13 @@ func portProtocol(p corev1.ServicePort) discovery.Protocol {
 	return discovery.ProtocolAuto
 }
 
-// podInfo is what the source keeps of a pod: its labels.
+// podInfo is what the source keeps of a pod: its labels, whether it has
+// a sidecar, and the service account its workload runs as.
 type podInfo struct {
 	labels map[string]string
 	// meshed: the injector gave the pod a sidecar.
-	meshed bool
+	meshed         bool
+	serviceAccount string
 }
 
 // buildService turns a Service and its EndpointSlices into a tender
@@ -154,7 +156,7 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 				loc.Region = nodeRegion(*e.NodeName)
 			}
 			var labels map[string]string
-			meshed := false
+			meshed, account := false, ""
 			if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" && pod != nil {
 				ns := ref.Namespace
 				if ns == "" {
@@ -162,6 +164,12 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 				}
 				if p := pod(ns, ref.Name); p != nil {
 					labels, meshed = p.labels, p.meshed
+					// The identity names the service's namespace: a pod
+					// of another namespace (only a hand-written slice
+					// can list one) gets none, and so no SAN check.
+					if ns == svc.Namespace {
+						account = p.serviceAccount
+					}
 				}
 			}
 			for _, a := range e.Addresses {
@@ -170,7 +178,8 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 					continue
 				}
 				seen[ip] = true
-				out = append(out, discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health, Labels: labels, Meshed: meshed})
+				out = append(out, discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health, Labels: labels, Meshed: meshed,
+					ServiceAccount: account})
 			}
 		}
 	}

@@ -100,7 +100,7 @@ func TestBuildService(t *testing.T) {
 	got, bad, ok := buildService(svc, slices, func(n string) string { return regions[n] },
 		func(ns, name string) *podInfo {
 			if l := pods[name]; l != nil && ns == "shop" {
-				return &podInfo{labels: l}
+				return &podInfo{labels: l, meshed: true, serviceAccount: "cart-sa"}
 			}
 			return nil
 		})
@@ -113,7 +113,8 @@ func TestBuildService(t *testing.T) {
 		Ports: []discovery.Port{{Name: "http", Number: 80, Protocol: discovery.ProtocolHTTP}, {Name: "grpc-api", Number: 9090, Protocol: discovery.ProtocolGRPC}},
 		Endpoints: []discovery.Endpoint{
 			{Address: netip.MustParseAddr("10.1.0.11"), Ports: both, Health: discovery.HealthHealthy,
-				Locality: discovery.Locality{Region: "eu-west", Zone: "z1"}, Labels: map[string]string{"app": "cart", "version": "v1"}},
+				Locality: discovery.Locality{Region: "eu-west", Zone: "z1"}, Labels: map[string]string{"app": "cart", "version": "v1"},
+				Meshed: true, ServiceAccount: "cart-sa"},
 			{Address: netip.MustParseAddr("10.1.0.12"), Ports: both, Health: discovery.HealthDraining, Locality: discovery.Locality{Zone: "z2"}},
 			{Address: netip.MustParseAddr("10.1.0.13"), Ports: both, Health: discovery.HealthUnhealthy},
 			{Address: netip.MustParseAddr("fd00::11"), Ports: map[string]uint32{"http": 8080}, Health: discovery.HealthDraining},

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,7 +103,8 @@ func slim(obj any) (any, error) {
 			ann = map[string]string{AnnotationSidecarStatus: v}
 		}
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: o.Labels,
-			Annotations: ann, ResourceVersion: o.ResourceVersion}}, nil
+			Annotations: ann, ResourceVersion: o.ResourceVersion},
+			Spec: corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName}}, nil
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: o.Labels, ResourceVersion: o.ResourceVersion}}, nil
 	}
@@ -228,7 +230,8 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 					return nil
 				}
 				p := obj.(*corev1.Pod)
-				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == "injected"}
+				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == "injected",
+					serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default")}
 			}
 			for _, obj := range w.services.GetStore().List() {
 				svc := obj.(*corev1.Service)

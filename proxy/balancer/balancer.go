@@ -21,6 +21,9 @@ type Endpoint struct {
 	Healthy  bool
 	// Meshed: the endpoint takes the mesh's mutual TLS.
 	Meshed bool
+	// Identity is the SPIFFE ID the endpoint's server certificate must
+	// carry; empty: any of the mesh's trust domain.
+	Identity string
 	// Stats is shared by the endpoint's successive versions across config
 	// pushes, so counts survive them.
 	Stats *Stats
