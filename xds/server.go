@@ -52,6 +52,12 @@ type Options struct {
 	// mesh's routes (to write their status back). It is called with the
 	// server's config lock held: it must not block.
 	OnRouteStatus func([]RouteStatus)
+	// SecuritySources are the sources of mTLS modes and authorization
+	// policies (discovery.SecuritySink) the server waits for: it serves
+	// no config until each has reported once, so a proxy connecting to a
+	// control plane that just started never gets routes without their
+	// policies.
+	SecuritySources []string
 }
 
 // Server serves the resources of the latest registry snapshot over ADS.
@@ -179,6 +185,12 @@ func (s *Server) mergedSecurity() *Security {
 }
 
 func (s *Server) applyLocked() error {
+	for _, src := range s.opts.SecuritySources {
+		if _, ok := s.security[src]; !ok {
+			s.opts.Logger.Info("xds: waiting for the security config of "+src+" before serving", "version", s.last.Version)
+			return nil
+		}
+	}
 	snap := s.last
 	res, routes, err := TranslateRoutes(snap.Services, snap.Routes, s.mergedSecurity())
 	if err != nil {

@@ -386,3 +386,52 @@ func TestCacheLoggerFormatsOnlyEnabledLevels(t *testing.T) {
 		t.Errorf("a warning: formatted %d times, logged %q", n, buf.String())
 	}
 }
+
+// TestServesNothingBeforePolicies: a control plane that just started
+// (a restart, a new replica) serves no config until its policy source
+// has reported, so a proxy that connects meanwhile never gets a route
+// without the policy that guards it; it gets the first config with it.
+func TestServesNothingBeforePolicies(t *testing.T) {
+	s := NewServer(Options{SecuritySources: []string{"kubernetes"}})
+	defer s.Close()
+	addr := startServer(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := newDeltaClient(t, ctx, addr)
+	c.send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "sidecar~10.0.0.9~p~default"}, TypeUrl: resource.RouteType})
+	got := make(chan *discoveryv3.DeltaDiscoveryResponse, 1)
+	go func() {
+		resp, err := c.st.Recv()
+		if err == nil {
+			got <- resp
+		}
+	}()
+
+	if err := s.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case resp := <-got:
+		t.Fatalf("served routes %v before the policies were known", names(resp))
+	case <-time.After(300 * time.Millisecond):
+	}
+	if s.Ready() {
+		t.Error("ready before the policy source reported")
+	}
+
+	s.UpdateSecurity("kubernetes", discovery.Security{Authorization: []authz.Policy{
+		{Name: "deny-all", Namespace: "default", Services: []string{"a"}, Action: authz.ActionDeny, Rules: []authz.Rule{{}}},
+	}})
+	var resp *discoveryv3.DeltaDiscoveryResponse
+	select {
+	case resp = <-got:
+	case <-ctx.Done():
+		t.Fatal("no routes after the policies arrived")
+	}
+	if len(resp.GetResources()) != 1 || !strings.Contains(resp.GetResources()[0].GetResource().String(), "RBACPerRoute") {
+		t.Errorf("first routes served: %v, want a's route carrying its RBAC policy", resp.GetResources())
+	}
+	if !s.Ready() {
+		t.Error("not ready once every source reported")
+	}
+}

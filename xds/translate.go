@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/security"
 	"github.com/tender-mesh/tender/security/authz"
 	"github.com/tender-mesh/tender/xds/xdsclient"
 )
@@ -113,7 +114,7 @@ func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec
 			out[resource.ListenerType] = append(out[resource.ListenerType], lis)
 			out[resource.RouteType] = append(out[resource.RouteType], rc)
 			out[resource.ClusterType] = append(out[resource.ClusterType], c)
-			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p))
+			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p, td))
 		}
 	}
 	return out, compiled.status, nil
@@ -263,7 +264,7 @@ func vipString(s *discovery.Service) string {
 	return s.VIP.String()
 }
 
-func buildLoadAssignment(s *discovery.Service, p discovery.Port) *endpointv3.ClusterLoadAssignment {
+func buildLoadAssignment(s *discovery.Service, p discovery.Port, trustDomain string) *endpointv3.ClusterLoadAssignment {
 	type group struct {
 		loc      discovery.Locality
 		priority uint32
@@ -297,6 +298,14 @@ func buildLoadAssignment(s *discovery.Service, p discovery.Port) *endpointv3.Clu
 			lbe.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 				xdsclient.TransportSocketMatch: {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(xdsclient.TLSModeMesh)}},
 			}}
+			// The identity the endpoint's certificate must carry, as Istio
+			// sends a cluster's SANs.
+			if e.ServiceAccount != "" {
+				id := security.ID{TrustDomain: trustDomain, Namespace: s.Namespace, ServiceAccount: e.ServiceAccount}
+				lbe.Metadata.FilterMetadata[xdsclient.MetadataKey] = &structpb.Struct{Fields: map[string]*structpb.Value{
+					xdsclient.EndpointIdentity: structpb.NewStringValue(id.String()),
+				}}
+			}
 		}
 		lle.LbEndpoints = append(lle.LbEndpoints, lbe)
 	}

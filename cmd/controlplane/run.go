@@ -107,6 +107,11 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 		OnConflict: func(discovery.Conflict) { metrics.Conflicts.Inc() },
 	})
 	xdsOpts := xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics}
+	if dyn != nil {
+		// AuthorizationPolicies come from an informer of their own: no
+		// config is served before it has synced (or found no CRD).
+		xdsOpts.SecuritySources = append(xdsOpts.SecuritySources, kube.Name)
+	}
 	// What tender made of each HTTPRoute and GRPCRoute goes back into the
 	// route's status, as a Gateway API implementation does.
 	var routeStatus *routeStatusWriter

@@ -95,10 +95,12 @@ func Watch(ctx context.Context, client dynamic.Interface, namespaces []string, l
 		DeleteFunc: func(any) { signal(kick) },
 	}
 	var missing atomic.Bool // the CRD was found missing and logged so
+	missingCh := make(chan struct{}, 1)
 	onError := func(_ context.Context, _ *cache.Reflector, err error) {
 		if apierrors.IsNotFound(err) {
 			if missing.CompareAndSwap(false, true) {
 				logger.Info("AuthorizationPolicy CRD not installed; waiting for it", "resource", GVR.String())
+				signal(missingCh)
 			}
 			return
 		}
@@ -134,8 +136,24 @@ func Watch(ctx context.Context, client dynamic.Interface, namespaces []string, l
 	} else {
 		logger.Info("watching AuthorizationPolicies", "namespaces", namespaces)
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-		return nil // ctx ended first
+	// Without the CRD there can be no policy: that is a complete answer
+	// (no policies), reported once so the control plane serves, and
+	// replaced when the CRD appears and the informers sync. Until one of
+	// the two, nothing is reported: the control plane serves no config
+	// that could lack a policy.
+	syncedCh := make(chan bool, 1)
+	go func() { syncedCh <- cache.WaitForCacheSync(ctx.Done(), synced...) }()
+wait:
+	for {
+		select {
+		case ok := <-syncedCh:
+			if !ok {
+				return nil // ctx ended first
+			}
+			break wait
+		case <-missingCh:
+			update([]authz.Policy{})
+		}
 	}
 	if missing.Load() {
 		logger.Info("AuthorizationPolicy CRD found")

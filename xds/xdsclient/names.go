@@ -10,6 +10,10 @@ package xdsclient
 // ignore it; tender sidecars use it to match captured destinations.
 const MetadataKey = "tender.dev"
 
+// EndpointIdentity is the key, in an endpoint's MetadataKey metadata, of
+// the SPIFFE ID the endpoint's server certificate must carry.
+const EndpointIdentity = "identity"
+
 // TransportSocketMatch is the endpoint metadata key Envoy's
 // transport_socket_matches read; TLSModeMesh under "tlsMode" marks an
 // endpoint that takes the mesh's mutual TLS.
