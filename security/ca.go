@@ -25,7 +25,8 @@ import (
 var ErrOperatorCA = errors.New("the CA's certificate is the operator's")
 
 // ErrBadCSR is wrapped by Sign's errors about the certificate request
-// itself: it does not parse, its signature is wrong, or its key is weak.
+// itself: it does not parse, its signature is wrong, or its key is weak
+// or too big.
 var ErrBadCSR = errors.New("bad certificate request")
 
 // clockSkew is how far back a certificate's NotBefore goes.
@@ -176,11 +177,13 @@ func (ca *CA) signCSR(csrDER []byte, id ID, ttl time.Duration) ([][]byte, *x509.
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
 	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
-	}
+	// The key first: checking the signature of an RSA key of any size
+	// costs time quadratic in it.
 	if err := checkWorkloadKey(csr.PublicKey); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
 	}
 	return ca.sign(csr.PublicKey, id, nil, ttl)
 }

@@ -110,7 +110,15 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	return ok && k.Equal(b)
 }
 
-// checkWorkloadKey refuses public keys too weak or of unknown types.
+// RSA workload key sizes, in bits. Checking a signature costs time
+// quadratic in the key's size: 8192 bits is crypto/tls's limit too.
+const (
+	minRSABits = 2048
+	maxRSABits = 8192
+)
+
+// checkWorkloadKey refuses public keys too weak, too big or of unknown
+// types.
 func checkWorkloadKey(pub crypto.PublicKey) error {
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
@@ -118,8 +126,8 @@ func checkWorkloadKey(pub crypto.PublicKey) error {
 			return fmt.Errorf("ECDSA key on %s: too small", k.Curve.Params().Name)
 		}
 	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return fmt.Errorf("RSA key of %d bits: want at least 2048", k.N.BitLen())
+		if n := k.N.BitLen(); n < minRSABits || n > maxRSABits {
+			return fmt.Errorf("RSA key of %d bits: want %d to %d", n, minRSABits, maxRSABits)
 		}
 	case ed25519.PublicKey:
 	default:

@@ -61,8 +61,8 @@ type Target struct {
 	Name string
 	Type RecordType
 	// Port is, for A and AAAA, the port every endpoint serves all the
-	// service ports on; 0 means each service port's own number. SRV
-	// records carry their own port.
+	// service ports on; 0 means each service port's own number, more
+	// than 65535 is an error. SRV records carry their own port.
 	Port uint32
 	// Refresh is the longest time between two resolutions; 0 means
 	// Options.DefaultRefresh.
@@ -317,6 +317,9 @@ func (s *Source) normalize(t Target) (Target, error) {
 	}
 	if t.Type == SRV {
 		t.Port = 0
+	}
+	if t.Port > 65535 {
+		return t, fmt.Errorf("dns source: service %s: port %d out of range 0-65535", t.Service.Key(), t.Port)
 	}
 	if t.Refresh <= 0 {
 		t.Refresh = s.opts.DefaultRefresh

@@ -21,10 +21,15 @@ const (
 	reviewCacheSize = 4096
 )
 
+// maxTokenBytes bounds the tokens sent for review: a service-account
+// token (a JWT) is about 1 KiB.
+const maxTokenBytes = 16 << 10
+
 // TokenReviewer authenticates Kubernetes service-account tokens with a
 // TokenReview (authentication.k8s.io/v1) of the API server: the token
 // must be valid for one of Audiences (any audience the API server
-// accepts when Audiences is empty) and belong to a service account.
+// accepts when Audiences is empty) and belong to a service account. A
+// token over 16 KiB is refused without a review.
 // Successful reviews are cached for a minute, by the token's SHA-256, so
 // that renewals do not hammer the API server. Use it as a pointer.
 type TokenReviewer struct {
@@ -48,6 +53,9 @@ func (r *TokenReviewer) Name() string { return "kubernetes" }
 func (r *TokenReviewer) Authenticate(ctx context.Context, token string) (security.Caller, error) {
 	if token == "" {
 		return security.Caller{}, security.Refuse("empty token")
+	}
+	if len(token) > maxTokenBytes {
+		return security.Caller{}, security.Refuse("token of %d bytes: longer than %d", len(token), maxTokenBytes)
 	}
 	if r.Client == nil {
 		return security.Caller{}, security.Refuse("token review: no Kubernetes client")
