@@ -91,6 +91,36 @@ func TestSidecarSmuggling(t *testing.T) {
 	})
 }
 
+// TestInboundToPodAddress: the greeter's sidecar delivers inbound
+// traffic to the pod address it was sent to, as Istio does since 1.10: a
+// port the app binds to loopback only (an admin or pprof port) is not
+// reachable from another pod, and a port bound to the pod address is.
+// Before, the sidecar delivered to 127.0.0.1 and the loopback-only port
+// answered the network.
+func TestInboundToPodAddress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	m := newMesh(t, ctx, 1)
+	g := m.greeters[0]
+	g.start(t, "admin", "greeter", "--instance", "loopback-admin", "--http-addr", "127.0.0.1:9901", "--grpc-addr", "")
+	g.start(t, "podip", "greeter", "--instance", "pod-ip-only", "--http-addr", g.ip+":9902", "--grpc-addr", "")
+	waitPodHTTP(ctx, t, g, "http://127.0.0.1:9901/greet?name=local", 200)
+	c := m.client.httpClient(false)
+	defer c.CloseIdleConnections()
+	body := pollHTTP(ctx, t, c, "http://"+g.ip+":9902/greet?name=remote", 200)
+	if !strings.Contains(string(body), "pod-ip-only") {
+		t.Errorf("the app bound to the pod address answered %q", body)
+	}
+	resp, err := c.Get("http://" + g.ip + ":9901/greet?name=remote")
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || strings.Contains(string(b), "loopback-admin") {
+			t.Fatalf("an app bound to 127.0.0.1 answered another pod: %s %q", resp.Status, b)
+		}
+	}
+}
+
 func sidecarStat(ctx context.Context, t *testing.T, p *pod, key string) int {
 	t.Helper()
 	var st map[string]int

@@ -53,6 +53,7 @@ type overrides struct {
 	cpuLim, memLim  *resource.Quantity // limits
 	logLevel        string
 	drain           *time.Duration
+	inboundDeliver  string
 }
 
 // AnnotationError names an annotation the injector refuses and why.
@@ -165,6 +166,14 @@ func parseAnnotations(a map[string]string) (overrides, error) {
 			o.logLevel = v
 		default:
 			return o, bad(AnnotationLogLevel, "want debug, info, warn or error")
+		}
+	}
+	if v, ok := a[AnnotationInboundDeliver]; ok {
+		switch v {
+		case "pod-ip", "loopback":
+			o.inboundDeliver = v
+		default:
+			return o, bad(AnnotationInboundDeliver, "want pod-ip or loopback")
 		}
 	}
 	if v, ok := a[AnnotationDrainTimeout]; ok {

@@ -32,6 +32,7 @@ const (
 	AnnotationProxyMemoryLimit   = "tender.dev/proxy-memory-limit" // limit
 	AnnotationLogLevel           = "tender.dev/log-level"
 	AnnotationDrainTimeout       = "tender.dev/drain-timeout"
+	AnnotationInboundDeliver     = "tender.dev/inbound-deliver" // "pod-ip" (default) | "loopback"
 
 	// LabelControlPlane marks the control plane's pods, never injected.
 	LabelControlPlane = "tender.dev/control-plane"
@@ -243,6 +244,9 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	}
 	if drain > 0 {
 		args = append(args, "--drain-timeout="+drain.String())
+	}
+	if o.inboundDeliver != "" {
+		args = append(args, "--inbound-deliver="+o.inboundDeliver)
 	}
 	fieldEnv := func(name, path string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}

@@ -171,7 +171,7 @@ func TestWebhookInject(t *testing.T) {
 		_, got := admit(t, wh, appPod(map[string]string{
 			AnnotationExcludeInbound: "8081, 9000", AnnotationExcludeOutbound: "5432", AnnotationExcludeOutboundIPs: "10.0.0.0/8",
 			AnnotationProxyMemoryLimit: "128Mi", AnnotationLogLevel: "debug", AnnotationProxyImage: "mirror/sidecar:1",
-			AnnotationDrainTimeout: "60s",
+			AnnotationDrainTimeout: "60s", AnnotationInboundDeliver: "loopback",
 		}))
 		init, proxy := got.Spec.InitContainers[0], got.Spec.InitContainers[1]
 		for _, want := range []string{"--exclude-inbound-ports=8081,9000", "--exclude-outbound-ports=5432", "--exclude-outbound-cidrs=10.0.0.0/8"} {
@@ -180,7 +180,8 @@ func TestWebhookInject(t *testing.T) {
 			}
 		}
 		if m := proxy.Resources.Limits[corev1.ResourceMemory]; m.String() != "128Mi" || proxy.Image != "mirror/sidecar:1" ||
-			!slices.Contains(proxy.Args, "--log-level=debug") || !slices.Contains(proxy.Args, "--drain-timeout=1m0s") {
+			!slices.Contains(proxy.Args, "--log-level=debug") || !slices.Contains(proxy.Args, "--drain-timeout=1m0s") ||
+			!slices.Contains(proxy.Args, "--inbound-deliver=loopback") {
 			t.Errorf("proxy %s %v %v", proxy.Image, proxy.Args, proxy.Resources)
 		}
 		if g := *got.Spec.TerminationGracePeriodSeconds; g < 60 {
@@ -288,6 +289,7 @@ func TestWebhookAnnotationBounds(t *testing.T) {
 		{AnnotationProxyImage, "evil image\nwith: spaces"},
 		{AnnotationProxyImage, strings.Repeat("a", 1024)},
 		{AnnotationLogLevel, "trace"},
+		{AnnotationInboundDeliver, "127.0.0.1"},
 	} {
 		t.Run(tt.key+"="+tt.value[:min(len(tt.value), 16)], func(t *testing.T) {
 			pod := appPod(map[string]string{AnnotationInject: "true", tt.key: tt.value})

@@ -39,7 +39,12 @@ type Options struct {
 	RegistryOnly bool
 	// DialTimeout bounds upstream connects; default 5 s.
 	DialTimeout time.Duration
-	// InboundAddr is where inbound traffic is delivered; default 127.0.0.1.
+	// InboundAddr is where inbound traffic is delivered. Unset (the
+	// default), it goes to the pod address it was sent to, as Istio does
+	// since 1.10: a port the app binds to loopback only stays unreachable
+	// from the network, and the app sees a pod address, not loopback, as
+	// its caller. 127.0.0.1 is the opt-out for apps that bind to
+	// loopback only.
 	InboundAddr netip.Addr
 	// Self names this sidecar's workload in metrics, spans and the peer
 	// header; unknown/unknown when empty.
@@ -113,7 +118,8 @@ type Proxy struct {
 	table atomic.Pointer[Table]
 	Stats Stats
 
-	self string // opts.Self as interceptor.PeerHeader's value
+	self  string                   // opts.Self as interceptor.PeerHeader's value
+	local atomic.Pointer[localSet] // the pod's addresses, for isLocal
 	// Upstream connections: HTTP/1.1 (one request at a time) and HTTP/2
 	// (multiplexed).
 	pool   pool
@@ -155,9 +161,6 @@ func New(opts Options) *Proxy {
 	}
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
-	}
-	if !opts.InboundAddr.IsValid() {
-		opts.InboundAddr = netip.MustParseAddr("127.0.0.1")
 	}
 	if opts.Self.Workload == "" || opts.Self.Namespace == "" {
 		opts.Self = unknownPeer
@@ -366,7 +369,12 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 			p.refuseTCP(c, e, interceptor.FlagRBACDenied)
 			return
 		}
-		p.forwardTCP(c, br, netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), nil, meshPeer{}, release, e)
+		to, ok := p.inboundTarget(dst)
+		if !ok {
+			p.refuseTCP(c, e, interceptor.FlagNoRoute)
+			return
+		}
+		p.forwardTCP(c, br, to, nil, meshPeer{}, release, e)
 		return
 	}
 	var h uint64
@@ -539,20 +547,39 @@ func localAddrs() []netip.Addr {
 }
 
 // isLocal reports whether a is one of this host's (pod's) addresses.
+// The addresses are read once and again at most every second, when one
+// is not found (a pod's addresses seldom change).
 func (p *Proxy) isLocal(a netip.Addr) bool {
+	a = a.Unmap()
 	if a.IsLoopback() || a.IsUnspecified() {
 		return true
 	}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return false
+	if l := p.local.Load(); l != nil && (slices.Contains(l.addrs, a) || time.Since(l.read) < time.Second) {
+		return slices.Contains(l.addrs, a)
 	}
-	for _, ia := range addrs {
-		if n, ok := ia.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a.Unmap() {
-				return true
-			}
-		}
+	l := &localSet{addrs: localAddrs(), read: time.Now()}
+	p.local.Store(l)
+	return slices.Contains(l.addrs, a)
+}
+
+// localSet is what isLocal last read of the pod's addresses.
+type localSet struct {
+	addrs []netip.Addr
+	read  time.Time
+}
+
+// inboundTarget is where an inbound connection sent to dst is delivered:
+// InboundAddr when set, else dst itself, one of the pod's own addresses.
+// A destination that is not the pod's (a packet an attacker addressed to
+// another host, which REDIRECT takes in all the same) is refused, not
+// dialled: the sidecar is no relay.
+func (p *Proxy) inboundTarget(dst netip.AddrPort) (netip.AddrPort, bool) {
+	if p.opts.InboundAddr.IsValid() {
+		return netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), true
 	}
-	return false
+	if !p.isLocal(dst.Addr()) || dst.Addr().IsUnspecified() {
+		p.opts.Logger.Debug("refused: inbound destination is not this pod's address", "dst", dst)
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), true
 }

@@ -1,8 +1,8 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
-	"net/netip"
 	"strings"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -141,13 +141,21 @@ func (p *Proxy) authorize(next interceptor.Handler) interceptor.Handler {
 	})
 }
 
+// errNotLocal answers an inbound request whose destination is not one of
+// the pod's addresses (503, UH): the sidecar relays to its own pod only.
+var errNotLocal = fmt.Errorf("%w: inbound destination is not this pod's address", interceptor.ErrNoEndpoint)
+
 // choose picks where a try goes: an endpoint of the cluster (another
 // than those tried, when it can), the app (inbound), or the original
 // destination (not a registered service).
 func (p *Proxy) choose(x *interceptor.Exchange, cl *Cluster, hashKey string) (poolKey, *balancer.Endpoint, error) {
 	switch {
 	case x.Direction == interceptor.Inbound:
-		x.Upstream = netip.AddrPortFrom(p.opts.InboundAddr, x.OriginalDst.Port())
+		to, ok := p.inboundTarget(x.OriginalDst)
+		if !ok {
+			return poolKey{}, nil, errNotLocal
+		}
+		x.Upstream = to
 		return poolKey{addr: x.Upstream}, nil, nil
 	case cl == nil:
 		// Not (or no longer) a registered service, e.g. a kept-alive

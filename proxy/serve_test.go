@@ -248,3 +248,31 @@ func TestStrictReachesOpenConnections(t *testing.T) {
 		t.Error("the open plaintext TCP connection still works after STRICT")
 	}
 }
+
+// TestInboundTarget: inbound traffic goes to the pod address it was sent
+// to; a destination that is none of the pod's addresses (a packet sent to
+// another host, which REDIRECT takes in all the same) is refused rather
+// than dialled, so the sidecar relays nowhere but its own pod; the
+// loopback opt-out delivers to 127.0.0.1.
+func TestInboundTarget(t *testing.T) {
+	p := New(Options{})
+	defer p.Shutdown(t.Context())
+	local := localAddrs()
+	if len(local) == 0 {
+		local = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
+	own := netip.AddrPortFrom(local[0], 8080)
+	if got, ok := p.inboundTarget(own); !ok || got != own {
+		t.Errorf("inboundTarget(%s) = %s, %v; want itself", own, got, ok)
+	}
+	for _, foreign := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "0.0.0.0:80"} {
+		if got, ok := p.inboundTarget(netip.MustParseAddrPort(foreign)); ok {
+			t.Errorf("inboundTarget(%s) = %s; want refused: not this pod's address", foreign, got)
+		}
+	}
+	lo := New(Options{InboundAddr: netip.MustParseAddr("127.0.0.1")})
+	defer lo.Shutdown(t.Context())
+	if got, ok := lo.inboundTarget(own); !ok || got != netip.MustParseAddrPort("127.0.0.1:8080") {
+		t.Errorf("with InboundAddr 127.0.0.1: %s, %v", got, ok)
+	}
+}

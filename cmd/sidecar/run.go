@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -47,6 +48,7 @@ type runConfig struct {
 	TraceSampling  float64
 	AccessLog      string
 	OutboundPolicy string
+	InboundDeliver string
 	DrainTimeout   time.Duration
 	DetectTimeout  time.Duration
 	IdleTimeout    time.Duration
@@ -100,6 +102,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.OTLPProtocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http/protobuf")
 	fs.Float64Var(&c.TraceSampling, "trace-sampling", 0.01, "share of requests without a trace context that start a sampled trace (0 to 1); requests with one follow it")
 	fs.StringVar(&c.AccessLog, "access-log", "off", "access log on stdout: off, json or text")
+	fs.StringVar(&c.InboundDeliver, "inbound-deliver", envOr("TENDER_INBOUND_DELIVER", "pod-ip"), "where inbound traffic goes: pod-ip (the pod address it was sent to; apps bound to loopback only are unreachable from the network) or loopback (127.0.0.1, the old way; env TENDER_INBOUND_DELIVER)")
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
@@ -144,6 +147,9 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.InboundDeliver != "pod-ip" && c.InboundDeliver != "loopback" {
+		return nil, fmt.Errorf("--inbound-deliver %q: want pod-ip or loopback", c.InboundDeliver)
 	}
 	if c.OutboundPolicy != "allow-any" && c.OutboundPolicy != "registry-only" {
 		return nil, fmt.Errorf("--outbound-policy %q: want allow-any or registry-only", c.OutboundPolicy)
@@ -273,6 +279,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		MaxHeaderBytes: c.MaxHeadersKB << 10,
 		OwnPorts:       ownPorts(c.OutboundAddr, c.InboundAddr, c.AdminAddr, c.MetricsAddr),
 		RegistryOnly:   c.OutboundPolicy == "registry-only",
+		InboundAddr:    inboundAddr(c.InboundDeliver),
 		Self:           self,
 		Interceptors:   chain,
 		TCPObservers:   observers,
@@ -447,4 +454,12 @@ func ownPorts(addrs ...string) []uint16 {
 		}
 	}
 	return out
+}
+
+// inboundAddr is proxy.Options.InboundAddr for --inbound-deliver.
+func inboundAddr(deliver string) netip.Addr {
+	if deliver == "loopback" {
+		return netip.MustParseAddr("127.0.0.1")
+	}
+	return netip.Addr{} // the pod address each connection was sent to
 }
