@@ -46,6 +46,9 @@ type securedMesh struct {
 	// greeterAccount is the identity mesh.yaml gives the greeter's
 	// endpoint: clients refuse a server that presents another.
 	greeterAccount string
+	// meshMode is the mesh-wide mTLS mode (PERMISSIVE unless a test
+	// says otherwise).
+	meshMode string
 }
 
 const (
@@ -71,14 +74,14 @@ func (m *securedMesh) meshYAML(greeterMode, policies string) string {
     ports: [{name: http, port: 80, protocol: HTTP}]
     endpoints: [{address: %s, port: 8080}]
 mtls:
-  mode: PERMISSIVE
+  mode: %s
   services: {greeter: %s}
-%s`, greeterVIP, m.greeterAccount, m.greeter.ip, frontendVIPSecure, m.frontend.ip, greeterMode, policies)
+%s`, greeterVIP, m.greeterAccount, m.greeter.ip, frontendVIPSecure, m.frontend.ip, m.meshMode, greeterMode, policies)
 }
 
 func newSecuredMesh(t *testing.T, ctx context.Context) *securedMesh {
 	t.Helper()
-	m := &securedMesh{lab: newLab(t), sidecars: map[string]*process{}, greeterAccount: "greeter"}
+	m := &securedMesh{lab: newLab(t), sidecars: map[string]*process{}, greeterAccount: "greeter", meshMode: "PERMISSIVE"}
 	m.cp = m.lab.addPod("cp", 2)
 	m.greeter = m.lab.addPod("greeter", 11)
 	m.frontend = m.lab.addPod("frontend", 15)
@@ -244,6 +247,31 @@ func TestMutualTLS(t *testing.T) {
 		m.greeterAccount = "greeter"
 		m.setMesh(t, "STRICT", "")
 		pollHTTP(ctx, t, hc, m.greeterHTTP, 200)
+	})
+
+	t.Run("a pod behind no service takes the mesh's mode", func(t *testing.T) {
+		// The client pod has a sidecar and an app, and no service lists
+		// it: its inbound side applies the mesh-wide mode, not none.
+		m.client.start(t, "client-app", "greeter", "--instance", "unlisted", "--http-addr", ":8080", "--grpc-addr", "")
+		plain := m.plain.httpClient(false)
+		direct := "http://" + m.client.ip + ":8080/greet?name=plain"
+		pollHTTP(ctx, t, plain, direct, 200) // PERMISSIVE mesh-wide
+		plain.CloseIdleConnections()
+		m.meshMode = "STRICT"
+		m.setMesh(t, "STRICT", "")
+		waitUntil(ctx, t, "plaintext refused by the unlisted pod", func() bool {
+			resp, err := plain.Get(direct)
+			if err == nil {
+				resp.Body.Close()
+			}
+			plain.CloseIdleConnections()
+			return err != nil
+		})
+		logLine(ctx, t, m.sidecars["client"], "plaintext connection refused: the destination takes mutual TLS only (STRICT)", "remote", m.plain.ip)
+		m.meshMode = "PERMISSIVE"
+		m.setMesh(t, "STRICT", "")
+		pollHTTP(ctx, t, plain, direct, 200)
+		plain.CloseIdleConnections()
 	})
 
 	t.Run("strict refuses plaintext, permissive serves it", func(t *testing.T) {

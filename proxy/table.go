@@ -10,6 +10,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tender-mesh/tender/interceptor"
 	"github.com/tender-mesh/tender/proxy/balancer"
@@ -82,6 +83,41 @@ type Table struct {
 	// policies apply to an address or port of the pod no service lists.
 	namespace string
 	own       []*Cluster
+	// defaults are the mesh's default modes (MeshDefaultsCluster), nil
+	// when the control plane sent none; ownStrict is what they (or their
+	// absence) say for the pod's namespace.
+	defaults  *defaultModes
+	ownStrict bool
+}
+
+// defaultModes are the mesh-wide and per-namespace inbound modes.
+type defaultModes struct {
+	mesh       string
+	namespaces map[string]string
+}
+
+// meshDefaults reads MeshDefaultsCluster's metadata.
+func meshDefaults(md map[string]*structpb.Value) (*defaultModes, error) {
+	check := func(m string) (string, error) {
+		switch m {
+		case "":
+			return xdsclient.MTLSPermissive, nil
+		case xdsclient.MTLSPermissive, xdsclient.MTLSStrict:
+			return m, nil
+		}
+		return "", fmt.Errorf("mtls mode %.32q", m)
+	}
+	mesh, err := check(md["mtls"].GetStringValue())
+	if err != nil {
+		return nil, err
+	}
+	d := &defaultModes{mesh: mesh, namespaces: map[string]string{}}
+	for ns, v := range md["namespaces"].GetStructValue().GetFields() {
+		if d.namespaces[ns], err = check(v.GetStringValue()); err != nil {
+			return nil, fmt.Errorf("namespace %.64q: %w", ns, err)
+		}
+	}
+	return d, nil
 }
 
 // Localize tells the table which pod it serves: the pod's namespace
@@ -96,6 +132,21 @@ func (t *Table) Localize(namespace string, addrs []netip.Addr) {
 		namespace = ""
 	}
 	t.namespace, t.own = namespace, nil
+	// A pod behind no service (or not yet in EDS) gets its namespace's
+	// mode, else the mesh's; with none sent, STRICT: unknown is not open.
+	t.ownStrict = true
+	if d := t.defaults; d != nil {
+		m, ok := d.namespaces[namespace]
+		if !ok {
+			m = d.mesh
+		}
+		t.ownStrict = m == xdsclient.MTLSStrict
+		if namespace == "" { // not known: the strictest of them all
+			for _, m := range d.namespaces {
+				t.ownStrict = t.ownStrict || m == xdsclient.MTLSStrict
+			}
+		}
+	}
 	for _, a := range addrs {
 		for _, cl := range t.sameNamespace(t.ByAddr[a.Unmap()]) {
 			if !slices.Contains(t.own, cl) {
@@ -151,7 +202,17 @@ func (t *Table) InboundClusters(dst netip.AddrPort) []*Cluster {
 
 // Strict reports whether the inbound side refuses plaintext to dst: one
 // of its services is STRICT.
-func (t *Table) Strict(dst netip.AddrPort) bool { return strict(t.InboundClusters(dst)) }
+//
+// A destination no service lists by address and port (another port of a
+// listed address, another address of the pod, a pod behind no service or
+// not yet in EDS) takes the strictest of its clusters (InboundClusters)
+// and the pod's default mode (its namespace's, else the mesh's).
+func (t *Table) Strict(dst netip.AddrPort) bool {
+	if cls := t.sameNamespace(t.ByAddrPort[dst]); len(cls) > 0 {
+		return strict(cls)
+	}
+	return t.ownStrict || strict(t.InboundClusters(dst))
+}
 
 // strict reports whether any of clusters is STRICT.
 func strict(clusters []*Cluster) bool {
@@ -181,6 +242,13 @@ var ErrInvalidConfig = errors.New("invalid config")
 // survive pushes. local is the sidecar's locality.
 func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*Table, error) {
 	t := NewTable()
+	if cfg.Defaults != nil {
+		d, err := meshDefaults(cfg.Defaults.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields())
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, xdsclient.MeshDefaultsCluster, err)
+		}
+		t.defaults = d
+	}
 	for name, c := range cfg.Clusters {
 		md := c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields()
 		cl := &Cluster{

@@ -43,6 +43,10 @@ func configOf(res xds.Resources) *xdsclient.Config {
 	}
 	for _, r := range res[resource.ClusterType] {
 		c := r.(*clusterv3.Cluster)
+		if c.GetName() == xdsclient.MeshDefaultsCluster {
+			cfg.Defaults = c
+			continue
+		}
 		cfg.Clusters[c.GetName()] = c
 	}
 	for _, r := range res[resource.EndpointType] {
@@ -264,5 +268,58 @@ func TestEndpointIdentity(t *testing.T) {
 	}
 	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("got %v, want ErrInvalidConfig for an endpoint identity that is no SPIFFE ID", err)
+	}
+}
+
+// TestDefaultModes: an address of the pod that no service lists (a pod
+// behind no Service, or not yet in EDS) takes its namespace's default
+// mode, else the mesh's; with no defaults from the control plane, STRICT.
+// A listed destination keeps its service's mode.
+func TestDefaultModes(t *testing.T) {
+	podIP := netip.MustParseAddr("10.0.0.5")
+	unlisted := netip.AddrPortFrom(podIP, 8080)
+	res, err := xds.Translate([]discovery.Service{greeterService("10.0.0.1")}, &xds.Security{MTLS: &discovery.MTLSPolicy{
+		Mode: discovery.MTLSPermissive, Namespaces: map[string]discovery.MTLSMode{"shop": discovery.MTLSStrict},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb, err := BuildTable(configOf(res), nil, balancer.Locality{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		namespace string
+		want      bool
+	}{{"shop", true}, {"default", false}, {"", true}} {
+		lt := *tb
+		lt.Localize(tt.namespace, []netip.Addr{podIP})
+		if got := lt.Strict(unlisted); got != tt.want {
+			t.Errorf("namespace %q: Strict(unlisted pod address) = %v, want %v", tt.namespace, got, tt.want)
+		}
+	}
+	// A service PERMISSIVE by name in a STRICT namespace: its own port
+	// keeps its mode, a port no service lists takes the namespace's.
+	res, err = xds.Translate([]discovery.Service{greeterService("10.0.0.1")}, &xds.Security{MTLS: &discovery.MTLSPolicy{
+		Namespaces: map[string]discovery.MTLSMode{"default": discovery.MTLSStrict},
+		Services:   map[string]discovery.MTLSMode{"default/greeter": discovery.MTLSPermissive},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb, err = BuildTable(configOf(res), nil, balancer.Locality{}); err != nil {
+		t.Fatal(err)
+	}
+	tb.Localize("default", []netip.Addr{netip.MustParseAddr("10.0.0.1")})
+	if tb.Strict(netip.MustParseAddrPort("10.0.0.1:8080")) {
+		t.Error("the PERMISSIVE service's own port became STRICT")
+	}
+	if !tb.Strict(netip.MustParseAddrPort("10.0.0.1:9999")) {
+		t.Error("a port no service lists did not take the STRICT namespace's mode")
+	}
+	none := NewTable()
+	none.Localize("default", []netip.Addr{podIP})
+	if !none.Strict(unlisted) {
+		t.Error("no defaults from the control plane: want STRICT for what no service lists")
 	}
 }

@@ -84,6 +84,7 @@ func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec
 		resource.SecretType:   nil,
 	}
 	compiled := compileRoutes(services, routes)
+	out[resource.ClusterType] = append(out[resource.ClusterType], buildMeshDefaults(sec.MTLS))
 	if len(sec.RootCAs) > 0 {
 		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
 			Name: xdsclient.RootCAName,
@@ -357,4 +358,31 @@ func healthStatus(h discovery.Health) corev3.HealthStatus {
 		return corev3.HealthStatus_DRAINING
 	}
 	return corev3.HealthStatus_UNKNOWN
+}
+
+// buildMeshDefaults is xdsclient.MeshDefaultsCluster: the mesh-wide and
+// per-namespace inbound modes, for the addresses and ports of a pod that
+// no service lists. Sent always, PERMISSIVE when nothing is set: a sidecar
+// that has none applies STRICT there.
+func buildMeshDefaults(p *discovery.MTLSPolicy) *clusterv3.Cluster {
+	mode := discovery.MTLSPermissive
+	namespaces := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	if p != nil {
+		if p.Mode != "" {
+			mode = p.Mode
+		}
+		for ns, m := range p.Namespaces {
+			namespaces.Fields[ns] = structpb.NewStringValue(string(m))
+		}
+	}
+	name := xdsclient.MeshDefaultsCluster
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: name},
+		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsclient.MetadataKey: {Fields: map[string]*structpb.Value{
+			"mtls":       structpb.NewStringValue(string(mode)),
+			"namespaces": structpb.NewStructValue(namespaces),
+		}}}},
+	}
 }

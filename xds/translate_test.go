@@ -94,8 +94,12 @@ func TestTranslateCounts(t *testing.T) {
 		if typ == resource.SecretType {
 			continue // the trust bundle, when there is one
 		}
-		if got := len(res[typ]); got != ports {
-			t.Errorf("%s: got %d resources, want one per service port (%d)", shortType(typ), got, ports)
+		want := ports
+		if typ == resource.ClusterType {
+			want++ // the mesh's default modes
+		}
+		if got := len(res[typ]); got != want {
+			t.Errorf("%s: got %d resources, want one per service port (%d)", shortType(typ), got, want)
 		}
 	}
 }

@@ -156,6 +156,13 @@ func dumpResources(cfg *xdsclient.Config) (clusters, endpoints, routes []json.Ra
 			endpoints = append(endpoints, b)
 		}
 	}
+	if cfg.Defaults != nil { // the mesh's default modes, as it came
+		b, err := protojson.Marshal(cfg.Defaults)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("cluster %s: %w", xdsclient.MeshDefaultsCluster, err)
+		}
+		clusters = append(clusters, b)
+	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
 		b, err := protojson.Marshal(cfg.Routes[name])
 		if err != nil {

@@ -83,7 +83,9 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		if err := unmarshal.Unmarshal(raw, c); err != nil {
 			return fmt.Errorf("sidecar /config_dump: cluster: %w", err)
 		}
-		if match(*cluster, c.GetName(), meta(c)["hostname"]) {
+		// The mesh's default modes travel as a cluster that routes
+		// nothing: in the JSON output, not in the tables.
+		if c.GetName() != xdsclient.MeshDefaultsCluster && match(*cluster, c.GetName(), meta(c)["hostname"]) {
 			clusters = append(clusters, c)
 		}
 	}

@@ -21,6 +21,10 @@ type Config struct {
 	Secrets map[string]*tlsv3.Secret
 	// Versions holds the control plane's version per type URL.
 	Versions map[string]string
+	// Defaults is MeshDefaultsCluster, kept apart from Clusters (it has
+	// no endpoints and routes nothing); nil when the control plane sent
+	// none.
+	Defaults *clusterv3.Cluster
 }
 
 // emptyConfig is the config before the first update.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -24,6 +25,14 @@ func merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, erro
 	case ClusterType:
 		if next.Clusters, err = decode(cur.Clusters, resp, "cluster"); err != nil {
 			return nil, err
+		}
+		// The mesh's default modes travel as a cluster; they are no
+		// destination. decode returned a copy: deleting from it is safe.
+		if d, ok := next.Clusters[MeshDefaultsCluster]; ok {
+			next.Defaults = d
+			delete(next.Clusters, MeshDefaultsCluster)
+		} else if slices.Contains(resp.GetRemovedResources(), MeshDefaultsCluster) {
+			next.Defaults = nil
 		}
 		// Assignments of removed clusters go with them.
 		next.Endpoints = maps.Clone(cur.Endpoints)

@@ -37,6 +37,14 @@ const (
 	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 )
 
+// MeshDefaultsCluster names the cluster that carries the mesh's default
+// inbound modes: in its MetadataKey metadata, "mtls" is the mesh-wide
+// mode and "namespaces" maps a namespace to its own. A sidecar applies
+// them to an address or port of its pod that no service lists (a pod
+// behind no Service, or not yet in EDS). It is a STATIC cluster with no
+// endpoints: Envoy holds it harmlessly, proxyless gRPC never asks for it.
+const MeshDefaultsCluster = "tender.dev|mesh-defaults"
+
 // Inbound mutual TLS modes, the values of the "mtls" key of MetadataKey
 // (discovery.MTLSMode on the control plane's side); none means
 // MTLSPermissive.
