@@ -46,7 +46,8 @@ func (p Peer) String() string { return p.Namespace + "/" + p.Workload }
 // ParsePeer reads PeerHeader's value; ok is false when it is malformed.
 // Both parts must be DNS names (lower-case letters, digits, '-' and '.'),
 // which keeps what a client can put into metric labels bounded in form.
-// The header is not authenticated.
+// The header is not authenticated: the proxy ties it to the peer's
+// certificate before it believes it.
 func ParsePeer(v string) (p Peer, ok bool) {
 	ns, wl, found := strings.Cut(v, "/")
 	if !found || !dnsName(ns) || !dnsName(wl) {

@@ -286,8 +286,8 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	}
 	if outbound && s.cl != nil { // only a mesh service's sidecar answers with one
 		if v := s.rv.Header(interceptor.PeerHeader); v != "" {
-			if peer, ok := interceptor.ParsePeer(v); ok {
-				x.Destination = interceptor.Peer{Workload: peer.Workload, Namespace: peer.Namespace}
+			if peer, ok := p.peerClaim(v, x.DestinationPrincipal, x.MTLS); ok {
+				x.Destination = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}
 			}
 		}
 	}

@@ -84,7 +84,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	}
 	if x.Direction == interceptor.Outbound && c.cl != nil { // only a mesh service's sidecar answers with one
 		if v := c.resp.Get(interceptor.PeerHeader); v != nil {
-			if peer, ok := interceptor.ParsePeer(string(v)); ok {
+			if peer, ok := c.p.peerClaim(string(v), x.DestinationPrincipal, x.MTLS); ok {
 				x.Destination = peer
 			}
 		}

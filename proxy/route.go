@@ -51,7 +51,7 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (r 
 	x.Direction, x.Source, x.Destination = interceptor.Inbound, unknownPeer, p.opts.Self
 	x.MTLS, x.SourcePrincipal = sc.mtls, sc.peer
 	if v := x.Req.Header(interceptor.PeerHeader); v != "" {
-		if peer, ok := interceptor.ParsePeer(v); ok {
+		if peer, ok := p.peerClaim(v, x.SourcePrincipal, x.MTLS); ok {
 			x.Source, r.peered = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}, true
 		}
 		x.Req.DelHeader(interceptor.PeerHeader)
@@ -60,6 +60,51 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (r 
 		x.Service = r.cl.Host
 	}
 	return r
+}
+
+// peerClaim is what a peer sidecar's PeerHeader says of it, as far as it
+// can be believed; it names workloads in telemetry only (authorization
+// reads the certificate alone). Over mutual TLS the claimed namespace
+// must be the one of the peer's certificate, else only the certificate's
+// namespace is kept. In plaintext, from a sidecar of a mesh with mutual
+// TLS, the peer is no one the mesh vouches for: the claim is ignored. In
+// a mesh without mutual TLS there is nothing better, and it is taken.
+func (p *Proxy) peerClaim(v, principal string, mtls bool) (interceptor.Peer, bool) {
+	if !mtls && p.opts.MTLS != nil {
+		return interceptor.Peer{}, false
+	}
+	peer, ok := interceptor.ParsePeer(v)
+	if !mtls {
+		return peer, ok
+	}
+	ns := namespaceOf(principal)
+	if ns == "" {
+		return interceptor.Peer{}, false
+	}
+	if !ok || peer.Namespace != ns {
+		return interceptor.Peer{Workload: interceptor.Unknown, Namespace: ns}, true
+	}
+	return peer, true
+}
+
+// namespaceOf is the namespace of a SPIFFE ID the mesh's certificates
+// carry (spiffe://TD/ns/NAMESPACE/sa/ACCOUNT, checked when the handshake
+// read it), without allocating; "" for any other shape.
+func namespaceOf(principal string) string {
+	rest, ok := strings.CutPrefix(principal, "spiffe://")
+	if !ok {
+		return ""
+	}
+	_, path, _ := strings.Cut(rest, "/")
+	rest, ok = strings.CutPrefix(path, "ns/")
+	if !ok {
+		return ""
+	}
+	ns, _, ok := strings.Cut(rest, "/sa/")
+	if !ok || ns == "" || strings.Contains(ns, "/") {
+		return ""
+	}
+	return ns
 }
 
 // routeRequest follows a service's routes: the first that matches
