@@ -62,6 +62,19 @@ test-unit:
 test-e2e: build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
 
+# The soak: ~500 req/s of HTTP and gRPC through mutual-TLS sidecars under
+# endpoint churn, pod kills and control-plane restarts; no request may fail.
+## soak: the e2e soak for SOAK_DURATION (default 10m; make test runs 1m); prints its figures for bench/RESULTS.md (root)
+SOAK_DURATION ?= 10m
+SOAK_TIMEOUT ?= 1h
+.PHONY: soak
+soak:
+	@report=$$(mktemp); \
+	TENDER_SOAK=$(SOAK_DURATION) TENDER_SOAK_REPORT=$$report $(GO) test -race -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./e2e/; \
+	status=$$?; \
+	echo "--- for bench/RESULTS.md: make soak SOAK_DURATION=$(SOAK_DURATION) ---"; cat $$report; rm -f $$report; \
+	exit $$status
+
 ## lint: gofmt, go vet and golangci-lint (built into .tools/ first)
 lint: tools-lint
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -15,6 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 out=bench/RESULTS.md
+# The soak's figures (make soak) are not measured here: kept as they are.
+soak=$(sed -n '/^## Soak/,$p' "$out" 2>/dev/null || true)
 profile=()
 if [ -n "${BENCH_PROFILE:-}" ]; then mkdir -p "$BENCH_PROFILE"; profile=(--profile "$BENCH_PROFILE"); fi
 for e in ${BENCH_SIDECAR_ENV:-}; do profile+=(--sidecar-env "$e"); done
@@ -38,4 +40,5 @@ go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DU
   done
   echo
 } >>"$out"
+if [ -n "$soak" ]; then printf '%s\n' "$soak" >>"$out"; fi
 echo "bench: wrote $out"

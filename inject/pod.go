@@ -312,9 +312,18 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 			EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: ptrQuantity("1Mi")},
 		}})
 	}
+	if !native {
+		// The app gets SIGTERM with the sidecar and may still call out
+		// while it stops: the sidecar serves on a while before it drains.
+		args = append(args, "--shutdown-delay="+classicShutdownDelay.String())
+		proxy.Args = args
+	}
 	if drain > 0 {
 		// Kubernetes must wait for the drain before it kills the pod.
 		grace := int64((drain + 5*time.Second).Seconds())
+		if !native {
+			grace += int64(classicShutdownDelay.Seconds())
+		}
 		if out.Spec.TerminationGracePeriodSeconds == nil || *out.Spec.TerminationGracePeriodSeconds < grace {
 			out.Spec.TerminationGracePeriodSeconds = &grace
 		}
@@ -360,3 +369,7 @@ func ptrQuantity(s string) *resource.Quantity {
 	q := resource.MustParse(s)
 	return &q
 }
+
+// classicShutdownDelay is how long a classic (non-native) sidecar serves
+// on after SIGTERM before it drains, as Istio's terminationDrainDuration.
+const classicShutdownDelay = 5 * time.Second

@@ -140,6 +140,9 @@ func TestWebhookInject(t *testing.T) {
 		if !slices.Contains(proxy.Args, "--xds-addr="+testConfig.XDSAddr) || !slices.Contains(proxy.Args, "--drain-timeout=30s") {
 			t.Errorf("proxy args %v", proxy.Args)
 		}
+		if slices.ContainsFunc(proxy.Args, func(a string) bool { return strings.HasPrefix(a, "--shutdown-delay") }) {
+			t.Errorf("native proxy args %v: a native sidecar stops after its app, it needs no shutdown delay", proxy.Args)
+		}
 		if got.Annotations[AnnotationStatus] != "injected" || got.Annotations["prometheus.io/port"] != "15090" {
 			t.Errorf("annotations %v", got.Annotations)
 		}
@@ -164,6 +167,10 @@ func TestWebhookInject(t *testing.T) {
 		}
 		if ls := got.Spec.Containers[0].Lifecycle; ls == nil || ls.PostStart == nil || !slices.Contains(ls.PostStart.Exec.Command, "wait") {
 			t.Errorf("classic proxy without a postStart wait: %+v", ls)
+		}
+		// The app stops with the sidecar and may call out meanwhile.
+		if args := got.Spec.Containers[0].Args; !slices.Contains(args, "--shutdown-delay=5s") {
+			t.Errorf("classic proxy args %v: want --shutdown-delay=5s", args)
 		}
 	})
 

@@ -1,10 +1,18 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // noCerts is a MeshTLS that has no certificate yet: enough to make the
@@ -52,5 +60,38 @@ func TestPeerClaim(t *testing.T) {
 		if ns := namespaceOf(p); ns != "" {
 			t.Errorf("namespaceOf(%q) = %q, want none", p, ns)
 		}
+	}
+}
+
+// TestLateClientHello: a mesh client whose hello comes after the sniff
+// window (a loaded node) is still taken for mTLS where plaintext could
+// not be served anyway (STRICT) or where the client speaks first (a
+// declared HTTP port); before, it was refused as plaintext.
+func TestLateClientHello(t *testing.T) {
+	dst := netip.MustParseAddrPort("10.0.0.5:8080")
+	for _, tt := range []struct {
+		name, mode, protocol string
+	}{
+		{"strict", xdsclient.MTLSStrict, "TCP"},
+		{"permissive http", xdsclient.MTLSPermissive, "HTTP"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			p := New(Options{MTLS: noCerts{}, DetectTimeout: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			defer p.Shutdown(t.Context())
+			tb := NewTable()
+			cl := &Cluster{Name: "web", Namespace: "default", MTLSMode: tt.mode, Protocol: tt.protocol}
+			tb.Clusters["web"], tb.ByAddrPort[dst] = cl, []*Cluster{cl}
+			client, server := net.Pipe()
+			defer client.Close()
+			go func() {
+				time.Sleep(200 * time.Millisecond) // ten sniff windows late
+				tls.Client(client, &tls.Config{NextProtos: []string{alpnHTTP2}, InsecureSkipVerify: true}).Handshake() //nolint:errcheck // the server has no certificate: only the hello matters
+			}()
+			p.inboundSecurity(server, bufio.NewReaderSize(server, 16<<10), dst, tb)
+			if strings.Contains(logs.String(), "plaintext connection refused") || !strings.Contains(logs.String(), "mTLS handshake refused") {
+				t.Errorf("a late hello was not taken for mTLS; logs:\n%s", logs.String())
+			}
+		})
 	}
 }

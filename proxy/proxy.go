@@ -399,7 +399,16 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 // closed it.
 func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort, t *Table) (tc *tls.Conn, peer string, ok bool) {
 	if p.serverTLS != nil {
-		if meshALPN(c, br, p.opts.DetectTimeout) {
+		// How long to wait for a client's first bytes: a server-first
+		// protocol (the app speaks first) shows as silence, which only
+		// an undeclared or TCP port taking plaintext can be. Anywhere
+		// else a mesh client's hello may come late (a loaded node, a
+		// post-quantum key share) and must not be taken for plaintext.
+		wait := p.opts.DetectTimeout
+		if t.Strict(dst) || clientFirst(t.Endpoint(dst)) {
+			wait = handshakeTimeout
+		}
+		if meshALPN(c, br, wait) {
 			tc, peer, err := p.acceptMTLS(c, br)
 			if err != nil {
 				p.opts.Security.HandshakeFailed(interceptor.Inbound)
@@ -420,6 +429,19 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 		return nil, "", false
 	}
 	return nil, "", true
+}
+
+// clientFirst reports whether cl's port speaks a protocol whose client
+// sends first (HTTP/1.1, HTTP/2, gRPC).
+func clientFirst(cl *Cluster) bool {
+	if cl == nil {
+		return false
+	}
+	switch cl.Protocol {
+	case "HTTP", "HTTP2", "GRPC":
+		return true
+	}
+	return false
 }
 
 // authorize decides a request to a destination served by clusters (an

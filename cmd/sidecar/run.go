@@ -50,6 +50,7 @@ type runConfig struct {
 	OutboundPolicy string
 	InboundDeliver string
 	DrainTimeout   time.Duration
+	ShutdownDelay  time.Duration
 	DetectTimeout  time.Duration
 	IdleTimeout    time.Duration
 	HeaderTimeout  time.Duration
@@ -105,6 +106,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.InboundDeliver, "inbound-deliver", envOr("TENDER_INBOUND_DELIVER", "pod-ip"), "where inbound traffic goes: pod-ip (the pod address it was sent to; apps bound to loopback only are unreachable from the network) or loopback (127.0.0.1, the old way; env TENDER_INBOUND_DELIVER)")
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving (not ready) this long before draining: the app of a classic (non-native) sidecar may still call out while it stops (the injector sets 5s there)")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 5*time.Minute, "close a downstream HTTP keep-alive connection idle this long")
 	fs.DurationVar(&c.HeaderTimeout, "request-header-timeout", 10*time.Second, "how long a client may take to send a request head once it began")
@@ -421,6 +423,17 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	}
 	// Drain: not ready any more, stop accepting, let in-flight work finish.
 	ready.Store(false)
+	if c.ShutdownDelay > 0 && fatal == nil {
+		// A classic sidecar gets SIGTERM with its app, which may still
+		// call out (and be called, until its endpoint is gone) while it
+		// stops: keep serving a while, as Istio's termination drain does.
+		logger.Info("not ready; serving on before the drain", "delay", c.ShutdownDelay)
+		select {
+		case <-time.After(c.ShutdownDelay):
+		case fatal = <-died:
+			logger.Error("a component stopped; draining and exiting", "err", fatal)
+		}
+	}
 	logger.Info("draining", "timeout", c.DrainTimeout)
 	drainCtx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
 	defer cancel()
