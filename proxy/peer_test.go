@@ -85,7 +85,7 @@ func TestLateClientHello(t *testing.T) {
 			client, server := net.Pipe()
 			defer client.Close()
 			go func() {
-				time.Sleep(200 * time.Millisecond) // ten sniff windows late
+				time.Sleep(200 * time.Millisecond)                                                                     // ten sniff windows late
 				tls.Client(client, &tls.Config{NextProtos: []string{alpnHTTP2}, InsecureSkipVerify: true}).Handshake() //nolint:errcheck // the server has no certificate: only the hello matters
 			}()
 			p.inboundSecurity(server, bufio.NewReaderSize(server, 16<<10), dst, tb)

@@ -72,6 +72,10 @@ type Options struct {
 	// OwnPorts are the sidecar's listener ports: connections to them on
 	// this pod's addresses are refused, not forwarded back to itself.
 	OwnPorts []uint16
+	// MaxConnections caps the downstream connections open at once on
+	// all listeners; one more is closed at accept and counted
+	// (Stats.Overflow), as Envoy's max_downstream_connections. 0: no cap.
+	MaxConnections int
 }
 
 // Stats counts what the proxy did.
@@ -86,6 +90,9 @@ type Stats struct {
 	// (EMFILE and the like); SelfRefused connections to the sidecar's own
 	// ports, which would loop.
 	AcceptErrors, SelfRefused atomic.Uint64
+	// Overflow counts connections closed at accept because
+	// Options.MaxConnections were open.
+	Overflow atomic.Uint64
 	// Mirrored counts request copies sent to a route's mirror;
 	// MirrorsDropped those dropped because maxMirrors were in flight,
 	// MirrorsSkipped those not made because the body streamed (HTTP/1.1
@@ -120,6 +127,7 @@ type Proxy struct {
 
 	self  string                   // opts.Self as interceptor.PeerHeader's value
 	local atomic.Pointer[localSet] // the pod's addresses, for isLocal
+	open  atomic.Int64             // downstream connections open, with MaxConnections
 	// Upstream connections: HTTP/1.1 (one request at a time) and HTTP/2
 	// (multiplexed).
 	pool   pool
@@ -252,7 +260,23 @@ func (p *Proxy) Serve(lis net.Listener, d Direction) error {
 		}
 		p.handoff.Add(1)
 		p.mu.Unlock()
-		go p.handle(c, d)
+		if limit := int64(p.opts.MaxConnections); limit > 0 && p.open.Add(1) > limit {
+			p.open.Add(-1)
+			p.handoff.Done()
+			p.Stats.Overflow.Add(1)
+			if p.Stats.Overflow.Load()%1000 == 1 { // not a line per connection under a flood
+				p.opts.Logger.Warn("connection refused: too many open", "listener", lis.Addr().String(), "max_connections", limit,
+					"refused_so_far", p.Stats.Overflow.Load())
+			}
+			c.Close()
+			continue
+		}
+		go func() {
+			p.handle(c, d) // returns when the connection is done
+			if p.opts.MaxConnections > 0 {
+				p.open.Add(-1)
+			}
+		}()
 	}
 }
 

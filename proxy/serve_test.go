@@ -276,3 +276,78 @@ func TestInboundTarget(t *testing.T) {
 		t.Errorf("with InboundAddr 127.0.0.1: %s, %v", got, ok)
 	}
 }
+
+// TestMaxConnections: past MaxConnections a new connection is closed at
+// accept and counted; once one closes, the next is served again.
+func TestMaxConnections(t *testing.T) {
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c) //nolint:errcheck // an echo, closed when its client is
+				c.Close()
+			}()
+		}
+	}()
+	orig := originalDst
+	originalDst = func(*net.TCPConn) (netip.AddrPort, error) { return netip.MustParseAddrPort(echo.Addr().String()), nil }
+	defer func() { originalDst = orig }()
+	p := New(Options{MaxConnections: 2, DetectTimeout: 10 * time.Millisecond})
+	defer p.Shutdown(t.Context())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(lis, Outbound)
+	works := func(c net.Conn) bool {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return false
+		}
+		b := make([]byte, 4)
+		_, err := io.ReadFull(c, b)
+		return err == nil && string(b) == "ping"
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := dial(), dial()
+	defer b.Close()
+	if !works(a) || !works(b) {
+		t.Fatal("the first two connections do not echo")
+	}
+	third := dial()
+	if works(third) {
+		t.Error("a third connection was served past MaxConnections 2")
+	}
+	third.Close()
+	if n := p.Stats.Overflow.Load(); n != 1 {
+		t.Errorf("overflow counted %d, want 1", n)
+	}
+	a.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dial()
+		ok := works(c)
+		c.Close()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no connection served after one of the two closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -134,6 +134,9 @@ func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomi
 			"inbound_connections":  s.Connections[proxy.Inbound].Load(),
 			"no_healthy_endpoint":  s.NoEndpoint.Load(),
 			"upstream_5xx":         s.Upstream5xx.Load(),
+			"accept_errors":        s.AcceptErrors.Load(),
+			"self_refused":         s.SelfRefused.Load(),
+			"connections_overflow": s.Overflow.Load(),
 		})
 	})
 	return mux
