@@ -20,7 +20,7 @@ const (
 	NamespaceLabel = "tender-injection"
 
 	AnnotationInject             = "tender.dev/inject"                 // "true" meshes the pod, "false" keeps it out
-	AnnotationStatus             = "tender.dev/status"                 // written: "injected"
+	AnnotationStatus             = "tender.dev/status"                 // written: StatusInjected
 	AnnotationNativeSidecar      = "tender.dev/native-sidecar"         // "true" | "false": override the default
 	AnnotationExcludeInbound     = "tender.dev/exclude-inbound-ports"  // comma-separated ports
 	AnnotationExcludeOutbound    = "tender.dev/exclude-outbound-ports" // comma-separated ports
@@ -346,7 +346,7 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}
 	}
-	out.Annotations[AnnotationStatus] = "injected"
+	out.Annotations[AnnotationStatus] = StatusInjected
 	// Prometheus finds the sidecar's metrics (unless the pod scrapes its
 	// own already).
 	if _, ok := out.Annotations["prometheus.io/scrape"]; !ok {
@@ -373,3 +373,8 @@ func ptrQuantity(s string) *resource.Quantity {
 // classicShutdownDelay is how long a classic (non-native) sidecar serves
 // on after SIGTERM before it drains, as Istio's terminationDrainDuration.
 const classicShutdownDelay = 5 * time.Second
+
+// StatusInjected is AnnotationStatus's value on a pod the injector gave a
+// sidecar; the control plane's Kubernetes source reads it to mark the
+// pod's endpoints meshed.
+const StatusInjected = "injected"

@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/inject"
 )
 
 // Annotations on a Service that set its traffic policy.
@@ -38,8 +39,9 @@ const (
 var defaultRetryOn = []string{discovery.RetryOn5xx, discovery.RetryOnReset, discovery.RetryOnConnectFailure}
 
 // AnnotationSidecarStatus is the injector's mark on a pod it gave a
-// sidecar ("injected"): the pod's endpoints are reached over mutual TLS.
-const AnnotationSidecarStatus = AnnotationPrefix + "status"
+// sidecar (inject.StatusInjected): the pod's endpoints are reached over
+// mutual TLS. The injector declares it.
+const AnnotationSidecarStatus = inject.AnnotationStatus
 
 // AnnotationError is an annotation the source ignored, and why.
 type AnnotationError struct {

@@ -21,6 +21,7 @@ import (
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/inject"
 )
 
 // Name is the source's name in the registry.
@@ -230,7 +231,7 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 					return nil
 				}
 				p := obj.(*corev1.Pod)
-				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == "injected",
+				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == inject.StatusInjected,
 					serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default")}
 			}
 			for _, obj := range w.services.GetStore().List() {
