@@ -55,7 +55,10 @@ type Cluster struct {
 	Authz *authz.Engine
 }
 
-// Table maps captured destinations (VIP:port) to clusters. Immutable.
+// Table maps captured destinations (VIP:port) to clusters. BuildTable
+// fills it and SetTable publishes it; from then on nothing writes it: its
+// maps are exported for reading (the admin handlers, tests), and a change
+// is a new Table.
 type Table struct {
 	ByVIP    map[netip.AddrPort]*Cluster
 	Clusters map[string]*Cluster
