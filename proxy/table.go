@@ -10,6 +10,8 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -53,6 +55,21 @@ type Cluster struct {
 	// Authz holds the service's authorization policies, enforced on the
 	// inbound side; nil allows everything.
 	Authz *authz.Engine
+
+	// src are the resources the cluster was built from: the next table
+	// reuses the endpoints and picker (a MAGLEV table is 65,537 entries)
+	// of a cluster whose Cluster and load assignment did not change, and
+	// its policies when its route configuration did not either. The
+	// delta client keeps an unchanged resource's pointer.
+	src clusterSrc
+}
+
+// clusterSrc are the xDS resources one Cluster was built from.
+type clusterSrc struct {
+	c     *clusterv3.Cluster
+	cla   *endpointv3.ClusterLoadAssignment
+	rc    *routev3.RouteConfiguration
+	local balancer.Locality
 }
 
 // Table maps captured destinations (VIP:port) to clusters. BuildTable
@@ -277,6 +294,26 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 				cl.Policy = "MAGLEV"
 			}
 		}
+		rc := cfg.Routes[xdsclient.RouteNameOf(c)]
+		cl.src = clusterSrc{c: c, cla: cfg.Endpoints[name], rc: rc, local: local}
+		if pc := prevCluster(prev, name); pc != nil && pc.src.c == c && pc.src.local == local && pc.src.cla == cl.src.cla && pc.src.cla != nil {
+			// Nothing of the cluster's own changed: the new table gets a
+			// copy (its routes are compiled anew below, against the new
+			// table's clusters); pickers and endpoints are immutable.
+			ncl := *pc
+			ncl.src, ncl.Routes = cl.src, nil
+			if pc.src.rc != rc {
+				var state *interceptor.PolicyState
+				if pc.Resilience != nil {
+					state = pc.Resilience.State
+				}
+				if err := ncl.setPolicies(rc, state); err != nil {
+					return nil, err
+				}
+			}
+			t.addCluster(&ncl)
+			continue
+		}
 		var old map[netip.AddrPort]*balancer.Stats
 		var state *interceptor.PolicyState
 		clock := &balancer.OutlierClock{}
@@ -328,18 +365,16 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
 		}
 		cl.Picker = p
-		rc := cfg.Routes[xdsclient.RouteNameOf(c)]
-		if cl.Resilience, cl.base, cl.Outlier, err = buildPolicy(c, rc, state); err != nil {
+		cl.OutlierClock = clock
+		if err := cl.setPolicies(rc, state); err != nil {
 			return nil, err
 		}
-		cl.OutlierClock = clock
-		if vhs := rc.GetVirtualHosts(); len(vhs) > 0 {
-			if cl.Authz, err = authz.FromRoute(vhs[0].GetTypedPerFilterConfig()); err != nil {
-				return nil, fmt.Errorf("%w: route %s: %w", ErrInvalidConfig, rc.GetName(), err)
-			}
-		}
 		cl.Hashing = cl.Policy == "RING_HASH" || cl.Policy == "MAGLEV"
-		t.Clusters[name] = cl
+		t.addCluster(cl)
+	}
+	for name := range cfg.Clusters {
+		cl := t.Clusters[name]
+		md := cl.src.c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields()
 		vip := md["vip"].GetStringValue()
 		port := md["port"].GetNumberValue()
 		if vip == "" {
@@ -376,6 +411,34 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 	}
 	t.regexes = rx.next
 	return t, nil
+}
+
+// setPolicies sets the cluster's resilience, outlier detection and
+// authorization from its Cluster and rc, carrying state (the breaker's
+// and the budget's counts) over from the cluster's previous version.
+func (cl *Cluster) setPolicies(rc *routev3.RouteConfiguration, state *interceptor.PolicyState) error {
+	var err error
+	if cl.Resilience, cl.base, cl.Outlier, err = buildPolicy(cl.src.c, rc, state); err != nil {
+		return err
+	}
+	cl.Authz = nil
+	if vhs := rc.GetVirtualHosts(); len(vhs) > 0 {
+		if cl.Authz, err = authz.FromRoute(vhs[0].GetTypedPerFilterConfig()); err != nil {
+			return fmt.Errorf("%w: route %s: %w", ErrInvalidConfig, rc.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// addCluster adds cl to the table being built.
+func (t *Table) addCluster(cl *Cluster) { t.Clusters[cl.Name] = cl }
+
+// prevCluster is the cluster named name of the previous table, if any.
+func prevCluster(prev *Table, name string) *Cluster {
+	if prev == nil {
+		return nil
+	}
+	return prev.Clusters[name]
 }
 
 // NewTable returns an empty table.
