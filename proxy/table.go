@@ -62,6 +62,10 @@ type Cluster struct {
 	// its policies when its route configuration did not either. The
 	// delta client keeps an unchanged resource's pointer.
 	src clusterSrc
+	// vip and port are the service's VIP:port the cluster is matched
+	// by (no VIP: headless).
+	vip  netip.Addr
+	port uint32
 }
 
 // clusterSrc are the xDS resources one Cluster was built from.
@@ -270,31 +274,20 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 		t.defaults = d
 	}
 	for name, c := range cfg.Clusters {
-		md := c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields()
+		md, err := xdsclient.ClusterMetaOf(c)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
+		}
+		policy, err := xdsclient.LBPolicyOf(c)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cluster %s: %w", ErrInvalidConfig, name, err)
+		}
 		cl := &Cluster{
-			Name:       name,
-			Service:    md["service"].GetStringValue(),
-			Namespace:  md["namespace"].GetStringValue(),
-			Host:       md["hostname"].GetStringValue(),
-			Protocol:   md["protocol"].GetStringValue(),
-			HashHeader: md["hashHeader"].GetStringValue(),
-			Policy:     md["lb"].GetStringValue(),
-			MTLSMode:   md["mtls"].GetStringValue(),
+			Name: name, Service: md.Service, Namespace: md.Namespace, Host: md.Hostname,
+			Protocol: md.Protocol, HashHeader: md.HashHeader, Policy: policy, MTLSMode: md.MTLS,
+			vip: md.VIP, port: md.Port,
 		}
-		switch cl.MTLSMode {
-		case "":
-			cl.MTLSMode = xdsclient.MTLSPermissive
-		case xdsclient.MTLSPermissive, xdsclient.MTLSStrict:
-		default:
-			return nil, fmt.Errorf("%w: cluster %s: mtls mode %q", ErrInvalidConfig, name, cl.MTLSMode)
-		}
-		if cl.Policy == "" {
-			cl.Policy = c.GetLbPolicy().String()
-			if c.GetLbPolicy() == clusterv3.Cluster_MAGLEV {
-				cl.Policy = "MAGLEV"
-			}
-		}
-		rc := cfg.Routes[xdsclient.RouteNameOf(c)]
+		rc := cfg.Routes[md.RouteName()]
 		cl.src = clusterSrc{c: c, cla: cfg.Endpoints[name], rc: rc, local: local}
 		if pc := prevCluster(prev, name); pc != nil && pc.src.c == c && pc.src.local == local && pc.src.cla == cl.src.cla && pc.src.cla != nil {
 			// Nothing of the cluster's own changed: the new table gets a
@@ -372,22 +365,17 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 		cl.Hashing = cl.Policy == "RING_HASH" || cl.Policy == "MAGLEV"
 		t.addCluster(cl)
 	}
-	for name := range cfg.Clusters {
-		cl := t.Clusters[name]
-		md := cl.src.c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields()
-		vip := md["vip"].GetStringValue()
-		port := md["port"].GetNumberValue()
-		if vip == "" {
+	for name, cl := range t.Clusters {
+		if !cl.vip.IsValid() {
 			continue
 		}
-		ip, err := netip.ParseAddr(vip)
-		if err != nil || port < 1 || port > 65535 {
-			return nil, fmt.Errorf("%w: cluster %s: vip %q port %v", ErrInvalidConfig, name, vip, port)
+		if cl.port == 0 {
+			return nil, fmt.Errorf("%w: cluster %s: vip %s without a port", ErrInvalidConfig, name, cl.vip)
 		}
 		// Two clusters on one VIP:port (the control plane lets one keep
 		// it; another may not): the first by name, in every sidecar
 		// alike, not Go's map order.
-		ap := netip.AddrPortFrom(ip, uint16(port))
+		ap := netip.AddrPortFrom(cl.vip, uint16(cl.port))
 		if prev := t.ByVIP[ap]; prev == nil || name < prev.Name {
 			t.ByVIP[ap] = cl
 		}
@@ -395,7 +383,7 @@ func BuildTable(cfg *xdsclient.Config, prev *Table, local balancer.Locality) (*T
 	rx := newRegexCompiler(prev)
 	for _, name := range t.Names() {
 		cl := t.Clusters[name]
-		rc := cfg.Routes[xdsclient.RouteNameOf(cfg.Clusters[name])]
+		rc := cl.src.rc
 		rt, refused := compileRoutes(rc, cl, t.Clusters, rx)
 		cl.Routes = rt
 		t.Refused = append(t.Refused, refused...)

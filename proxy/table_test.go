@@ -116,7 +116,6 @@ func TestBuildTableRejectsBadConfig(t *testing.T) {
 	}
 	cfg = config(t, greeterService("10.0.0.1"))
 	for _, c := range cfg.Clusters {
-		c.Metadata.FilterMetadata[xdsclient.MetadataKey].Fields["lb"].Kind = nil
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 	}
 	if _, err := BuildTable(cfg, nil, balancer.Locality{}); !errors.Is(err, ErrInvalidConfig) {

@@ -221,22 +221,12 @@ func buildCluster(s *discovery.Service, p discovery.Port, mode discovery.MTLSMod
 		return nil, err
 	}
 	setClusterResilience(c, &s.Policy.Resilience)
-	md, err := structpb.NewStruct(map[string]any{
-		"service":    s.Name,
-		"namespace":  s.Namespace,
-		"hostname":   s.Hostname(),
-		"port":       float64(p.Number),
-		"portName":   p.Name,
-		"protocol":   string(p.Protocol),
-		"vip":        vipString(s),
-		"lb":         string(s.Policy.LB),
-		"hashHeader": s.Policy.HashHeader,
-		"mtls":       string(mode),
-	})
-	if err != nil {
-		return nil, err
+	md := xdsclient.ClusterMeta{
+		Service: s.Name, Namespace: s.Namespace, Hostname: s.Hostname(),
+		Port: p.Number, PortName: p.Name, Protocol: string(p.Protocol),
+		VIP: s.VIP, HashHeader: s.Policy.HashHeader, MTLS: string(mode),
 	}
-	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsclient.MetadataKey: md}}
+	c.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsclient.MetadataKey: md.Struct()}}
 	if p.Protocol == discovery.ProtocolGRPC || p.Protocol == discovery.ProtocolHTTP2 {
 		// Tell Envoy to speak HTTP/2 upstream; grpc-go ignores it.
 		opts, err := anypb.New(&httpv3.HttpProtocolOptions{
@@ -256,13 +246,6 @@ func buildCluster(s *discovery.Service, p discovery.Port, mode discovery.MTLSMod
 		}
 	}
 	return c, nil
-}
-
-func vipString(s *discovery.Service) string {
-	if !s.VIP.IsValid() {
-		return ""
-	}
-	return s.VIP.String()
 }
 
 func buildLoadAssignment(s *discovery.Service, p discovery.Port, trustDomain string) *endpointv3.ClusterLoadAssignment {

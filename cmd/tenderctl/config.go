@@ -85,7 +85,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		}
 		// The mesh's default modes travel as a cluster that routes
 		// nothing: in the JSON output, not in the tables.
-		if c.GetName() != xdsclient.MeshDefaultsCluster && match(*cluster, c.GetName(), meta(c)["hostname"]) {
+		if c.GetName() != xdsclient.MeshDefaultsCluster && match(*cluster, c.GetName(), meta(c).Hostname) {
 			clusters = append(clusters, c)
 		}
 	}
@@ -117,7 +117,8 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		row("SERVICE FQDN", "PORT", "PROTOCOL", "LB", "VIP", "ENDPOINTS", "ACTIVE", "CLUSTER")
 		for _, c := range clusters {
 			m := meta(c)
-			healthy, total, active, lb := 0, 0, int64(0), m["lb"]
+			lb, _ := xdsclient.LBPolicyOf(c)
+			healthy, total, active := 0, 0, int64(0)
 			for _, l := range live {
 				if l.Name == c.GetName() {
 					active, lb = l.ActiveRequests, l.LB
@@ -129,7 +130,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 					}
 				}
 			}
-			row(m["hostname"], m["port"], dash(m["protocol"]), dash(lb), dash(m["vip"]), fmt.Sprintf("%d/%d healthy", healthy, total), active, c.GetName())
+			row(m.Hostname, m.Port, dash(m.Protocol), dash(lb), dash(vipOf(m)), fmt.Sprintf("%d/%d healthy", healthy, total), active, c.GetName())
 		}
 	case "endpoints":
 		if *output == "json" {
@@ -161,7 +162,7 @@ func proxyConfig(args []string, stdout, stderr io.Writer) error {
 		row("ADDRESS", "PORT", "PROTOCOL", "DESTINATION")
 		for _, c := range clusters {
 			m := meta(c)
-			row(dash(m["vip"]), m["port"], dash(m["protocol"]), c.GetName())
+			row(dash(vipOf(m)), m.Port, dash(m.Protocol), c.GetName())
 		}
 	case "routes":
 		if *output == "json" {
@@ -207,18 +208,19 @@ func writeRaw(w io.Writer, items []json.RawMessage) error {
 	return err
 }
 
-// meta is a cluster's tender.dev metadata as strings.
-func meta(c *clusterv3.Cluster) map[string]string {
-	out := map[string]string{}
-	for k, v := range c.GetMetadata().GetFilterMetadata()[xdsclient.MetadataKey].GetFields() {
-		switch {
-		case v.GetStringValue() != "":
-			out[k] = v.GetStringValue()
-		case v.GetNumberValue() != 0:
-			out[k] = fmt.Sprint(v.GetNumberValue())
-		}
+// meta is a cluster's tender.dev metadata; what does not decode shows as
+// nothing (the sidecar refused that config anyway).
+func meta(c *clusterv3.Cluster) xdsclient.ClusterMeta {
+	m, _ := xdsclient.ClusterMetaOf(c)
+	return m
+}
+
+// vipOf is m's VIP as text, "" for none.
+func vipOf(m xdsclient.ClusterMeta) string {
+	if !m.VIP.IsValid() {
+		return ""
 	}
-	return out
+	return m.VIP.String()
 }
 
 // hostOf is the service FQDN in a cluster name outbound|PORT||HOST.

@@ -1,8 +1,6 @@
 package xdsclient
 
 import (
-	"fmt"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -59,10 +57,9 @@ func (c *Config) Complete() bool {
 // made (its listener's name, HOST:PORT), from the cluster's metadata; ""
 // for other clusters.
 func RouteNameOf(c *clusterv3.Cluster) string {
-	md := c.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()
-	host, port := md["hostname"].GetStringValue(), md["port"].GetNumberValue()
-	if host == "" || port == 0 {
+	m, err := ClusterMetaOf(c)
+	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("%s:%d", host, int(port))
+	return m.RouteName()
 }
