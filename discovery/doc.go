@@ -5,7 +5,11 @@
 //
 // Sources (one sub-package each: file, dns, kube, consul and eureka) push
 // the complete set of services they know into the Registry with Update,
-// and those that read routes (file, kube) their routes with UpdateRoutes.
+// those that read routes (file, kube) their routes with UpdateRoutes, and
+// those that read security config (mesh.yaml, the AuthorizationPolicy
+// resources) their mTLS modes and policies with UpdateSecurity: one
+// pipeline, one debounce, one snapshot for all three. No snapshot is
+// published before every source in Options.SecuritySources has reported.
 // On a key two sources report, the one earlier in Options.Sources wins,
 // and a VIP:port two services claim stays with the one that comes first
 // in that order. The

@@ -23,6 +23,11 @@ type Snapshot struct {
 	// Routes are the Gateway API routes, sorted by Key; each key appears
 	// once (the source earliest in Options.Sources wins).
 	Routes []Route
+	// Security is the mTLS modes and authorization policies of every
+	// source, merged: the first source (in Options.Sources order, mesh.yaml
+	// before the others) that sets modes sets them all; a policy two
+	// sources name alike is the earlier source's.
+	Security Security
 	// Conflicts lists the keys that more than one source reported.
 	Conflicts []Conflict
 	// Created is when the registry built the snapshot.
@@ -64,6 +69,11 @@ type Options struct {
 	// source in Sources to report; after it, the registry publishes what it
 	// has and logs the sources that are missing. Default 30 s.
 	SyncTimeout time.Duration
+	// SecuritySources name the sources of security config (UpdateSecurity)
+	// the registry waits for, with no timeout: no snapshot is published
+	// before each has reported once, so a control plane that just started
+	// never serves a route without the policy that guards it.
+	SecuritySources []string
 }
 
 // Registry merges the services of all sources and publishes snapshots.
@@ -74,9 +84,12 @@ type Registry struct {
 
 	mu sync.Mutex // guards pending and status
 	// pending holds each source's latest report not yet merged.
-	pending       map[string][]Service
-	pendingRoutes map[string][]Route
-	status        map[string]SourceStatus
+	pending         map[string][]Service
+	pendingRoutes   map[string][]Route
+	pendingSecurity map[string]Security
+	status          map[string]SourceStatus
+	// securityReported: the security sources that have reported once.
+	securityReported map[string]bool
 
 	current atomic.Pointer[Snapshot]
 }
@@ -100,11 +113,13 @@ func New(opts Options) *Registry {
 		status[s] = SourceStatus{}
 	}
 	return &Registry{
-		opts:          opts,
-		kick:          make(chan struct{}, 1),
-		pending:       make(map[string][]Service),
-		pendingRoutes: make(map[string][]Route),
-		status:        status,
+		opts:             opts,
+		kick:             make(chan struct{}, 1),
+		pending:          make(map[string][]Service),
+		pendingRoutes:    make(map[string][]Route),
+		pendingSecurity:  make(map[string]Security),
+		status:           status,
+		securityReported: make(map[string]bool),
 	}
 }
 
@@ -138,6 +153,18 @@ func (r *Registry) UpdateRoutes(source string, routes []Route) {
 	}
 	r.mu.Lock()
 	r.pendingRoutes[source] = routes
+	r.mu.Unlock()
+	r.kickNow()
+}
+
+// UpdateSecurity replaces the mTLS modes and authorization policies
+// source reported before; they are published with the services, in the
+// same snapshot. It implements SecuritySink.
+func (r *Registry) UpdateSecurity(source string, sec Security) {
+	sec.Authorization = slices.Clone(sec.Authorization)
+	r.mu.Lock()
+	r.pendingSecurity[source] = sec
+	r.securityReported[source] = true
 	r.mu.Unlock()
 	r.kickNow()
 }
@@ -180,6 +207,11 @@ func (r *Registry) Ready() bool {
 			return false
 		}
 	}
+	for _, s := range r.opts.SecuritySources {
+		if !r.securityReported[s] {
+			return false
+		}
+	}
 	return true
 }
 
@@ -189,6 +221,7 @@ func (r *Registry) Ready() bool {
 func (r *Registry) Run(ctx context.Context) error {
 	bySource := make(map[string][]Service)
 	routesBySource := make(map[string][]Route)
+	securityBySource := make(map[string]Security)
 	synced := false
 	syncTimer := time.NewTimer(r.opts.SyncTimeout)
 	defer syncTimer.Stop()
@@ -208,11 +241,16 @@ func (r *Registry) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-syncTimer.C:
+			if missing := r.securityMissing(); len(missing) > 0 {
+				r.opts.Logger.Warn("security sources not synced; serving nothing until they are", "missing", missing)
+				syncTimer.Reset(r.opts.SyncTimeout)
+				continue
+			}
 			if !synced {
 				r.opts.Logger.Warn("discovery sources not synced in time; publishing what they reported",
 					"timeout", r.opts.SyncTimeout, "missing", r.unsynced())
 				synced = true
-				r.publish(bySource, routesBySource)
+				r.publish(bySource, routesBySource, securityBySource)
 			}
 		case <-r.kick:
 			r.mu.Lock()
@@ -224,6 +262,10 @@ func (r *Registry) Run(ctx context.Context) error {
 				routesBySource[src] = rs
 			}
 			clear(r.pendingRoutes)
+			for src, sec := range r.pendingSecurity {
+				securityBySource[src] = sec
+			}
+			clear(r.pendingSecurity)
 			r.mu.Unlock()
 			now := time.Now()
 			if fire == nil {
@@ -238,11 +280,11 @@ func (r *Registry) Run(ctx context.Context) error {
 			fire = timer.C
 		case <-fire:
 			fire = nil
-			if !synced && len(r.unsynced()) > 0 {
+			if len(r.securityMissing()) > 0 || !synced && len(r.unsynced()) > 0 {
 				continue // the last source's Update kicks again
 			}
 			synced = true
-			r.publish(bySource, routesBySource)
+			r.publish(bySource, routesBySource, securityBySource)
 		}
 	}
 }
@@ -252,6 +294,20 @@ func (r *Registry) kickNow() {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// securityMissing lists the sources in Options.SecuritySources that have
+// not reported.
+func (r *Registry) securityMissing() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, s := range r.opts.SecuritySources {
+		if !r.securityReported[s] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // unsynced lists the sources in Options.Sources that have not reported.
@@ -267,12 +323,14 @@ func (r *Registry) unsynced() []string {
 	return out
 }
 
-func (r *Registry) publish(bySource map[string][]Service, routesBySource map[string][]Route) {
+func (r *Registry) publish(bySource map[string][]Service, routesBySource map[string][]Route, securityBySource map[string]Security) {
 	services, conflicts := r.merge(bySource)
 	routes, rconflicts := r.mergeRoutes(routesBySource)
 	conflicts = append(conflicts, rconflicts...)
+	security := r.mergeSecurity(securityBySource)
 	prev := r.current.Load()
-	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Routes, routes) && reflect.DeepEqual(prev.Conflicts, conflicts) {
+	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Routes, routes) &&
+		reflect.DeepEqual(prev.Conflicts, conflicts) && reflect.DeepEqual(prev.Security, security) {
 		// Nothing changed, but a source may have synced: refresh Created
 		// so that Ready sees it.
 		next := *prev
@@ -280,7 +338,7 @@ func (r *Registry) publish(bySource map[string][]Service, routesBySource map[str
 		r.current.Store(&next)
 		return
 	}
-	snap := &Snapshot{Services: services, Routes: routes, Conflicts: conflicts, Created: time.Now()}
+	snap := &Snapshot{Services: services, Routes: routes, Security: security, Conflicts: conflicts, Created: time.Now()}
 	if prev != nil {
 		snap.Version = prev.Version + 1
 	} else {
@@ -309,6 +367,34 @@ func (r *Registry) publish(bySource map[string][]Service, routesBySource map[str
 	for _, fn := range r.subs {
 		fn(snap)
 	}
+}
+
+// mergeSecurity joins what the sources reported: the modes of the first
+// source (by precedence) that sets any, and every source's policies, the
+// earlier source's on a name two share.
+func (r *Registry) mergeSecurity(bySource map[string]Security) Security {
+	sources := make([]string, 0, len(bySource))
+	for s := range bySource {
+		sources = append(sources, s)
+	}
+	slices.SortFunc(sources, func(a, b string) int {
+		return cmp.Or(cmp.Compare(r.rank(a), r.rank(b)), cmp.Compare(a, b))
+	})
+	var out Security
+	seen := map[string]bool{}
+	for _, src := range sources {
+		sec := bySource[src]
+		if out.MTLS == nil {
+			out.MTLS = sec.MTLS
+		}
+		for _, p := range sec.Authorization {
+			if key := p.Namespace + "/" + p.Name; !seen[key] {
+				seen[key] = true
+				out.Authorization = append(out.Authorization, p)
+			}
+		}
+	}
+	return out
 }
 
 // merge unions the sources' services; on a shared key the source with the

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+
+	"github.com/tender-mesh/tender/security/authz"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -242,5 +244,46 @@ func TestValidate(t *testing.T) {
 				t.Errorf("got %v, want an error wrapping ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// TestRegistryWaitsForPolicies: a control plane that just started (a
+// restart, a new replica) publishes nothing until its policy source has
+// reported, not even after SyncTimeout, so a proxy that connects
+// meanwhile never gets a route without the policy guarding it; then one
+// snapshot carries services and policies together, and security changes
+// are published like services, merged by source precedence.
+func TestRegistryWaitsForPolicies(t *testing.T) {
+	r := New(Options{Debounce: 10 * time.Millisecond, SyncTimeout: 50 * time.Millisecond,
+		Sources: []string{"file", "kubernetes"}, SecuritySources: []string{"kubernetes"}})
+	ch := runRegistry(t, r)
+	r.Update("file", []Service{service("default", "a")})
+	r.UpdateSecurity("file", Security{MTLS: &MTLSPolicy{Mode: MTLSStrict},
+		Authorization: []authz.Policy{{Name: "p", Namespace: "default", Action: authz.ActionAllow}}})
+	r.Update("kubernetes", []Service{service("shop", "b")})
+	select {
+	case s := <-ch:
+		t.Fatalf("published version %d (%d policies) before the policy source reported", s.Version, len(s.Security.Authorization))
+	case <-time.After(300 * time.Millisecond): // six sync timeouts
+	}
+	if r.Ready() {
+		t.Error("ready before the policy source reported")
+	}
+	deny := authz.Policy{Name: "deny", Namespace: "shop", Action: authz.ActionDeny}
+	r.UpdateSecurity("kubernetes", Security{Authorization: []authz.Policy{deny, {Name: "p", Namespace: "default"}}})
+	s := next(t, ch)
+	if len(s.Services) != 2 || s.Security.MTLS == nil || s.Security.MTLS.Mode != MTLSStrict {
+		t.Fatalf("first snapshot: %v, modes %+v", keys(s), s.Security.MTLS)
+	}
+	want := []authz.Policy{{Name: "p", Namespace: "default", Action: authz.ActionAllow}, deny}
+	if diff := cmp.Diff(want, s.Security.Authorization); diff != "" {
+		t.Errorf("policies (-want +got): mesh.yaml's wins a name both use\n%s", diff)
+	}
+	if !r.Ready() {
+		t.Error("not ready once every source reported")
+	}
+	r.UpdateSecurity("kubernetes", Security{})
+	if s := next(t, ch); len(s.Security.Authorization) != 1 {
+		t.Errorf("after kubernetes dropped its policies: %v", s.Security.Authorization)
 	}
 }

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -52,12 +51,6 @@ type Options struct {
 	// mesh's routes (to write their status back). It is called with the
 	// server's config lock held: it must not block.
 	OnRouteStatus func([]RouteStatus)
-	// SecuritySources are the sources of mTLS modes and authorization
-	// policies (discovery.SecuritySink) the server waits for: it serves
-	// no config until each has reported once, so a proxy connecting to a
-	// control plane that just started never gets routes without their
-	// policies.
-	SecuritySources []string
 }
 
 // Server serves the resources of the latest registry snapshot over ADS.
@@ -72,10 +65,9 @@ type Server struct {
 	mu      sync.Mutex // guards streams
 	streams map[int64]*stream
 
-	applyMu  sync.Mutex // serializes translations; guards the fields below
-	last     *discovery.Snapshot
-	security map[string]discovery.Security // by source
-	trust    Security                      // TrustDomain and RootCAs
+	applyMu sync.Mutex // serializes translations; guards the fields below
+	last    *discovery.Snapshot
+	trust   Security // TrustDomain and RootCAs
 }
 
 // state is what one Apply produced; immutable.
@@ -96,7 +88,7 @@ func NewServer(opts Options) *Server {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 5 * time.Second
 	}
-	s := &Server{opts: opts, streams: make(map[int64]*stream), security: map[string]discovery.Security{}}
+	s := &Server{opts: opts, streams: make(map[int64]*stream)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Not the cache's ADS mode: it answers a request that names resources
 	// only when the names cover every resource of that type in the
@@ -119,21 +111,6 @@ func (s *Server) Apply(snap *discovery.Snapshot) error {
 	return s.applyLocked()
 }
 
-// UpdateSecurity replaces the mTLS modes and authorization policies
-// source reported, and serves the result. It implements
-// discovery.SecuritySink.
-func (s *Server) UpdateSecurity(source string, sec discovery.Security) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	if prev, ok := s.security[source]; ok && reflect.DeepEqual(prev, sec) {
-		// Unchanged (a mesh.yaml edit of the services only): no push of
-		// its own; the services' snapshot brings any change.
-		return
-	}
-	s.security[source] = sec
-	s.reapplyLocked("security config from " + source)
-}
-
 // SetTrust sets the trust domain policies are written in and the trust
 // bundle served as the SDS secret xdsclient.RootCAName, and serves the result.
 func (s *Server) SetTrust(trustDomain string, rootCAs []byte) {
@@ -152,47 +129,17 @@ func (s *Server) reapplyLocked(what string) {
 	}
 }
 
-// mergedSecurity joins what every source reported: mesh.yaml's mTLS modes,
-// and the policies of all sources; on a policy two sources name alike,
-// mesh.yaml wins.
-func (s *Server) mergedSecurity() *Security {
+// security is what the snapshot's security config is translated with:
+// its modes and policies, the server's trust domain and bundle.
+func (s *Server) security(snap *discovery.Snapshot) *Security {
 	out := s.trust
-	sources := make([]string, 0, len(s.security))
-	for src := range s.security {
-		sources = append(sources, src)
-	}
-	rank := func(src string) int {
-		if src == "file" {
-			return 0
-		}
-		return 1
-	}
-	slices.SortFunc(sources, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b)) })
-	seen := map[string]bool{}
-	for _, src := range sources {
-		sec := s.security[src]
-		if out.MTLS == nil {
-			out.MTLS = sec.MTLS
-		}
-		for _, p := range sec.Authorization {
-			if key := p.Namespace + "/" + p.Name; !seen[key] {
-				seen[key] = true
-				out.Authorization = append(out.Authorization, p)
-			}
-		}
-	}
+	out.MTLS, out.Authorization = snap.Security.MTLS, snap.Security.Authorization
 	return &out
 }
 
 func (s *Server) applyLocked() error {
-	for _, src := range s.opts.SecuritySources {
-		if _, ok := s.security[src]; !ok {
-			s.opts.Logger.Info("xds: waiting for the security config of "+src+" before serving", "version", s.last.Version)
-			return nil
-		}
-	}
 	snap := s.last
-	res, routes, err := TranslateRoutes(snap.Services, snap.Routes, s.mergedSecurity())
+	res, routes, err := TranslateRoutes(snap.Services, snap.Routes, s.security(snap))
 	if err != nil {
 		return err
 	}

@@ -100,18 +100,20 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	for i, s := range sources {
 		names[i] = s.Name()
 	}
-	registry := discovery.New(discovery.Options{
-		Debounce:   cfg.Debounce,
-		Sources:    names,
-		Logger:     logger.With("component", "registry"),
-		OnConflict: func(discovery.Conflict) { metrics.Conflicts.Inc() },
-	})
-	xdsOpts := xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics}
+	var securitySources []string
 	if dyn != nil {
 		// AuthorizationPolicies come from an informer of their own: no
 		// config is served before it has synced (or found no CRD).
-		xdsOpts.SecuritySources = append(xdsOpts.SecuritySources, kube.Name)
+		securitySources = append(securitySources, kube.Name)
 	}
+	registry := discovery.New(discovery.Options{
+		Debounce:        cfg.Debounce,
+		SecuritySources: securitySources,
+		Sources:         names,
+		Logger:          logger.With("component", "registry"),
+		OnConflict:      func(discovery.Conflict) { metrics.Conflicts.Inc() },
+	})
+	xdsOpts := xds.Options{Logger: logger.With("component", "xds"), Metrics: metrics}
 	// What tender made of each HTTPRoute and GRPCRoute goes back into the
 	// route's status, as a Gateway API implementation does.
 	var routeStatus *routeStatusWriter
@@ -195,7 +197,7 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	g.Go(func() error { return registry.Run(ctx) })
 	for _, src := range sources {
 		g.Go(func() error {
-			if err := src.Run(ctx, &countingSink{registry, metrics, xdsServer}); err != nil {
+			if err := src.Run(ctx, &countingSink{registry, metrics}); err != nil {
 				return fmt.Errorf("source %s: %w", src.Name(), err)
 			}
 			return nil
@@ -214,7 +216,7 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	if dyn != nil {
 		g.Go(func() error {
 			return seckube.Watch(ctx, dyn, cfg.WatchNamespaces, logger.With("source", "kubernetes"), func(ps []authz.Policy) {
-				xdsServer.UpdateSecurity(kube.Name, discovery.Security{Authorization: ps})
+				registry.UpdateSecurity(kube.Name, discovery.Security{Authorization: ps})
 			})
 		})
 	}
@@ -240,17 +242,11 @@ func run(ctx context.Context, cfg *config, logOut io.Writer) error {
 	return err
 }
 
-// countingSink counts source errors on their way to the registry.
+// countingSink counts source errors on their way to the registry, which
+// takes services, routes and security config alike.
 type countingSink struct {
 	*discovery.Registry
-	metrics  *telemetry.ControlPlane
-	security discovery.SecuritySink
-}
-
-// UpdateSecurity passes a source's mTLS modes and policies to the xDS
-// server, which serves them with the services.
-func (s *countingSink) UpdateSecurity(source string, sec discovery.Security) {
-	s.security.UpdateSecurity(source, sec)
+	metrics *telemetry.ControlPlane
 }
 
 func (s *countingSink) ReportError(source string, err error) {
