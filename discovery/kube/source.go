@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,6 +61,9 @@ type Options struct {
 // planes can watch at once: the source only reads, and records Events.
 type Source struct {
 	opts Options
+	// builds counts the services built, for tests to see what an event
+	// costs.
+	builds atomic.Int64
 }
 
 // New returns a source; Run starts it.
@@ -79,7 +86,87 @@ func New(opts Options) (*Source, error) {
 // Name implements discovery.Source.
 func (s *Source) Name() string { return Name }
 
-const byService = "service"
+const (
+	byService = "service"
+	byPod     = "pod"
+)
+
+// podKeys indexes EndpointSlices by the pods their endpoints name
+// (NAMESPACE/NAME), so a pod's change finds the services it is in.
+func podKeys(obj any) ([]string, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	var out []string
+	for _, e := range es.Endpoints {
+		if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" {
+			out = append(out, cmp.Or(ref.Namespace, es.Namespace)+"/"+ref.Name)
+		}
+	}
+	return out, nil
+}
+
+// dirtySet is what the informers' events marked for the next rebuild:
+// service keys, or all of them.
+type dirtySet struct {
+	mu   sync.Mutex
+	keys map[string]bool
+	all  bool
+}
+
+func (d *dirtySet) mark(keys ...string) {
+	d.mu.Lock()
+	for _, k := range keys {
+		d.keys[k] = true
+	}
+	d.mu.Unlock()
+}
+
+func (d *dirtySet) markAll() {
+	d.mu.Lock()
+	d.all = true
+	d.mu.Unlock()
+}
+
+// take returns what was marked, sorted, and clears it.
+func (d *dirtySet) take() (keys []string, all bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys = slices.Sorted(maps.Keys(d.keys))
+	clear(d.keys)
+	all, d.all = d.all, false
+	return keys, all
+}
+
+// handler calls f with the object of every add, update (the new object;
+// the old one too when it differs in what f reads is f's to mark: both
+// are passed) and delete, a tombstone unwrapped.
+func handler(f func(obj any)) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: f,
+		UpdateFunc: func(old, cur any) {
+			f(old)
+			f(cur)
+		},
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			f(obj)
+		},
+	}
+}
+
+// setFor is the informers watching namespace ns.
+func setFor(sets []watched, namespaces []string, ns string) (watched, bool) {
+	for i, n := range namespaces {
+		if n == metav1.NamespaceAll || n == ns {
+			return sets[i], true
+		}
+	}
+	return watched{}, false
+}
 
 // serviceKey indexes EndpointSlices by the Service they belong to.
 func serviceKey(obj any) ([]string, error) {
@@ -132,18 +219,47 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.opts.Client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: s.opts.Component})
 
+	// Each event marks the services it touches; a rebuild builds only
+	// those (a pod's status change rebuilds its own services, not the
+	// cluster's), as linkerd2's destination watchers do.
 	kick := make(chan struct{}, 1)
-	notify := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { signal(kick) },
-		UpdateFunc: func(any, any) { signal(kick) },
-		DeleteFunc: func(any) { signal(kick) },
+	dirty := &dirtySet{keys: map[string]bool{}, all: true}
+	var sets []watched
+	mark := func(keys ...string) {
+		dirty.mark(keys...)
+		signal(kick)
 	}
+	onService := handler(func(obj any) {
+		if svc, ok := obj.(*corev1.Service); ok {
+			mark(svc.Namespace + "/" + svc.Name)
+		}
+	})
+	onSlice := handler(func(obj any) {
+		keys, _ := serviceKey(obj)
+		mark(keys...)
+	})
+	onPod := handler(func(obj any) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		for _, w := range sets {
+			objs, _ := w.slices.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
+			for _, o := range objs {
+				keys, _ := serviceKey(o)
+				mark(keys...)
+			}
+		}
+	})
+	onNode := handler(func(any) { // a region changed: any service may have endpoints there
+		dirty.markAll()
+		signal(kick)
+	})
 	namespaces := s.opts.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	var factories []factory
-	var sets []watched
 	var synced []cache.InformerSynced
 	for _, ns := range namespaces {
 		f := informers.NewSharedInformerFactoryWithOptions(s.opts.Client, s.opts.Resync, informers.WithNamespace(ns))
@@ -152,17 +268,20 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 			slices:   f.Discovery().V1().EndpointSlices().Informer(),
 			pods:     f.Core().V1().Pods().Informer(),
 		}
-		if err := w.slices.AddIndexers(cache.Indexers{byService: serviceKey}); err != nil {
+		if err := w.slices.AddIndexers(cache.Indexers{byService: serviceKey, byPod: podKeys}); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
 		if err := w.pods.SetTransform(slim); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
-		for _, inf := range []cache.SharedIndexInformer{w.services, w.slices, w.pods} {
-			if _, err := inf.AddEventHandler(notify); err != nil {
+		for _, x := range []struct {
+			inf cache.SharedIndexInformer
+			h   cache.ResourceEventHandler
+		}{{w.services, onService}, {w.slices, onSlice}, {w.pods, onPod}} {
+			if _, err := x.inf.AddEventHandler(x.h); err != nil {
 				return fmt.Errorf("kubernetes source: %w", err)
 			}
-			synced = append(synced, inf.HasSynced)
+			synced = append(synced, x.inf.HasSynced)
 		}
 		factories, sets = append(factories, f), append(sets, w)
 	}
@@ -172,7 +291,7 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 	if err := nodes.SetTransform(slim); err != nil {
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
-	if _, err := nodes.AddEventHandler(notify); err != nil {
+	if _, err := nodes.AddEventHandler(onNode); err != nil {
 		return fmt.Errorf("kubernetes source: %w", err)
 	}
 	synced = append(synced, nodes.HasSynced)
@@ -221,54 +340,79 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		return obj.(*corev1.Node).Labels[corev1.LabelTopologyRegion]
 	}
 	reported := map[string][]string{} // service key → annotation errors already recorded
+	built := map[string]discovery.Service{}
+	podOf := func(w watched) func(ns, name string) *podInfo {
+		return func(ns, name string) *podInfo {
+			obj, ok, err := w.pods.GetStore().GetByKey(ns + "/" + name)
+			if err != nil || !ok {
+				return nil
+			}
+			p := obj.(*corev1.Pod)
+			return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == inject.StatusInjected,
+				serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default")}
+		}
+	}
+	// rebuild builds the service key names again from the informers'
+	// stores, or forgets it when it is gone.
+	rebuild := func(w watched, key string) {
+		s.builds.Add(1)
+		forget := func() {
+			delete(built, key)
+			delete(reported, key) // gone: reported again should it come back broken
+		}
+		obj, ok, err := w.services.GetStore().GetByKey(key)
+		if err != nil || !ok {
+			forget()
+			return
+		}
+		svc := obj.(*corev1.Service)
+		objs, err := w.slices.GetIndexer().ByIndex(byService, key)
+		if err != nil {
+			log.Warn("endpoint slices", "service", key, "err", err)
+		}
+		eps := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+		for _, o := range objs {
+			eps = append(eps, o.(*discoveryv1.EndpointSlice))
+		}
+		out1, bad, ok := buildService(svc, eps, region, podOf(w))
+		if !ok {
+			forget()
+			return
+		}
+		s.report(recorder, svc, bad, reported)
+		if err := out1.Validate(); err != nil {
+			s.reportOnce(recorder, svc, reported, "Invalid", err.Error())
+			delete(built, key)
+			return
+		}
+		built[key] = out1
+	}
 	build := func() []discovery.Service {
-		var out []discovery.Service
-		seen := map[string]bool{}
-		for _, w := range sets {
-			pod := func(ns, name string) *podInfo {
-				obj, ok, err := w.pods.GetStore().GetByKey(ns + "/" + name)
-				if err != nil || !ok {
-					return nil
-				}
-				p := obj.(*corev1.Pod)
-				return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == inject.StatusInjected,
-					serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default")}
+		keys, all := dirty.take()
+		if all {
+			keys = keys[:0]
+			for k := range built {
+				keys = append(keys, k)
 			}
-			for _, obj := range w.services.GetStore().List() {
-				svc := obj.(*corev1.Service)
-				key := svc.Namespace + "/" + svc.Name
-				objs, err := w.slices.GetIndexer().ByIndex(byService, key)
-				if err != nil {
-					log.Warn("endpoint slices", "service", key, "err", err)
-				}
-				eps := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-				for _, o := range objs {
-					eps = append(eps, o.(*discoveryv1.EndpointSlice))
-				}
-				out1, bad, ok := buildService(svc, eps, region, pod)
-				if !ok {
-					continue
-				}
-				s.report(recorder, svc, bad, reported)
-				seen[key] = true
-				if err := out1.Validate(); err != nil {
-					s.reportOnce(recorder, svc, reported, "Invalid", err.Error())
-					continue
-				}
-				out = append(out, out1)
+			for _, w := range sets {
+				keys = append(keys, w.services.GetStore().ListKeys()...)
 			}
+			slices.Sort(keys)
+			keys = slices.Compact(keys)
 		}
-		for k := range reported {
-			if !seen[k] {
-				delete(reported, k) // gone: report again should it come back broken
+		for _, key := range keys {
+			ns, _, _ := strings.Cut(key, "/")
+			w, ok := setFor(sets, namespaces, ns)
+			if !ok {
+				continue
 			}
+			rebuild(w, key)
 		}
-		slices.SortFunc(out, func(a, b discovery.Service) int {
-			if a.Key() < b.Key() {
-				return -1
-			}
-			return 1
-		})
+		out := make([]discovery.Service, 0, len(built))
+		for _, svc := range built {
+			out = append(out, svc)
+		}
+		slices.SortFunc(out, func(a, b discovery.Service) int { return strings.Compare(a.Key(), b.Key()) })
 		return out
 	}
 

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
@@ -141,4 +143,60 @@ func TestSource(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancellation")
 	}
+}
+
+// TestSourceRebuildsWhatChanged: an event rebuilds the services it
+// touches, not every service of the cluster: a pod's change its own
+// service, a slice's its service; a node's region may touch any.
+func TestSourceRebuildsWhatChanged(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	objs := []runtime.Object{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}}}
+	for i := range 50 {
+		name := fmt.Sprintf("svc-%d", i)
+		objs = append(objs, service(name, nil, corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}),
+			slice(name, name+"-1", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 8080},
+				ep{ip: fmt.Sprintf("10.1.0.%d", i+1), pod: name + "-pod", ready: ptr.To(true)}),
+			&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name + "-pod", Namespace: "shop", Labels: map[string]string{"app": name}}})
+	}
+	client := fake.NewClientset(objs...)
+	src, err := New(Options{Client: client, MinInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sink{}
+	go src.Run(ctx, s) //nolint:errcheck // ends with ctx
+	waitFor(t, "the first report", func() bool { return len(s.last()) == 50 })
+	time.Sleep(100 * time.Millisecond) // the informers' initial events settle
+	base := src.builds.Load()
+
+	p, err := client.CoreV1().Pods("shop").Get(ctx, "svc-7-pod", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Labels["version"] = "v2"
+	if _, err := client.CoreV1().Pods("shop").Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new label", func() bool {
+		for _, svc := range s.last() {
+			if svc.Name == "svc-7" {
+				return svc.Endpoints[0].Labels["version"] == "v2"
+			}
+		}
+		return false
+	})
+	if n := src.builds.Load() - base; n != 1 {
+		t.Errorf("a pod's label change built %d services, want its own one", n)
+	}
+	n := src.builds.Load()
+	node, err := client.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Labels = map[string]string{corev1.LabelTopologyRegion: "eu"}
+	if _, err := client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every service rebuilt for a node's region", func() bool { return src.builds.Load()-n >= 50 })
 }
