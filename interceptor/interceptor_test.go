@@ -21,6 +21,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tender-mesh/tender/telemetry"
 )
 
 // serve runs r through h with a fresh Exchange in direction dir, as the
@@ -299,9 +301,9 @@ func TestTracing(t *testing.T) {
 			for _, a := range s.Attributes() {
 				attrs[string(a.Key)] = a.Value.String()
 			}
-			for k, v := range map[string]string{attrMethod: "GET", attrPath: "/greet", attrStatus: "503",
-				attrServerAddr: "greeter", attrServerPort: "8080", attrSrcWorkload: "client",
-				attrDstService: "greeter.default.svc.cluster.local", attrRetries: "0"} {
+			for k, v := range map[string]string{telemetry.AttrMethod: "GET", telemetry.AttrPath: "/greet", telemetry.AttrStatus: "503",
+				telemetry.AttrServerAddr: "greeter", telemetry.AttrServerPort: "8080", telemetry.AttrSrcWorkload: "client",
+				telemetry.AttrDstService: "greeter.default.svc.cluster.local", telemetry.AttrRetries: "0"} {
 				if attrs[k] != v {
 					t.Errorf("attribute %s = %q, want %q", k, attrs[k], v)
 				}
@@ -331,8 +333,8 @@ func TestTracingGRPC(t *testing.T) {
 	for _, a := range s.Attributes() {
 		attrs[string(a.Key)] = a.Value.String()
 	}
-	if s.Name() != "greeter.v1.Greeter/Greet" || attrs[attrRPCService] != "greeter.v1.Greeter" ||
-		attrs[attrRPCMethod] != "Greet" || attrs[attrGRPCStatus] != "0" || attrs[attrRPCSystem] != "grpc" {
+	if s.Name() != "greeter.v1.Greeter/Greet" || attrs[telemetry.AttrRPCService] != "greeter.v1.Greeter" ||
+		attrs[telemetry.AttrRPCMethod] != "Greet" || attrs[telemetry.AttrGRPCStatus] != "0" || attrs[telemetry.AttrRPCSystem] != "grpc" {
 		t.Errorf("span %q attrs %v", s.Name(), attrs)
 	}
 }
@@ -358,7 +360,7 @@ func TestTracingCopiesRequest(t *testing.T) {
 	serve(Tracing(tp, testPropagator())(final(func(*Exchange) Response { return response(200) })), r, Outbound)
 	copy(buf, "XXXXXXX")
 	for _, a := range spans.Ended()[0].Attributes() {
-		if a.Key == attrPath && a.Value.AsString() != "/greet\uFFFD" {
+		if a.Key == telemetry.AttrPath && a.Value.AsString() != "/greet\uFFFD" {
 			t.Errorf("span path %q, want %q (a copy, valid UTF-8)", a.Value.AsString(), "/greet\uFFFD")
 		}
 	}

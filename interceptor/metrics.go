@@ -5,16 +5,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// Label names of the request and TCP metrics. Cardinality is bounded by
-// the mesh's workloads and services: no paths, no pod addresses.
-var (
-	// The peers' SPIFFE IDs and connection_security_policy (mutual_tls or
-	// none) come from the mesh's mutual TLS, as in Istio's metrics.
-	tcpLabels = []string{"direction", "source_workload", "source_namespace", "destination_service",
-		"destination_workload", "source_principal", "destination_principal", "connection_security_policy"}
-	requestLabels = append(tcpLabels[:len(tcpLabels):len(tcpLabels)], "response_code", "grpc_status")
+	"github.com/tender-mesh/tender/telemetry"
 )
 
 // Metrics holds the sidecar's request and connection metrics.
@@ -33,32 +25,14 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	sizes := prometheus.ExponentialBuckets(64, 4, 9) // 64 B to 4 MiB
 	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_requests_total", Help: "HTTP and gRPC requests through the sidecar.",
-		}, requestLabels),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "tender_request_duration_seconds",
-			Help:    "Time from the request's arrival at the sidecar to the end of its response.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, requestLabels),
-		reqBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "tender_request_bytes", Help: "Request body sizes.", Buckets: sizes,
-		}, requestLabels),
-		respBytes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "tender_response_bytes", Help: "Response body sizes.", Buckets: sizes,
-		}, requestLabels),
-		tcpOpen: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_tcp_connections_opened_total", Help: "Opaque TCP connections opened through the sidecar.",
-		}, tcpLabels),
-		tcpClose: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_tcp_connections_closed_total", Help: "Opaque TCP connections closed.",
-		}, tcpLabels),
-		tcpSent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_tcp_sent_bytes_total", Help: "Bytes sent to the client of opaque TCP connections (the response direction).",
-		}, tcpLabels),
-		tcpRecv: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_tcp_received_bytes_total", Help: "Bytes received from the client of opaque TCP connections (the request direction).",
-		}, tcpLabels),
+		requests:  telemetry.Requests.CounterVec(),
+		duration:  telemetry.RequestDuration.HistogramVec([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}),
+		reqBytes:  telemetry.RequestBytes.HistogramVec(sizes),
+		respBytes: telemetry.ResponseBytes.HistogramVec(sizes),
+		tcpOpen:   telemetry.TCPOpened.CounterVec(),
+		tcpClose:  telemetry.TCPClosed.CounterVec(),
+		tcpSent:   telemetry.TCPSent.CounterVec(),
+		tcpRecv:   telemetry.TCPReceived.CounterVec(),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes,
 		m.tcpOpen, m.tcpClose, m.tcpSent, m.tcpRecv} {
@@ -142,19 +116,10 @@ type ResilienceMetrics struct {
 // NewResilienceMetrics registers the metrics with reg.
 func NewResilienceMetrics(reg prometheus.Registerer) (*ResilienceMetrics, error) {
 	m := &ResilienceMetrics{
-		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_upstream_retries_total", Help: "Requests sent again after a failed try.",
-		}, []string{"destination_service"}),
-		overflows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_upstream_overflows_total",
-			Help: "Requests (limit=requests) and retries (limit=retries) refused by a circuit breaker or the retry budget.",
-		}, []string{"destination_service", "limit"}),
-		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_outlier_ejections_total", Help: "Endpoints ejected by outlier detection.",
-		}, []string{"destination_service"}),
-		timeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_upstream_timeouts_total", Help: "Requests that ran out of their timeout (or gRPC deadline) before their response.",
-		}, []string{"destination_service"}),
+		retries:   telemetry.UpstreamRetries.CounterVec(),
+		overflows: telemetry.UpstreamOverflows.CounterVec(),
+		ejections: telemetry.OutlierEjections.CounterVec(),
+		timeouts:  telemetry.UpstreamTimeouts.CounterVec(),
 	}
 	for _, c := range []prometheus.Collector{m.retries, m.overflows, m.ejections, m.timeouts} {
 		if err := reg.Register(c); err != nil {
@@ -201,18 +166,9 @@ type SecurityMetrics struct {
 // NewSecurityMetrics registers the metrics with reg.
 func NewSecurityMetrics(reg prometheus.Registerer) (*SecurityMetrics, error) {
 	m := &SecurityMetrics{
-		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_mtls_handshake_failures_total",
-			Help: "Mutual TLS handshakes that failed: a peer certificate expired, of another CA or trust domain, or none.",
-		}, []string{"direction"}),
-		plaintext: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_mtls_plaintext_refused_total",
-			Help: "Plaintext connections refused because the destination is STRICT.",
-		}, []string{"destination_service"}),
-		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_authz_denied_total",
-			Help: "Requests and TCP connections an authorization policy denied, by the policy that decided (\"\" when no ALLOW policy matched).",
-		}, []string{"destination_service", "policy"}),
+		handshakes: telemetry.MTLSHandshakeFailures.CounterVec(),
+		plaintext:  telemetry.MTLSPlaintextRefused.CounterVec(),
+		denied:     telemetry.AuthzDenied.CounterVec(),
 	}
 	for _, c := range []prometheus.Collector{m.handshakes, m.plaintext, m.denied} {
 		if err := reg.Register(c); err != nil {

@@ -11,34 +11,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-)
 
-// Attribute keys: OpenTelemetry semantic conventions, then the mesh's own.
-const (
-	attrMethod       = "http.request.method"
-	attrStatus       = "http.response.status_code"
-	attrPath         = "url.path"
-	attrServerAddr   = "server.address"
-	attrServerPort   = "server.port"
-	attrPeerAddr     = "network.peer.address"
-	attrProtoVersion = "network.protocol.version"
-	attrRPCSystem    = "rpc.system"
-	attrRPCService   = "rpc.service"
-	attrRPCMethod    = "rpc.method"
-	attrGRPCStatus   = "rpc.grpc.status_code"
-	attrPeerService  = "peer.service"
-	attrSrcWorkload  = "tender.source.workload"
-	attrSrcNS        = "tender.source.namespace"
-	attrDstWorkload  = "tender.destination.workload"
-	attrDstNS        = "tender.destination.namespace"
-	attrDstService   = "tender.destination.service"
-	attrUpstream     = "tender.upstream.endpoint"
-	attrRetries      = "tender.retry.count"
-	attrFlags        = "tender.response_flags"
-	attrDirection    = "tender.direction"
-	attrSrcPrincipal = "tender.source.principal"
-	attrDstPrincipal = "tender.destination.principal"
-	attrSecurity     = "tender.connection_security_policy"
+	"github.com/tender-mesh/tender/telemetry"
 )
 
 // Tracing records a span per request: a client span on the outbound side,
@@ -113,24 +87,24 @@ func requestAttributes(r Request, e *Exchange) (string, []attribute.KeyValue) {
 	method := validCopy(r.Method())
 	attrs := make([]attribute.KeyValue, 0, 16)
 	attrs = append(attrs,
-		attribute.String(attrDirection, e.Direction.String()),
-		attribute.String(attrMethod, method),
-		attribute.String(attrPath, path),
-		attribute.String(attrServerAddr, host),
-		attribute.String(attrProtoVersion, strings.TrimPrefix(r.Proto(), "HTTP/")),
-		attribute.String(attrSrcWorkload, e.Source.Workload),
-		attribute.String(attrSrcNS, e.Source.Namespace),
-		attribute.String(attrDstService, orUnknown(e.Service)),
+		attribute.String(telemetry.AttrDirection, e.Direction.String()),
+		attribute.String(telemetry.AttrMethod, method),
+		attribute.String(telemetry.AttrPath, path),
+		attribute.String(telemetry.AttrServerAddr, host),
+		attribute.String(telemetry.AttrProtoVersion, strings.TrimPrefix(r.Proto(), "HTTP/")),
+		attribute.String(telemetry.AttrSrcWorkload, e.Source.Workload),
+		attribute.String(telemetry.AttrSrcNS, e.Source.Namespace),
+		attribute.String(telemetry.AttrDstService, orUnknown(e.Service)),
 	)
 	if n, err := strconv.Atoi(port); err == nil {
-		attrs = append(attrs, attribute.Int(attrServerPort, n))
+		attrs = append(attrs, attribute.Int(telemetry.AttrServerPort, n))
 	}
 	if e.Service != "" {
-		attrs = append(attrs, attribute.String(attrPeerService, e.Service))
+		attrs = append(attrs, attribute.String(telemetry.AttrPeerService, e.Service))
 	}
 	if e.Direction == Inbound {
 		if h, _, err := net.SplitHostPort(e.Downstream); err == nil {
-			attrs = append(attrs, attribute.String(attrPeerAddr, h))
+			attrs = append(attrs, attribute.String(telemetry.AttrPeerAddr, h))
 		}
 	}
 	var name string
@@ -138,8 +112,8 @@ func requestAttributes(r Request, e *Exchange) (string, []attribute.KeyValue) {
 		// /package.Service/Method
 		full := strings.TrimPrefix(path, "/")
 		svc, m, _ := strings.Cut(full, "/")
-		attrs = append(attrs, attribute.String(attrRPCSystem, "grpc"),
-			attribute.String(attrRPCService, svc), attribute.String(attrRPCMethod, m))
+		attrs = append(attrs, attribute.String(telemetry.AttrRPCSystem, "grpc"),
+			attribute.String(telemetry.AttrRPCService, svc), attribute.String(telemetry.AttrRPCMethod, m))
 		name = full
 	} else {
 		dest := e.Service
@@ -157,31 +131,31 @@ func validCopy(s string) string { return strings.Clone(strings.ToValidUTF8(s, "\
 // endSpan records what the response told.
 func endSpan(span trace.Span, e *Exchange) {
 	attrs := []attribute.KeyValue{
-		attribute.String(attrDstWorkload, e.Destination.Workload),
-		attribute.String(attrDstNS, e.Destination.Namespace),
-		attribute.Int(attrRetries, e.Retries),
-		attribute.String(attrFlags, e.Flags.String()),
-		attribute.String(attrSecurity, e.SecurityPolicy()),
+		attribute.String(telemetry.AttrDstWorkload, e.Destination.Workload),
+		attribute.String(telemetry.AttrDstNS, e.Destination.Namespace),
+		attribute.Int(telemetry.AttrRetries, e.Retries),
+		attribute.String(telemetry.AttrFlags, e.Flags.String()),
+		attribute.String(telemetry.AttrSecurity, e.SecurityPolicy()),
 	}
 	if e.SourcePrincipal != "" {
-		attrs = append(attrs, attribute.String(attrSrcPrincipal, e.SourcePrincipal))
+		attrs = append(attrs, attribute.String(telemetry.AttrSrcPrincipal, e.SourcePrincipal))
 	}
 	if e.DestinationPrincipal != "" {
-		attrs = append(attrs, attribute.String(attrDstPrincipal, e.DestinationPrincipal))
+		attrs = append(attrs, attribute.String(telemetry.AttrDstPrincipal, e.DestinationPrincipal))
 	}
 	if e.Status != 0 {
-		attrs = append(attrs, attribute.Int(attrStatus, e.Status))
+		attrs = append(attrs, attribute.Int(telemetry.AttrStatus, e.Status))
 	}
 	if e.Upstream.IsValid() {
-		attrs = append(attrs, attribute.String(attrUpstream, e.Upstream.String()))
+		attrs = append(attrs, attribute.String(telemetry.AttrUpstream, e.Upstream.String()))
 		if e.Direction == Outbound {
-			attrs = append(attrs, attribute.String(attrPeerAddr, e.Upstream.Addr().String()))
+			attrs = append(attrs, attribute.String(telemetry.AttrPeerAddr, e.Upstream.Addr().String()))
 		}
 	}
 	failed := e.Flags != 0 || e.Status >= 500 || (e.Direction == Outbound && e.Status >= 400)
 	if e.GRPC && e.GRPCStatus != "" {
 		if n, err := strconv.Atoi(e.GRPCStatus); err == nil {
-			attrs = append(attrs, attribute.Int(attrGRPCStatus, n))
+			attrs = append(attrs, attribute.Int(telemetry.AttrGRPCStatus, n))
 			failed = failed || n != 0
 		}
 	}

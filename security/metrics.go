@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tender-mesh/tender/telemetry"
 )
 
 // Reasons a certificate request is refused, the values of the reason
@@ -25,14 +27,8 @@ type metrics struct {
 // nil.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		issued: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tender_ca_certificates_issued_total",
-			Help: "Workload certificates the CA issued.",
-		}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tender_ca_requests_refused_total",
-			Help: "Certificate requests the CA refused, by reason: unauthenticated, bad_request, internal.",
-		}, []string{"reason"}),
+		issued:  telemetry.CACertificatesIssued.Counter(),
+		refused: telemetry.CARequestsRefused.CounterVec(),
 	}
 	for _, r := range []string{reasonUnauthenticated, reasonBadRequest, reasonInternal} {
 		m.refused.WithLabelValues(r)
