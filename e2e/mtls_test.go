@@ -147,6 +147,20 @@ func (m *securedMesh) setMesh(t *testing.T, greeterMode, policies string) {
 	}
 }
 
+// waitRefused waits until a plaintext client's GET of url is refused
+// (a new connection each time).
+func waitRefused(ctx context.Context, t *testing.T, c *http.Client, url, what string) {
+	t.Helper()
+	waitUntil(ctx, t, what, func() bool {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		c.CloseIdleConnections()
+		return err != nil
+	})
+}
+
 // logLine waits for a log line of p with message msg whose field holds
 // substr; it returns the line's field.
 func logLine(ctx context.Context, t *testing.T, p *process, msg, field, substr string) string {
@@ -259,14 +273,7 @@ func TestMutualTLS(t *testing.T) {
 		plain.CloseIdleConnections()
 		m.meshMode = "STRICT"
 		m.setMesh(t, "STRICT", "")
-		waitUntil(ctx, t, "plaintext refused by the unlisted pod", func() bool {
-			resp, err := plain.Get(direct)
-			if err == nil {
-				resp.Body.Close()
-			}
-			plain.CloseIdleConnections()
-			return err != nil
-		})
+		waitRefused(ctx, t, plain, direct, "plaintext refused by the unlisted pod")
 		logLine(ctx, t, m.sidecars["client"], "plaintext connection refused: the destination takes mutual TLS only (STRICT)", "remote", m.plain.ip)
 		m.meshMode = "PERMISSIVE"
 		m.setMesh(t, "STRICT", "")
@@ -286,14 +293,7 @@ func TestMutualTLS(t *testing.T) {
 		pollHTTP(ctx, t, plain, direct, 200)
 		plain.CloseIdleConnections()
 		m.setMesh(t, "STRICT", "")
-		waitUntil(ctx, t, "STRICT again", func() bool {
-			resp, err := plain.Get(direct)
-			if err == nil {
-				resp.Body.Close()
-			}
-			plain.CloseIdleConnections()
-			return err != nil
-		})
+		waitRefused(ctx, t, plain, direct, "STRICT again")
 	})
 
 	t.Run("rotation under load", func(t *testing.T) {

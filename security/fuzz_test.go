@@ -58,6 +58,22 @@ func fuzzCSR(f *testing.F, typ string, key crypto.Signer, tmpl *x509.Certificate
 	return string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
 }
 
+// fuzzService is a CA with opts and its service, whose every caller is
+// shop/cart.
+func fuzzService(f *testing.F, opts CAOptions) (*CA, *staticAuth, *Service) {
+	f.Helper()
+	ca, err := NewCA(context.Background(), opts)
+	if err != nil {
+		f.Fatal(err)
+	}
+	auth := &staticAuth{caller: Caller{Namespace: "shop", ServiceAccount: "cart"}}
+	svc, err := NewService(ServiceOptions{CA: ca, Authenticator: auth})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return ca, auth, svc
+}
+
 // FuzzCreateCertificate sends the CA's certificate service arbitrary
 // bytes as the CSR of an authenticated caller, with any validity. The
 // service must never panic nor take long (testdata holds a CSR for a
@@ -69,15 +85,7 @@ func fuzzCSR(f *testing.F, typ string, key crypto.Signer, tmpl *x509.Certificate
 // for at most MaxWorkloadTTL (plus the clock skew allowance).
 func FuzzCreateCertificate(f *testing.F) {
 	const maxTTL = 48 * time.Hour
-	ca, err := NewCA(context.Background(), CAOptions{WorkloadTTL: time.Hour, MaxWorkloadTTL: maxTTL})
-	if err != nil {
-		f.Fatal(err)
-	}
-	auth := &staticAuth{caller: Caller{Namespace: "shop", ServiceAccount: "cart"}}
-	svc, err := NewService(ServiceOptions{CA: ca, Authenticator: auth})
-	if err != nil {
-		f.Fatal(err)
-	}
+	ca, auth, svc := fuzzService(f, CAOptions{WorkloadTTL: time.Hour, MaxWorkloadTTL: maxTTL})
 	want := ID{TrustDomain: ca.TrustDomain(), Namespace: "shop", ServiceAccount: "cart"}
 	roots := ca.RootPool()
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer t"))
@@ -206,15 +214,7 @@ func parseOne(t *testing.T, p string) *x509.Certificate {
 // exactly that token, and without one refuse with Unauthenticated before
 // authenticating anything.
 func FuzzBearerToken(f *testing.F) {
-	ca, err := NewCA(context.Background(), CAOptions{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	auth := &staticAuth{caller: Caller{Namespace: "shop", ServiceAccount: "cart"}}
-	svc, err := NewService(ServiceOptions{CA: ca, Authenticator: auth})
-	if err != nil {
-		f.Fatal(err)
-	}
+	_, auth, svc := fuzzService(f, CAOptions{})
 	f.Add("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpjYXJ0In0.c2ln", "")
 	f.Add("bearer abc", "Bearer def")
 	f.Add("Basic Zm9vOmJhcg==", "BEARER  tok  ")
