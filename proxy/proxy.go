@@ -20,13 +20,14 @@ import (
 	"github.com/tender-mesh/tender/security/authz"
 )
 
-// Direction says which listener a connection came through.
-type Direction int
+// Direction says which listener a connection came through: the
+// direction its requests go, as metrics and spans name it.
+type Direction = interceptor.Direction
 
 // Directions.
 const (
-	Outbound Direction = iota
-	Inbound
+	Outbound = interceptor.Outbound
+	Inbound  = interceptor.Inbound
 )
 
 // Options configure a Proxy.
@@ -112,12 +113,6 @@ func temporaryAccept(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (d Direction) String() string {
-	if d == Inbound {
-		return "inbound"
-	}
-	return "outbound"
-}
 
 // Proxy is the sidecar's data plane.
 type Proxy struct {

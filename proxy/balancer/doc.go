@@ -5,5 +5,7 @@
 // maglev); a new policy is one file and one Register call.
 //
 // Pick takes no lock and allocates nothing; the only shared mutable state is
-// each endpoint's atomic count of active requests.
+// each endpoint's Stats: atomic counters (requests active, sent and failed,
+// failures in a row, ejections), shared by the endpoint's successive
+// versions across config pushes.
 package balancer
