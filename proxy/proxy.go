@@ -618,7 +618,11 @@ func (p *Proxy) inboundTarget(dst netip.AddrPort) (netip.AddrPort, bool) {
 	if p.opts.InboundAddr.IsValid() {
 		return netip.AddrPortFrom(p.opts.InboundAddr, dst.Port()), true
 	}
-	if !p.isLocal(dst.Addr()) || dst.Addr().IsUnspecified() {
+	// Loopback too: a captured connection never legitimately goes to
+	// it, and a packet sent from the network to 127.0.0.1 (REDIRECT
+	// takes it in before the kernel's martian check) would otherwise
+	// reach the ports the app binds to loopback only.
+	if a := dst.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || !p.isLocal(a) {
 		p.opts.Logger.Debug("refused: inbound destination is not this pod's address", "dst", dst)
 		return netip.AddrPort{}, false
 	}

@@ -265,7 +265,7 @@ func TestInboundTarget(t *testing.T) {
 	if got, ok := p.inboundTarget(own); !ok || got != own {
 		t.Errorf("inboundTarget(%s) = %s, %v; want itself", own, got, ok)
 	}
-	for _, foreign := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "0.0.0.0:80"} {
+	for _, foreign := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "0.0.0.0:80", "127.0.0.1:6060", "127.9.9.9:80", "[::ffff:127.0.0.1]:80", "[::1]:80"} {
 		if got, ok := p.inboundTarget(netip.MustParseAddrPort(foreign)); ok {
 			t.Errorf("inboundTarget(%s) = %s; want refused: not this pod's address", foreign, got)
 		}

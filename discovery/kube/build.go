@@ -91,6 +91,11 @@ type podInfo struct {
 	// meshed: the injector gave the pod a sidecar.
 	meshed         bool
 	serviceAccount string
+	// ips are the pod's addresses (status.podIPs): a slice's endpoint
+	// takes the pod's labels, sidecar and identity only for an address
+	// the pod has, so a hand-written slice cannot lend another pod's
+	// identity to an address.
+	ips []string
 }
 
 // buildService turns a Service and its EndpointSlices into a tender
@@ -159,6 +164,7 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 			}
 			var labels map[string]string
 			meshed, account := false, ""
+			var owned []string
 			if ref := e.TargetRef; ref != nil && ref.Kind == "Pod" && pod != nil {
 				ns := ref.Namespace
 				if ns == "" {
@@ -172,6 +178,7 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 					if ns == svc.Namespace {
 						account = p.serviceAccount
 					}
+					owned = p.ips
 				}
 			}
 			for _, a := range e.Addresses {
@@ -180,8 +187,11 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 					continue
 				}
 				seen[ip] = true
-				out = append(out, discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health, Labels: labels, Meshed: meshed,
-					ServiceAccount: account})
+				ep := discovery.Endpoint{Address: ip, Ports: ports, Locality: loc, Health: health}
+				if slices.Contains(owned, a) {
+					ep.Labels, ep.Meshed, ep.ServiceAccount = labels, meshed, account
+				}
+				out = append(out, ep)
 			}
 		}
 	}

@@ -100,7 +100,7 @@ func TestBuildService(t *testing.T) {
 	got, bad, ok := buildService(svc, slices, func(n string) string { return regions[n] },
 		func(ns, name string) *podInfo {
 			if l := pods[name]; l != nil && ns == "shop" {
-				return &podInfo{labels: l, meshed: true, serviceAccount: "cart-sa"}
+				return &podInfo{labels: l, meshed: true, serviceAccount: "cart-sa", ips: []string{"10.1.0.11"}}
 			}
 			return nil
 		})
@@ -222,4 +222,27 @@ func FuzzPolicyFromAnnotations(f *testing.F) {
 			t.Fatalf("policy from %q=%q %q=%q does not validate: %v", k1, v1, k2, v2, err)
 		}
 	})
+}
+
+// TestEndpointTakesOnlyItsOwnPod: a hand-written slice that names a
+// meshed pod for an address the pod does not have (a tenant lending its
+// own identity to a victim's IP) gets no identity, no sidecar and no
+// labels of that pod for the address.
+func TestEndpointTakesOnlyItsOwnPod(t *testing.T) {
+	svc := service("evil", nil, corev1.ServicePort{Name: "http", Port: 80})
+	lent := slice("evil", "evil-x", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 8080},
+		ep{ip: "10.1.0.99", pod: "evil-1", ready: ptr.To(true)}, // the victim's address
+		ep{ip: "10.1.0.7", pod: "evil-1", ready: ptr.To(true)})  // evil-1's own
+	got, _, ok := buildService(svc, []*discoveryv1.EndpointSlice{lent}, nil, func(ns, name string) *podInfo {
+		return &podInfo{labels: map[string]string{"app": "evil"}, meshed: true, serviceAccount: "evil", ips: []string{"10.1.0.7"}}
+	})
+	if !ok || len(got.Endpoints) != 2 {
+		t.Fatalf("ok %v, endpoints %+v", ok, got.Endpoints)
+	}
+	for _, e := range got.Endpoints {
+		own := e.Address.String() == "10.1.0.7"
+		if (e.ServiceAccount == "evil") != own || e.Meshed != own || (e.Labels != nil) != own {
+			t.Errorf("endpoint %s: account %q meshed %v labels %v; want the pod's only for its own address", e.Address, e.ServiceAccount, e.Meshed, e.Labels)
+		}
+	}
 }

@@ -192,7 +192,8 @@ func slim(obj any) (any, error) {
 		}
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: o.Labels,
 			Annotations: ann, ResourceVersion: o.ResourceVersion},
-			Spec: corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName}}, nil
+			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName},
+			Status: corev1.PodStatus{PodIPs: o.Status.PodIPs}}, nil
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: o.Labels, ResourceVersion: o.ResourceVersion}}, nil
 	}
@@ -348,8 +349,12 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 				return nil
 			}
 			p := obj.(*corev1.Pod)
+			ips := make([]string, 0, len(p.Status.PodIPs))
+			for _, ip := range p.Status.PodIPs {
+				ips = append(ips, ip.IP)
+			}
 			return &podInfo{labels: p.Labels, meshed: p.Annotations[AnnotationSidecarStatus] == inject.StatusInjected,
-				serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default")}
+				serviceAccount: cmp.Or(p.Spec.ServiceAccountName, "default"), ips: ips}
 		}
 	}
 	// rebuild builds the service key names again from the informers'

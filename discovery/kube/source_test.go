@@ -68,7 +68,8 @@ func TestSource(t *testing.T) {
 	other := service("users", nil, corev1.ServicePort{Name: "http", Port: 80})
 	other.Namespace = "elsewhere"
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "cart-1", Namespace: "shop", Labels: map[string]string{"app": "cart"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "cart:v1"}}}}
+		Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "cart:v1"}}},
+		Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: "10.1.0.11"}}}}
 	client := fake.NewClientset(cart, three, other, pod)
 
 	src, err := New(Options{Client: client, Namespaces: []string{"shop"}, MinInterval: time.Millisecond})
@@ -157,7 +158,8 @@ func TestSourceRebuildsWhatChanged(t *testing.T) {
 		objs = append(objs, service(name, nil, corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}),
 			slice(name, name+"-1", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 8080},
 				ep{ip: fmt.Sprintf("10.1.0.%d", i+1), pod: name + "-pod", ready: ptr.To(true)}),
-			&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name + "-pod", Namespace: "shop", Labels: map[string]string{"app": name}}})
+			&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name + "-pod", Namespace: "shop", Labels: map[string]string{"app": name}},
+				Status: corev1.PodStatus{PodIPs: []corev1.PodIP{{IP: fmt.Sprintf("10.1.0.%d", i+1)}}}})
 	}
 	client := fake.NewClientset(objs...)
 	src, err := New(Options{Client: client, MinInterval: time.Millisecond})
