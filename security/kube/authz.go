@@ -27,6 +27,9 @@ import (
 // (charts/tender/crds/authorizationpolicies.yaml).
 var GVR = schema.GroupVersionResource{Group: "security.tender.dev", Version: "v1alpha1", Resource: "authorizationpolicies"}
 
+// crdGVR is where the API server keeps CustomResourceDefinitions.
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
 // Kind is the custom resource's kind.
 const Kind = "AuthorizationPolicy"
 
@@ -72,8 +75,11 @@ func FromObject(u *unstructured.Unstructured) (authz.Policy, error) {
 // it is passed. An invalid object is skipped and
 // logged at Warn once per resourceVersion. When the CRD is not installed
 // Watch logs that once at Info and the informers keep retrying quietly:
-// update is first called once it is. Watch returns when ctx ends; it
-// fails only when it cannot start.
+// update is first called with no policies (without the CRD there can be
+// none), and again once it is installed. A 404 while the CRD exists (it
+// serves another version than GVR's) is not taken for "none": nothing
+// is reported, and the control plane serves nothing, until the informers
+// sync. Watch returns when ctx ends; it fails only when it cannot start.
 func Watch(ctx context.Context, client dynamic.Interface, namespaces []string, logger *slog.Logger, update func([]authz.Policy)) error {
 	if client == nil || update == nil {
 		return errors.New("authz: watch: no client or no update func")
@@ -152,7 +158,17 @@ wait:
 			}
 			break wait
 		case <-missingCh:
-			update([]authz.Policy{})
+			// The resource answers 404: is the CRD really not there?
+			_, err := client.Resource(crdGVR).Get(ctx, GVR.GroupResource().String(), metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				update([]authz.Policy{})
+			case err == nil:
+				logger.Error("AuthorizationPolicy CRD installed but "+GVR.Version+" not served: serving no config until it is",
+					"crd", GVR.GroupResource().String())
+			default:
+				logger.Error("cannot tell whether the AuthorizationPolicy CRD is installed: serving no config until its policies sync", "err", err)
+			}
 		}
 	}
 	if missing.Load() {

@@ -479,3 +479,27 @@ func TestDenyAll(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchCRDOfAnotherVersion: the policies' resource answers 404 while
+// the CRD is installed (it serves another version: a chart and a control
+// plane of different releases). That is not "no policies": nothing is
+// reported, so the control plane serves no config rather than routes
+// without their policies.
+func TestWatchCRDOfAnotherVersion(t *testing.T) {
+	client := newClient()
+	client.PrependReactor("list", GVR.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewNotFound(GVR.GroupResource(), "")
+	})
+	client.PrependReactor("get", crdGVR.Resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		crd := &unstructured.Unstructured{}
+		crd.SetName(GVR.GroupResource().String())
+		return true, crd, nil
+	})
+	rec, logs := newRecorder(), &logBuffer{}
+	stop := startWatch(t, client, nil, logs, rec)
+	poll(t, "the CRD checked", func() bool { return logs.count("not served") > 0 })
+	stop()
+	if n := rec.count(); n != 0 {
+		t.Errorf("got %d updates, want none while the installed CRD does not serve %s", n, GVR.Version)
+	}
+}
