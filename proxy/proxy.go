@@ -73,8 +73,10 @@ type Options struct {
 	// OwnPorts are the sidecar's listener ports: connections to them on
 	// this pod's addresses are refused, not forwarded back to itself.
 	OwnPorts []uint16
-	// MaxConnections caps the downstream connections open at once on
-	// all listeners; one more is closed at accept and counted
+	// MaxConnections caps the downstream connections open at once in
+	// each direction (inbound, outbound: a flood from the network does
+	// not take the app's outbound calls with it); one more is closed at
+	// accept and counted
 	// (Stats.Overflow), as Envoy's max_downstream_connections. 0: no cap.
 	MaxConnections int
 }
@@ -122,7 +124,7 @@ type Proxy struct {
 
 	self  string                   // opts.Self as interceptor.PeerHeader's value
 	local atomic.Pointer[localSet] // the pod's addresses, for isLocal
-	open  atomic.Int64             // downstream connections open, with MaxConnections
+	open  [2]atomic.Int64          // downstream connections open per Direction, with MaxConnections
 	// Upstream connections: HTTP/1.1 (one request at a time) and HTTP/2
 	// (multiplexed).
 	pool   pool
@@ -255,8 +257,9 @@ func (p *Proxy) Serve(lis net.Listener, d Direction) error {
 		}
 		p.handoff.Add(1)
 		p.mu.Unlock()
-		if limit := int64(p.opts.MaxConnections); limit > 0 && p.open.Add(1) > limit {
-			p.open.Add(-1)
+		open := &p.open[d]
+		if limit := int64(p.opts.MaxConnections); limit > 0 && open.Add(1) > limit {
+			open.Add(-1)
 			p.handoff.Done()
 			p.Stats.Overflow.Add(1)
 			if p.Stats.Overflow.Load()%1000 == 1 { // not a line per connection under a flood
@@ -269,7 +272,7 @@ func (p *Proxy) Serve(lis net.Listener, d Direction) error {
 		go func() {
 			p.handle(c, d) // returns when the connection is done
 			if p.opts.MaxConnections > 0 {
-				p.open.Add(-1)
+				open.Add(-1)
 			}
 		}()
 	}
@@ -425,7 +428,7 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 		// post-quantum key share) and must not be taken for plaintext.
 		wait := p.opts.DetectTimeout
 		if t.Strict(dst) || clientFirst(t.Endpoint(dst)) {
-			wait = handshakeTimeout
+			wait = helloWait
 		}
 		if meshALPN(c, br, wait) {
 			tc, peer, err := p.acceptMTLS(c, br)
@@ -449,6 +452,12 @@ func (p *Proxy) inboundSecurity(c net.Conn, br *bufio.Reader, dst netip.AddrPort
 	}
 	return nil, "", true
 }
+
+// helloWait is how long the inbound side waits for a client's first
+// bytes where silence cannot be a server-first protocol: far beyond a
+// mesh client's hello on a loaded node, short enough that silent
+// connections do not hold --max-connections slots for long.
+const helloWait = 3 * time.Second
 
 // clientFirst reports whether cl's port speaks a protocol whose client
 // sends first (HTTP/1.1, HTTP/2, gRPC).

@@ -114,7 +114,7 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.IntVar(&c.MaxHeadersKB, "max-request-headers-kb", 60, "largest request head accepted, in KiB (431 beyond)")
 	fs.DurationVar(&c.TrimInterval, "trim-interval", 10*time.Second, "every interval, hand back what the sidecar holds without use: its executable's pages (they stay in the page cache; what runs comes back at once), upstream connections idle past their time, the heap's free pages; 0: never")
 	fs.BoolVar(&c.PageOut, "page-out-startup", true, "once ready, hand the pages of the sidecar's own executable that starting up touched back to the kernel (madvise MADV_PAGEOUT): idle RSS 18 → 6 MiB; what runs again comes back")
-	fs.IntVar(&c.MaxConns, "max-connections", 16384, "downstream connections the capture listeners keep open at once; more are closed at accept and counted (0: no limit)")
+	fs.IntVar(&c.MaxConns, "max-connections", 16384, "downstream connections each capture listener (inbound, outbound) keeps open at once; more are closed at accept and counted (0: no limit)")
 	fs.IntVar(&c.AdminMaxConns, "admin-max-connections", defaultAdminMaxConns, "connections the admin and the metrics listener each keep open at most; more wait (0: no limit)")
 	id := &c.Identity
 	fs.StringVar(&id.CAAddr, "ca-addr", envOr("TENDER_CA_ADDR", ""), "control plane TLS address (:15012) to get the workload certificate from (env TENDER_CA_ADDR); empty: no mutual TLS, plaintext only")
