@@ -115,7 +115,6 @@ func temporaryAccept(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-
 // Proxy is the sidecar's data plane.
 type Proxy struct {
 	opts  Options
@@ -201,6 +200,11 @@ func New(opts Options) *Proxy {
 func (p *Proxy) SetTable(t *Table) {
 	lt := *t // the caller's table stays as it was; the maps are shared, read-only
 	lt.Localize(p.opts.Self.Namespace, localAddrs())
+	if lt.defaults == nil && p.opts.MTLS == nil {
+		// No defaults (a control plane of an earlier release) and no
+		// mutual TLS to ask for: STRICT could only refuse everything.
+		lt.ownStrict = false
+	}
 	t = &lt
 	p.table.Store(t)
 	p.recheckTCP(t)

@@ -200,7 +200,7 @@ func TestStrictReachesOpenConnections(t *testing.T) {
 		tb.ByAddr[httpDst.Addr()] = []*Cluster{web, db}
 		return tb
 	}
-	p := New(Options{})
+	p := New(Options{InboundAddr: netip.MustParseAddr("127.0.0.1")}) // the app listens on loopback here
 	defer p.Shutdown(t.Context())
 	p.SetTable(table(xdsclient.MTLSPermissive))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

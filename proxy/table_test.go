@@ -56,6 +56,9 @@ func configOf(res xds.Resources) *xdsclient.Config {
 	}
 	for _, r := range res[resource.EndpointType] {
 		c := r.(*endpointv3.ClusterLoadAssignment)
+		if c.GetClusterName() == xdsclient.MeshDefaultsCluster {
+			continue // for sidecars of earlier releases; this one never asks
+		}
 		cfg.Endpoints[c.GetClusterName()] = c
 	}
 	return cfg

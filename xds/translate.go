@@ -85,6 +85,9 @@ func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec
 	}
 	compiled := compileRoutes(services, routes)
 	out[resource.ClusterType] = append(out[resource.ClusterType], buildMeshDefaults(sec.MTLS))
+	// Its empty load assignment, for sidecars of releases before it that
+	// take it for a service and wait for its endpoints.
+	out[resource.EndpointType] = append(out[resource.EndpointType], &endpointv3.ClusterLoadAssignment{ClusterName: xdsclient.MeshDefaultsCluster})
 	if len(sec.RootCAs) > 0 {
 		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
 			Name: xdsclient.RootCAName,
@@ -355,7 +358,9 @@ func buildMeshDefaults(p *discovery.MTLSPolicy) *clusterv3.Cluster {
 			mode = p.Mode
 		}
 		for ns, m := range p.Namespaces {
-			namespaces.Fields[ns] = structpb.NewStringValue(string(m))
+			if m != "" { // not set: the mesh's mode, as MTLSPolicy.For reads it
+				namespaces.Fields[ns] = structpb.NewStringValue(string(m))
+			}
 		}
 	}
 	name := xdsclient.MeshDefaultsCluster

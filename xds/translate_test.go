@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tender-mesh/tender/discovery/file"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -95,8 +96,8 @@ func TestTranslateCounts(t *testing.T) {
 			continue // the trust bundle, when there is one
 		}
 		want := ports
-		if typ == resource.ClusterType {
-			want++ // the mesh's default modes
+		if typ == resource.ClusterType || typ == resource.EndpointType {
+			want++ // the mesh's default modes, and their empty load assignment
 		}
 		if got := len(res[typ]); got != want {
 			t.Errorf("%s: got %d resources, want one per service port (%d)", shortType(typ), got, want)
@@ -119,12 +120,13 @@ func TestLBPolicyReadableByGRPC(t *testing.T) {
 	want := map[string]struct {
 		legacy clusterv3.Cluster_LbPolicy
 		first  string
+		tender string // what tender's sidecar reads back (xdsclient.LBPolicyOf)
 	}{
-		"outbound|8080||greeter.default.svc.cluster.local": {clusterv3.Cluster_ROUND_ROBIN, ""},
-		"outbound|80||users.shop.svc.cluster.local":        {clusterv3.Cluster_RING_HASH, ""},
-		"outbound|6379||cart.shop.svc.cluster.local":       {clusterv3.Cluster_RING_HASH, "envoy.load_balancing_policies.maglev"},
-		"outbound|9090||search.shop.svc.cluster.local":     {clusterv3.Cluster_ROUND_ROBIN, "envoy.load_balancing_policies.random"},
-		"outbound|8080||pricing.shop.svc.cluster.local":    {clusterv3.Cluster_LEAST_REQUEST, ""},
+		"outbound|8080||greeter.default.svc.cluster.local": {clusterv3.Cluster_ROUND_ROBIN, "", "ROUND_ROBIN"},
+		"outbound|80||users.shop.svc.cluster.local":        {clusterv3.Cluster_RING_HASH, "", "RING_HASH"},
+		"outbound|6379||cart.shop.svc.cluster.local":       {clusterv3.Cluster_RING_HASH, "envoy.load_balancing_policies.maglev", "MAGLEV"},
+		"outbound|9090||search.shop.svc.cluster.local":     {clusterv3.Cluster_ROUND_ROBIN, "envoy.load_balancing_policies.random", "RANDOM"},
+		"outbound|8080||pricing.shop.svc.cluster.local":    {clusterv3.Cluster_LEAST_REQUEST, "", "LEAST_REQUEST"},
 	}
 	for _, r := range res[resource.ClusterType] {
 		c := r.(*clusterv3.Cluster)
@@ -145,6 +147,9 @@ func TestLBPolicyReadableByGRPC(t *testing.T) {
 			}
 			if got != w.first {
 				t.Errorf("got first load_balancing_policy %q, want %q", got, w.first)
+			}
+			if got, err := xdsclient.LBPolicyOf(c); got != w.tender || err != nil {
+				t.Errorf("the sidecar reads %q, %v; want %s", got, err, w.tender)
 			}
 		})
 	}

@@ -252,10 +252,39 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 			}
 		}
 	})
-	onNode := handler(func(any) { // a region changed: any service may have endpoints there
+	// A node's region names its endpoints' locality: a change to it may
+	// touch any service; other node changes (status, every few seconds)
+	// touch none.
+	nodeRegion := func(obj any) string {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if n, ok := obj.(*corev1.Node); ok {
+			return n.Labels[corev1.LabelTopologyRegion]
+		}
+		return ""
+	}
+	regionChanged := func() {
 		dirty.markAll()
 		signal(kick)
-	})
+	}
+	onNode := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if nodeRegion(obj) != "" {
+				regionChanged()
+			}
+		},
+		UpdateFunc: func(old, cur any) {
+			if nodeRegion(old) != nodeRegion(cur) {
+				regionChanged()
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if nodeRegion(obj) != "" {
+				regionChanged()
+			}
+		},
+	}
 	namespaces := s.opts.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}

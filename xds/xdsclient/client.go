@@ -117,7 +117,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	// only what changed.
 	first := &discoveryv3.DeltaDiscoveryRequest{
 		Node: c.opts.Node, TypeUrl: ClusterType,
-		InitialResourceVersions: versionsOf(cur.Clusters),
+		InitialResourceVersions: clusterVersions(cur),
 	}
 	if err := st.Send(first); err != nil {
 		return err
@@ -217,6 +217,17 @@ func versionsOf[V any](m map[string]V) map[string]string {
 	out := make(map[string]string, len(m))
 	for k := range m {
 		out[k] = "known"
+	}
+	return out
+}
+
+// clusterVersions are the clusters a reconnecting client says it holds:
+// MeshDefaultsCluster too, so that a control plane without it sends its
+// removal.
+func clusterVersions(cur *Config) map[string]string {
+	out := versionsOf(cur.Clusters)
+	if cur.Defaults != nil {
+		out[MeshDefaultsCluster] = "known"
 	}
 	return out
 }

@@ -123,14 +123,15 @@ func (m ClusterMeta) RouteName() string {
 	return m.Hostname + ":" + strconv.Itoa(int(m.Port))
 }
 
-// The load balancing policies a sidecar knows, by the names Envoy's
-// typed load_balancing_policy extensions have.
+// The load balancing policies a sidecar knows, by the type of their
+// typed_config, which Envoy and grpc-go choose an extension by (its name
+// is only a label).
 var lbExtensions = map[string]string{
-	"envoy.load_balancing_policies.round_robin":   "ROUND_ROBIN",
-	"envoy.load_balancing_policies.least_request": "LEAST_REQUEST",
-	"envoy.load_balancing_policies.random":        "RANDOM",
-	"envoy.load_balancing_policies.ring_hash":     "RING_HASH",
-	"envoy.load_balancing_policies.maglev":        "MAGLEV",
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin":     "ROUND_ROBIN",
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest": "LEAST_REQUEST",
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.random.v3.Random":              "RANDOM",
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash":         "RING_HASH",
+	"type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev":              "MAGLEV",
 }
 
 // LBPolicyOf reads c's load balancing policy from the standard fields, as
@@ -139,7 +140,7 @@ var lbExtensions = map[string]string{
 func LBPolicyOf(c *clusterv3.Cluster) (string, error) {
 	if lbp := c.GetLoadBalancingPolicy(); lbp != nil {
 		for _, p := range lbp.GetPolicies() {
-			if name, ok := lbExtensions[p.GetTypedExtensionConfig().GetName()]; ok {
+			if name, ok := lbExtensions[p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl()]; ok {
 				return name, nil
 			}
 		}
