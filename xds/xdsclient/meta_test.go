@@ -30,12 +30,12 @@ func TestClusterMeta(t *testing.T) {
 		t.Errorf("a cluster without metadata: %+v, %v", got, err)
 	}
 	for name, v := range map[string]map[string]*structpb.Value{
-		"port 0":          {metaPort: structpb.NewNumberValue(0)},
-		"port 70000":      {metaPort: structpb.NewNumberValue(70000)},
-		"port 80.5":       {metaPort: structpb.NewNumberValue(80.5)},
-		"vip not an IP":   {metaVIP: structpb.NewStringValue("greeter")},
-		"unknown mtls":    {metaMTLS: structpb.NewStringValue("OPTIONAL")},
-		"unknown protocl": {metaProtocol: structpb.NewStringValue("SMTP")},
+		"port 0":           {metaPort: structpb.NewNumberValue(0)},
+		"port 70000":       {metaPort: structpb.NewNumberValue(70000)},
+		"port 80.5":        {metaPort: structpb.NewNumberValue(80.5)},
+		"vip not an IP":    {metaVIP: structpb.NewStringValue("greeter")},
+		"unknown mtls":     {metaMTLS: structpb.NewStringValue("OPTIONAL")},
+		"unknown protocol": {metaProtocol: structpb.NewStringValue("SMTP")},
 	} {
 		if _, err := ClusterMetaOf(withMeta(&structpb.Struct{Fields: v})); err == nil {
 			t.Errorf("%s: accepted", name)
