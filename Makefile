@@ -63,7 +63,10 @@ test-e2e: build tools
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
 
 # The soak: ~500 req/s of HTTP and gRPC through mutual-TLS sidecars under
-# endpoint churn, pod kills and control-plane restarts; no request may fail.
+# endpoint churn, pod kills and control-plane restarts; no request may fail,
+# RSS may not drift, goroutines and open files must come back at rest. The
+# sidecars and control plane are built as by `make build` (no race detector).
+# TENDER_SOAK_PROFILES=DIR keeps their goroutine and heap profiles at rest.
 ## soak: the e2e soak for SOAK_DURATION (default 10m; make test runs 1m); prints its figures for bench/RESULTS.md (root)
 SOAK_DURATION ?= 10m
 SOAK_TIMEOUT ?= 1h

@@ -28,9 +28,13 @@ type soakMesh struct {
 	dir        string
 	meshFile   string
 	caDir      string
+	// bin holds the binaries the soak runs (soakBinaries): built
+	// without the race detector.
+	bin string
 	// cpProc is replaced by each restart, which only the test's goroutine
 	// makes.
-	cpProc *process
+	cpProc        *process
+	clientSidecar *process
 
 	mu sync.Mutex // guards health and the writes of meshFile
 	// health is each listed greeter's health in mesh.yaml (HEALTHY or
@@ -55,7 +59,7 @@ type soakGreeter struct {
 
 func newSoakMesh(t *testing.T, ctx context.Context) *soakMesh {
 	t.Helper()
-	s := &soakMesh{lab: newLab(t), health: map[string]string{}}
+	s := &soakMesh{lab: newLab(t), health: map[string]string{}, bin: soakBinaries(t)}
 	s.cp = s.lab.addPod("cp", 2)
 	for i := range 4 {
 		s.greeters = append(s.greeters, &soakGreeter{pod: s.lab.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i)})
@@ -89,7 +93,7 @@ func newSoakMesh(t *testing.T, ctx context.Context) *soakMesh {
 		s.startGreeter(t, g)
 	}
 	s.client.run(t, "sidecar", "init")
-	s.startSidecar(t, s.client, "client")
+	s.clientSidecar = s.startSidecar(t, s.client, "client")
 	for _, p := range []*pod{s.client, s.greeters[0].pod, s.greeters[1].pod, s.greeters[2].pod, s.greeters[3].pod} {
 		waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/ready", 200)
 	}
@@ -98,7 +102,7 @@ func newSoakMesh(t *testing.T, ctx context.Context) *soakMesh {
 
 func (s *soakMesh) startControlPlane(ctx context.Context, t *testing.T) *process {
 	t.Helper()
-	p := s.cp.start(t, "controlplane", "controlplane", "--config-file", s.meshFile,
+	p := s.cp.startPath(t, "controlplane", filepath.Join(s.bin, "controlplane"), "--config-file", s.meshFile,
 		"--xds-addr", "0.0.0.0:15010", "--xds-tls-addr", "0.0.0.0:15012", "--metrics-addr", "0.0.0.0:15014",
 		"--ca-dir", s.caDir, "--bootstrap-tokens-file", filepath.Join(s.dir, "tokens"), "--log-format", "json", "--debounce", "50ms")
 	p.waitLog(ctx, "control plane starting")
@@ -107,7 +111,10 @@ func (s *soakMesh) startControlPlane(ctx context.Context, t *testing.T) *process
 
 func (s *soakMesh) startSidecar(t *testing.T, p *pod, sa string) *process {
 	t.Helper()
-	return p.startAs(t, proxyUID, "sidecar", "sidecar", "run",
+	// pod.startAs, with the soak's binary.
+	id := fmt.Sprint(proxyUID)
+	return start(t, p.name+"/sidecar", "/usr/sbin/ip", "netns", "exec", p.ns,
+		"setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--pdeathsig", "SIGKILL", filepath.Join(s.bin, "sidecar"), "run",
 		"--xds-addr", cpIP+":15012", "--xds-tls", "--ca-root-file", filepath.Join(s.caDir, "root-cert.pem"),
 		"--token-file", filepath.Join(s.dir, sa+".token"), "--controlplane-identity", "spiffe://cluster.local/ns/tender-system/sa/tender-controlplane",
 		"--pod-name", p.name, "--pod-namespace", "default", "--workload", sa, "--log-format", "json")
@@ -117,7 +124,7 @@ func (s *soakMesh) startSidecar(t *testing.T, p *pod, sa string) *process {
 // outlive them).
 func (s *soakMesh) startGreeter(t *testing.T, g *soakGreeter) {
 	t.Helper()
-	g.app = g.pod.start(t, "greeter", "greeter", "--instance", g.pod.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
+	g.app = g.pod.startPath(t, "greeter", filepath.Join(s.bin, "greeter"), "--instance", g.pod.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
 	g.sidecar = s.startSidecar(t, g.pod, "greeter")
 	s.sidecars = append(s.sidecars, g.sidecar)
 }
