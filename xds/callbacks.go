@@ -3,6 +3,7 @@ package xds
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -26,9 +27,10 @@ type stream struct {
 	node   string
 	opened time.Time
 	// sent and acked hold, per type URL, the version last sent and the
-	// version last acknowledged.
-	sent  map[string]string
-	acked map[string]string
+	// version last acknowledged; sentNonce and ackedNonce the nonces of
+	// the last response and of the last one acknowledged.
+	sent, acked           map[string]string
+	sentNonce, ackedNonce map[string]string
 	// nacked holds the last rejection per type URL.
 	nacked map[string]string
 }
@@ -42,9 +44,10 @@ type ProxyStatus struct {
 	Acked  map[string]string `json:"acked"`
 	NACKed map[string]string `json:"nacked,omitempty"`
 	// Status is, per type URL the control plane serves: SYNCED (the
-	// proxy acknowledged the version served now), STALE (it has not:
-	// the push is in flight, was rejected, or never came) or NOT SENT
-	// (it did not subscribe to the type).
+	// proxy acknowledged the last response sent to it: it holds the
+	// current version of everything it subscribed to), STALE (it has
+	// not: the push is in flight or was rejected) or NOT SENT (nothing
+	// of the type was sent to it).
 	Status map[string]string `json:"status"`
 }
 
@@ -57,10 +60,6 @@ const (
 
 // Proxies lists the connected proxies, sorted by node id.
 func (s *Server) Proxies() []ProxyStatus {
-	var served map[resource.Type]string
-	if cur := s.state.Load(); cur != nil {
-		served = cur.versions
-	}
 	s.mu.Lock()
 	out := make([]ProxyStatus, 0, len(s.streams))
 	for _, st := range s.streams {
@@ -73,7 +72,7 @@ func (s *Server) Proxies() []ProxyStatus {
 			switch {
 			case !sent:
 				p.Status[typ] = NotSent
-			case st.nacked[typ] == "" && st.acked[typ] == served[typ]:
+			case st.nacked[typ] == "" && st.ackedNonce[typ] == st.sentNonce[typ]:
 				p.Status[typ] = Synced
 			default:
 				p.Status[typ] = Stale
@@ -103,7 +102,8 @@ type callbacks struct {
 func (c *callbacks) open(id int64, mode string) error {
 	c.s.mu.Lock()
 	c.s.streams[id] = &stream{id: id, mode: mode, opened: time.Now(),
-		sent: map[string]string{}, acked: map[string]string{}, nacked: map[string]string{}}
+		sent: map[string]string{}, acked: map[string]string{}, nacked: map[string]string{},
+		sentNonce: map[string]string{}, ackedNonce: map[string]string{}}
 	c.s.mu.Unlock()
 	if m := c.s.opts.Metrics; m != nil {
 		m.ConnectedProxies.WithLabelValues(mode).Inc()
@@ -125,7 +125,7 @@ func (c *callbacks) closed(id int64, mode string) {
 }
 
 // request records the node, an ACK or a NACK.
-func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version string, errMsg string, isNACK bool) {
+func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce string, errMsg string, isNACK bool) {
 	c.s.mu.Lock()
 	st := c.s.streams[id]
 	var nodeID string
@@ -137,8 +137,11 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version string
 		switch {
 		case isNACK:
 			st.nacked[typeURL] = errMsg
-		case version != "":
-			st.acked[typeURL] = version
+		case nonce != "":
+			if version != "" {
+				st.acked[typeURL] = version
+			}
+			st.ackedNonce[typeURL] = nonce
 			delete(st.nacked, typeURL)
 		}
 	}
@@ -153,13 +156,14 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version string
 
 // response counts a push and, when it replaced an earlier version on the
 // stream, observes how long the change took to reach the wire.
-func (c *callbacks) response(id int64, typeURL, version string) {
+func (c *callbacks) response(id int64, typeURL, version, nonce string) {
 	c.s.mu.Lock()
 	var update bool
 	if st := c.s.streams[id]; st != nil {
 		prev, had := st.sent[typeURL]
 		update = had && prev != version
 		st.sent[typeURL] = version
+		st.sentNonce[typeURL] = nonce
 	}
 	c.s.mu.Unlock()
 	m := c.s.opts.Metrics
@@ -168,7 +172,7 @@ func (c *callbacks) response(id int64, typeURL, version string) {
 	}
 	typ := shortType(typeURL)
 	m.Pushes.WithLabelValues(typ).Inc()
-	if st := c.s.state.Load(); update && st != nil && st.versions[typeURL] == version {
+	if st := c.s.state.Load(); update && st != nil {
 		m.PushSeconds.WithLabelValues(typ).Observe(time.Since(st.snapshot.Created).Seconds())
 	}
 }
@@ -179,13 +183,20 @@ func (c *callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
 
 func (c *callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.closed(id, modeSotW) }
 
+// errStopping ends a stream that waited for the first config while the
+// server stopped.
+var errStopping = errors.New("xds: server stopping")
+
 func (c *callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	c.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	if !c.s.wait() {
+		return errStopping
+	}
+	c.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	c.response(id, resp.GetTypeUrl(), resp.GetVersionInfo())
+	c.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce())
 }
 
 func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
@@ -195,6 +206,12 @@ func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) err
 func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.closed(id, modeDelta) }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if !c.s.wait() {
+		return errStopping
+	}
+	if req.GetTypeUrl() == resource.RouteType {
+		c.s.negative(req.GetResourceNamesSubscribe())
+	}
 	// A delta ACK carries the nonce, not the version; the version it
 	// acknowledges is the one last sent.
 	var version string
@@ -205,12 +222,12 @@ func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscove
 		}
 		c.s.mu.Unlock()
 	}
-	c.request(id, req.GetNode(), req.GetTypeUrl(), version, req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	c.request(id, req.GetNode(), req.GetTypeUrl(), version, req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	return nil
 }
 
 func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-	c.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo())
+	c.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 }
 
 func (c *callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }

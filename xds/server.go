@@ -2,26 +2,25 @@ package xds
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -31,14 +30,15 @@ import (
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/telemetry"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
-// nodeGroup is the cache key every node shares: all proxies see the same
-// mesh-wide resources.
-const nodeGroup = "mesh"
-
-// typeOrder is the order resource types are hashed and listed in.
+// typeOrder is the order resource types are listed in.
 var typeOrder = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
+
+// maxNegatives bounds the empty address indexes the server holds for
+// addresses proxies asked about that no service has (see negative).
+const maxNegatives = 1 << 16
 
 // Options configure a Server.
 type Options struct {
@@ -54,13 +54,23 @@ type Options struct {
 }
 
 // Server serves the resources of the latest registry snapshot over ADS.
+//
+// It keeps one go-control-plane LinearCache per resource type: a change
+// is translated once, for the services it touched, and each cache
+// notifies only the streams watching the resources that changed (or
+// watching all of them). A proxy that subscribes to a few resources costs
+// the server the bookkeeping of those few.
 type Server struct {
 	opts   Options
-	cache  cachev3.SnapshotCache
+	caches map[resource.Type]*cachev3.LinearCache
 	xds    serverv3.Server
 	ctx    context.Context
 	cancel context.CancelFunc
 	state  atomic.Pointer[state]
+	// ready is closed by the first Apply: requests wait for it, so that
+	// no client takes an empty cache for the mesh.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu      sync.Mutex // guards streams
 	streams map[int64]*stream
@@ -68,6 +78,42 @@ type Server struct {
 	applyMu sync.Mutex // serializes translations; guards the fields below
 	last    *discovery.Snapshot
 	trust   Security // TrustDomain and RootCAs
+	// served is what the caches hold, by type and name (but the
+	// negative indexes); versions counts each type's changes.
+	served   map[resource.Type]map[string]types.Resource
+	versions map[resource.Type]uint64
+	// tr and basis are the last full translation's translator and what
+	// it depends on beyond each service; svcs are the services it or a
+	// later apply translated, by key, to translate again only those
+	// that changed.
+	tr    *translator
+	basis *translateBasis
+	svcs  map[string]*translated
+	index map[netip.Addr][]string
+
+	negMu sync.Mutex // guards negatives and indexes; taken after applyMu
+	// negatives are empty indexes of addresses no service has, put in
+	// the route cache when a proxy subscribes to them: the answer "none
+	// here" in one round trip (go-control-plane sends nothing for a
+	// name it does not have). indexes are the real ones.
+	negatives map[string]struct{}
+	indexes   map[string]struct{}
+}
+
+// translated is one service and its resources.
+type translated struct {
+	svc discovery.Service
+	res Resources
+}
+
+// translateBasis is what the translation of every service depends on
+// beside the service itself: the routes, the security config, and the
+// set of services with their VIPs and ports (routes resolve backends by
+// them).
+type translateBasis struct {
+	routes   []discovery.Route
+	security Security
+	services []string
 }
 
 // state is what one Apply produced; immutable.
@@ -88,22 +134,35 @@ func NewServer(opts Options) *Server {
 	if opts.ShutdownGrace <= 0 {
 		opts.ShutdownGrace = 5 * time.Second
 	}
-	s := &Server{opts: opts, streams: make(map[int64]*stream)}
+	s := &Server{
+		opts: opts, streams: make(map[int64]*stream), ready: make(chan struct{}),
+		caches: map[resource.Type]*cachev3.LinearCache{}, served: map[resource.Type]map[string]types.Resource{},
+		versions: map[resource.Type]uint64{}, svcs: map[string]*translated{},
+		negatives: map[string]struct{}{}, indexes: map[string]struct{}{},
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	// Not the cache's ADS mode: it answers a request that names resources
-	// only when the names cover every resource of that type in the
-	// snapshot. Envoy asks for all of them, but a proxyless gRPC client
-	// asks for the one listener and cluster it dials, and would get no
-	// answer in a mesh of more than one service. Without it, named
-	// requests get the resources they name.
-	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, cacheLogger{opts.Logger})
-	s.xds = serverv3.NewServer(s.ctx, s.cache, &callbacks{s: s})
+	// A prefix of its own per server: a state-of-the-world client that
+	// reconnects after a restart with a version of the old server gets
+	// everything again.
+	prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	mux := &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
+		Caches:        map[string]cachev3.Cache{},
+	}
+	for _, typ := range typeOrder {
+		c := cachev3.NewLinearCache(typ, cachev3.WithVersionPrefix(prefix), cachev3.WithLogger(cacheLogger{opts.Logger}))
+		s.caches[typ] = c
+		mux.Caches[typ] = c
+		s.served[typ] = map[string]types.Resource{}
+	}
+	s.xds = serverv3.NewServer(s.ctx, mux, &callbacks{s: s})
 	return s
 }
 
-// Apply translates snap and makes it the served config. Resource types
-// whose content did not change keep their version, so clients get nothing
-// for them; delta clients get only the resources that changed.
+// Apply translates snap and makes it the served config. Only the
+// resources whose content changed are replaced: a proxy hears of a change
+// only when it is subscribed to what changed.
 func (s *Server) Apply(snap *discovery.Snapshot) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
@@ -137,30 +196,124 @@ func (s *Server) security(snap *discovery.Snapshot) *Security {
 	return &out
 }
 
+func basisOf(snap *discovery.Snapshot, sec *Security) *translateBasis {
+	b := &translateBasis{routes: snap.Routes, security: *sec, services: make([]string, len(snap.Services))}
+	for i := range snap.Services {
+		sv := &snap.Services[i]
+		b.services[i] = fmt.Sprint(sv.Key(), sv.VIP, sv.Ports)
+	}
+	return b
+}
+
 func (s *Server) applyLocked() error {
 	snap := s.last
-	res, routes, err := TranslateRoutes(snap.Services, snap.Routes, s.security(snap))
-	if err != nil {
-		return err
+	sec := s.security(snap)
+	basis := basisOf(snap, sec)
+	full := s.basis == nil || !reflect.DeepEqual(basis, s.basis)
+	tr := s.tr
+	if full {
+		tr = newTranslator(snap.Services, snap.Routes, sec)
 	}
-	versions := make(map[resource.Type]string, len(res))
-	cs := &cachev3.Snapshot{}
-	for _, typ := range typeOrder {
-		v, err := hashResources(res[typ])
-		if err != nil {
-			return fmt.Errorf("xds: version %s: %w", typ, err)
+	res := tr.common()
+	svcs := make(map[string]*translated, len(snap.Services))
+	for i := range snap.Services {
+		sv := &snap.Services[i]
+		t := s.svcs[sv.Key()]
+		if full || t == nil || !reflect.DeepEqual(&t.svc, sv) {
+			r, err := tr.service(sv)
+			if err != nil {
+				return err
+			}
+			t = &translated{svc: *sv, res: r}
 		}
-		versions[typ] = v
-		cs.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, res[typ])
+		svcs[sv.Key()] = t
+		for typ, items := range t.res {
+			res[typ] = append(res[typ], items...)
+		}
 	}
-	// cs.Consistent() is not used: it does not follow API listeners to
-	// their route configurations. Translate builds every listener, route,
-	// cluster and assignment together, per service port.
+	// The address indexes: a new one only for an address whose clusters
+	// changed.
+	index := indexAddresses(snap.Services)
+	prevRoutes := s.served[resource.RouteType]
+	addrs := make([]netip.Addr, 0, len(index))
+	for a := range index {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	indexes := make(map[string]struct{}, len(addrs))
+	for _, a := range addrs {
+		name := xdsclient.AddressIndexName(a)
+		indexes[name] = struct{}{}
+		if old, ok := prevRoutes[name]; ok && slices.Equal(s.index[a], index[a]) {
+			res[resource.RouteType] = append(res[resource.RouteType], old)
+			continue
+		}
+		res[resource.RouteType] = append(res[resource.RouteType], xdsclient.AddressIndex(name, index[a]))
+	}
+
+	// What changed, by type: a resource built again this time (a new
+	// pointer) is replaced; the ones of no service are compared.
+	changes := map[resource.Type][2]any{}
+	next := make(map[resource.Type]map[string]types.Resource, len(typeOrder))
+	for _, typ := range typeOrder {
+		cur := s.served[typ]
+		m := make(map[string]types.Resource, len(res[typ]))
+		update := map[string]types.Resource{}
+		for _, r := range res[typ] {
+			name := cachev3.GetResourceName(r)
+			if _, dup := m[name]; dup {
+				return fmt.Errorf("xds: two %s resources named %q", shortType(typ), name)
+			}
+			m[name] = r
+			if old, ok := cur[name]; !ok || (old != r && !proto.Equal(old, r)) {
+				update[name] = r
+			}
+		}
+		var remove []string
+		for name := range cur {
+			if _, ok := m[name]; !ok {
+				remove = append(remove, name)
+			}
+		}
+		next[typ] = m
+		if len(update)+len(remove) > 0 {
+			changes[typ] = [2]any{update, remove}
+		}
+	}
+
+	s.tr, s.basis, s.svcs, s.index, s.served = tr, basis, svcs, index, next
+	versions := make(map[resource.Type]string, len(typeOrder))
+	for _, typ := range typeOrder {
+		if _, ok := changes[typ]; ok {
+			s.versions[typ]++
+		}
+		versions[typ] = strconv.FormatUint(s.versions[typ], 10)
+	}
 	prev := s.state.Load()
-	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now(), routes: routes})
-	if err := s.cache.SetSnapshot(s.ctx, nodeGroup, cs); err != nil {
-		return fmt.Errorf("xds: set snapshot: %w", err)
+	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now(), routes: tr.compiled.status})
+	s.negMu.Lock()
+	for _, typ := range typeOrder {
+		ch, ok := changes[typ]
+		if !ok {
+			continue
+		}
+		update, remove := ch[0].(map[string]types.Resource), ch[1].([]string)
+		if typ == resource.RouteType {
+			for name := range update {
+				delete(s.negatives, name) // an address that has a service now
+			}
+		}
+		if err := s.caches[typ].UpdateResources(update, remove); err != nil {
+			s.negMu.Unlock()
+			return fmt.Errorf("xds: update %s: %w", shortType(typ), err)
+		}
 	}
+	s.indexes = indexes
+	s.collectNegativesLocked()
+	s.negMu.Unlock()
+	s.readyOnce.Do(func() { close(s.ready) })
+
+	routes := tr.compiled.status
 	if m := s.opts.Metrics; m != nil {
 		m.SnapshotVersion.Set(float64(snap.Version))
 		m.Services.Set(float64(len(snap.Services)))
@@ -168,12 +321,12 @@ func (s *Server) applyLocked() error {
 	if s.opts.OnRouteStatus != nil {
 		s.opts.OnRouteStatus(routes)
 	}
-	var prevRoutes []RouteStatus
+	var prevStatus []RouteStatus
 	if prev != nil {
-		prevRoutes = prev.routes
+		prevStatus = prev.routes
 	}
 	for _, rs := range routes {
-		if i := slices.IndexFunc(prevRoutes, func(p RouteStatus) bool { return p.Key() == rs.Key() }); i >= 0 && reflect.DeepEqual(prevRoutes[i], rs) {
+		if i := slices.IndexFunc(prevStatus, func(p RouteStatus) bool { return p.Key() == rs.Key() }); i >= 0 && reflect.DeepEqual(prevStatus[i], rs) {
 			continue // reported when it changed
 		}
 		for _, ps := range rs.Parents {
@@ -184,30 +337,65 @@ func (s *Server) applyLocked() error {
 		}
 	}
 	s.opts.Logger.Info("xds snapshot applied", "version", snap.Version, "services", len(snap.Services), "routes", len(snap.Routes),
-		"clusters", versions[resource.ClusterType], "endpoints", versions[resource.EndpointType])
+		"full", full, "changed_types", len(changes))
 	return nil
 }
 
-// hashResources names the content of a resource list: equal lists give
-// equal versions, across restarts too.
-func hashResources(items []cachetypes.Resource) (string, error) {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for _, r := range items {
-		var err error
-		buf, err = opts.MarshalAppend(buf[:0], r)
-		if err != nil {
-			return "", err
+// negative puts an empty index for each address index name a proxy
+// subscribes to that no service has, so that the proxy hears "nothing
+// here" at once rather than waiting out its timeout. They are bounded
+// (maxNegatives) and dropped once nobody watches them.
+func (s *Server) negative(names []string) {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	for _, name := range names {
+		if _, ok := xdsclient.ParseAddressIndexName(name); !ok {
+			continue
 		}
-		var n [8]byte
-		for i := range n {
-			n[i] = byte(len(buf) >> (8 * i))
+		if _, ok := s.indexes[name]; ok {
+			continue
 		}
-		h.Write(n[:])
-		h.Write(buf)
+		if _, ok := s.negatives[name]; ok {
+			continue
+		}
+		if len(s.negatives) >= maxNegatives {
+			s.collectNegativesLocked()
+			if len(s.negatives) >= maxNegatives {
+				return // the proxy waits out its timeout
+			}
+		}
+		s.negatives[name] = struct{}{}
+		_ = s.caches[resource.RouteType].UpdateResource(name, xdsclient.AddressIndex(name, nil)) // not nil: cannot fail
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+// collectNegativesLocked drops the empty indexes no stream watches.
+// Dropping one a proxy still holds is harmless: it hears the index
+// removed, which means the same.
+func (s *Server) collectNegativesLocked() {
+	c := s.caches[resource.RouteType]
+	var drop []string
+	for name := range s.negatives {
+		if c.NumWatches(name) == 0 {
+			drop = append(drop, name)
+		}
+	}
+	for _, name := range drop {
+		delete(s.negatives, name)
+	}
+	if len(drop) > 0 {
+		_ = c.UpdateResources(nil, drop) // cannot fail
+	}
+}
+
+// wait blocks until the first Apply; false when the server stops first.
+func (s *Server) wait() bool {
+	select {
+	case <-s.ready:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
 }
 
 // Serve answers xDS on lis until ctx is done, then stops gracefully within
@@ -265,13 +453,6 @@ func (s *Server) Close() error {
 	s.cancel()
 	return nil
 }
-
-// groupHash maps every node to nodeGroup.
-type groupHash struct{}
-
-func (groupHash) ID(*corev3.Node) string { return nodeGroup }
-
-var _ cachev3.NodeHash = groupHash{}
 
 // cacheLogger adapts slog to go-control-plane's logger; its chatter goes
 // to debug. A message is formatted only when its level is on: the cache

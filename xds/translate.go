@@ -69,6 +69,30 @@ func Translate(services []discovery.Service, sec *Security) (Resources, error) {
 // says); the others one route to their own cluster. It also returns what
 // it made of each route, for the routes' status.
 func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec *Security) (Resources, []RouteStatus, error) {
+	t := newTranslator(services, routes, sec)
+	out := t.common()
+	for i := range services {
+		res, err := t.service(&services[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		for typ, items := range res {
+			out[typ] = append(out[typ], items...)
+		}
+	}
+	out[resource.RouteType] = append(out[resource.RouteType], addressIndexes(services)...)
+	return out, t.compiled.status, nil
+}
+
+// translator translates the services of one snapshot one at a time, so
+// that the server translates again only the services that changed.
+type translator struct {
+	sec      *Security
+	td       string // the trust domain, defaulted
+	compiled routeSet
+}
+
+func newTranslator(services []discovery.Service, routes []discovery.Route, sec *Security) *translator {
 	if sec == nil {
 		sec = &Security{}
 	}
@@ -76,52 +100,60 @@ func TranslateRoutes(services []discovery.Service, routes []discovery.Route, sec
 	if td == "" {
 		td = "cluster.local"
 	}
+	return &translator{sec: sec, td: td, compiled: compileRoutes(services, routes)}
+}
+
+// common are the resources of no service: the mesh's default modes (and
+// their empty load assignment) and the trust bundle.
+func (t *translator) common() Resources {
 	out := Resources{
 		resource.ListenerType: nil,
 		resource.RouteType:    nil,
-		resource.ClusterType:  nil,
-		resource.EndpointType: nil,
+		// Its empty load assignment is for sidecars of releases before it
+		// that take it for a service and wait for its endpoints.
+		resource.ClusterType:  {buildMeshDefaults(t.sec.MTLS)},
+		resource.EndpointType: {&endpointv3.ClusterLoadAssignment{ClusterName: xdsclient.MeshDefaultsCluster}},
 		resource.SecretType:   nil,
 	}
-	compiled := compileRoutes(services, routes)
-	out[resource.ClusterType] = append(out[resource.ClusterType], buildMeshDefaults(sec.MTLS))
-	// Its empty load assignment, for sidecars of releases before it that
-	// take it for a service and wait for its endpoints.
-	out[resource.EndpointType] = append(out[resource.EndpointType], &endpointv3.ClusterLoadAssignment{ClusterName: xdsclient.MeshDefaultsCluster})
-	if len(sec.RootCAs) > 0 {
+	if len(t.sec.RootCAs) > 0 {
 		out[resource.SecretType] = append(out[resource.SecretType], &tlsv3.Secret{
 			Name: xdsclient.RootCAName,
 			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.RootCAs}},
+				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: t.sec.RootCAs}},
 			}},
 		})
 	}
-	for i := range services {
-		s := &services[i]
-		rbac, err := authz.ForService(sec.Authorization, s.Namespace, s.Name, td)
-		if err != nil {
-			return nil, nil, fmt.Errorf("xds: translate %s: authorization: %w", s.Key(), err)
-		}
-		for _, p := range s.Ports {
-			lis, err := buildListener(s, p)
-			if err != nil {
-				return nil, nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
-			}
-			c, err := buildCluster(s, p, sec.MTLS.For(s.Namespace, s.Name))
-			if err != nil {
-				return nil, nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
-			}
-			rc, err := buildRoute(s, p, rbac, compiled.byListener[ListenerName(s, p)])
-			if err != nil {
-				return nil, nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
-			}
-			out[resource.ListenerType] = append(out[resource.ListenerType], lis)
-			out[resource.RouteType] = append(out[resource.RouteType], rc)
-			out[resource.ClusterType] = append(out[resource.ClusterType], c)
-			out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p, td))
-		}
+	return out
+}
+
+// service builds a service's resources: per port a Listener (API
+// listener), a RouteConfiguration, a Cluster (EDS) and a
+// ClusterLoadAssignment.
+func (t *translator) service(s *discovery.Service) (Resources, error) {
+	rbac, err := authz.ForService(t.sec.Authorization, s.Namespace, s.Name, t.td)
+	if err != nil {
+		return nil, fmt.Errorf("xds: translate %s: authorization: %w", s.Key(), err)
 	}
-	return out, compiled.status, nil
+	out := make(Resources, 4)
+	for _, p := range s.Ports {
+		lis, err := buildListener(s, p)
+		if err != nil {
+			return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+		}
+		c, err := buildCluster(s, p, t.sec.MTLS.For(s.Namespace, s.Name))
+		if err != nil {
+			return nil, fmt.Errorf("xds: translate %s: %w", ClusterName(s, p), err)
+		}
+		rc, err := buildRoute(s, p, rbac, t.compiled.byListener[ListenerName(s, p)])
+		if err != nil {
+			return nil, fmt.Errorf("xds: translate %s: %w", ListenerName(s, p), err)
+		}
+		out[resource.ListenerType] = append(out[resource.ListenerType], lis)
+		out[resource.RouteType] = append(out[resource.RouteType], rc)
+		out[resource.ClusterType] = append(out[resource.ClusterType], c)
+		out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(s, p, t.td))
+	}
+	return out, nil
 }
 
 func adsSource() *corev3.ConfigSource {

@@ -1,5 +1,10 @@
 package xdsclient
 
+import (
+	"net/netip"
+	"strings"
+)
+
 // The names below are the contract between the control plane's
 // translator (package xds), which writes them, and the sidecar, which
 // reads them. They live on the sidecar's side so that it needs nothing
@@ -52,3 +57,34 @@ const (
 	MTLSPermissive = "PERMISSIVE"
 	MTLSStrict     = "STRICT"
 )
+
+// AddressIndexPrefix starts the name of an address's index, the route
+// configuration AddressIndexPrefix+IP (AddressIndexName). Its MetadataKey
+// metadata lists under "clusters" the clusters whose service has IP as
+// its VIP or as an endpoint address. An on-demand sidecar subscribes to
+// the index of an address on the first connection to it, and to its own
+// pod's addresses at start, then follows the clusters it names to their
+// routes and endpoints. Envoy and grpc-go never ask for it (they name the
+// route configurations their listeners name); an index of no cluster
+// means the control plane knows nothing at that address.
+const AddressIndexPrefix = "tender.dev|addr|"
+
+// AddressIndexName names the index of ip.
+func AddressIndexName(ip netip.Addr) string { return AddressIndexPrefix + ip.Unmap().String() }
+
+// ParseAddressIndexName returns the address an index name names.
+func ParseAddressIndexName(name string) (netip.Addr, bool) {
+	rest, ok := strings.CutPrefix(name, AddressIndexPrefix)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(rest)
+	if err != nil || ip.Zone() != "" || ip != ip.Unmap() {
+		return netip.Addr{}, false
+	}
+	return ip, true
+}
+
+// indexClustersKey is the key, in an index's MetadataKey metadata, of
+// the list of cluster names.
+const indexClustersKey = "clusters"
