@@ -35,6 +35,13 @@ type Options struct {
 	Logger *slog.Logger
 	// DetectTimeout bounds protocol sniffing; default 100 ms.
 	DetectTimeout time.Duration
+	// OnDemand, if set, is asked about an outbound destination the table
+	// does not know before it is taken as unknown: it may fetch the
+	// destination's config (xdsclient.Client.Resolve), waiting at most
+	// OnDemandTimeout (default 5 s). It hears of every outbound
+	// connection to a known destination (Used).
+	OnDemand        Resolver
+	OnDemandTimeout time.Duration
 	// RegistryOnly refuses outbound connections to unknown destinations
 	// instead of passing them through.
 	RegistryOnly bool
@@ -199,7 +206,7 @@ func New(opts Options) *Proxy {
 // requests are checked one by one.
 func (p *Proxy) SetTable(t *Table) {
 	lt := *t // the caller's table stays as it was; the maps are shared, read-only
-	lt.Localize(p.opts.Self.Namespace, localAddrs())
+	lt.Localize(p.opts.Self.Namespace, LocalAddrs())
 	if lt.defaults == nil && p.opts.MTLS == nil {
 		// No defaults (a control plane of an earlier release) and no
 		// mutual TLS to ask for: STRICT could only refuse everything.
@@ -297,6 +304,31 @@ type sniffedConn struct {
 
 func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
 
+// Resolver fetches the config of destinations on demand.
+type Resolver interface {
+	// Resolve returns true once ip's config is in the table, false when
+	// nothing is known at ip or ctx ended first.
+	Resolve(ctx context.Context, ip netip.Addr) bool
+	// Used notes a connection to ip.
+	Used(ip netip.Addr)
+}
+
+// resolve asks OnDemand about ip within OnDemandTimeout.
+func (p *Proxy) resolve(ip netip.Addr) bool {
+	timeout := p.opts.OnDemandTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	ok := p.opts.OnDemand.Resolve(ctx, ip)
+	if d := time.Since(start); d > time.Millisecond {
+		p.opts.Logger.Debug("on-demand config", "addr", ip, "found", ok, "waited", d)
+	}
+	return ok
+}
+
 // handle routes one accepted connection; it calls p.handoff.Done once the
 // connection is owned by an HTTP server or registered as TCP.
 func (p *Proxy) handle(c net.Conn, d Direction) {
@@ -330,6 +362,13 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	switch d {
 	case Outbound:
 		cl = t.ByVIP[dst]
+		if od := p.opts.OnDemand; od != nil {
+			if _, meshed := t.MeshedAddrs[dst]; cl == nil && !meshed && p.resolve(dst.Addr()) {
+				t = p.table.Load()
+				cl = t.ByVIP[dst]
+			}
+			od.Used(dst.Addr())
+		}
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)
@@ -583,8 +622,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// localAddrs lists this host's (pod's) addresses, loopback aside.
-func localAddrs() []netip.Addr {
+// LocalAddrs lists this host's (pod's) addresses, loopback aside.
+func LocalAddrs() []netip.Addr {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil
@@ -611,7 +650,7 @@ func (p *Proxy) isLocal(a netip.Addr) bool {
 	if l := p.local.Load(); l != nil && (slices.Contains(l.addrs, a) || time.Since(l.read) < time.Second) {
 		return slices.Contains(l.addrs, a)
 	}
-	l := &localSet{addrs: localAddrs(), read: time.Now()}
+	l := &localSet{addrs: LocalAddrs(), read: time.Now()}
 	p.local.Store(l)
 	return slices.Contains(l.addrs, a)
 }

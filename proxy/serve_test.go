@@ -257,7 +257,7 @@ func TestStrictReachesOpenConnections(t *testing.T) {
 func TestInboundTarget(t *testing.T) {
 	p := New(Options{})
 	defer p.Shutdown(t.Context())
-	local := localAddrs()
+	local := LocalAddrs()
 	if len(local) == 0 {
 		local = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	}

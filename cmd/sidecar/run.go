@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,10 @@ type runConfig struct {
 	AccessLog      string
 	OutboundPolicy string
 	InboundDeliver string
+	XDSMode        string
+	OnDemandWait   time.Duration
+	OnDemandIdle   time.Duration
+	Preload        []string
 	DrainTimeout   time.Duration
 	ShutdownDelay  time.Duration
 	DetectTimeout  time.Duration
@@ -106,6 +111,10 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	fs.StringVar(&c.AccessLog, "access-log", "off", "access log on stdout: off, json or text")
 	fs.StringVar(&c.InboundDeliver, "inbound-deliver", envOr("TENDER_INBOUND_DELIVER", "pod-ip"), "where inbound traffic goes: pod-ip (the pod address it was sent to; apps bound to loopback only are unreachable from the network) or loopback (127.0.0.1, the old way; env TENDER_INBOUND_DELIVER)")
 	fs.StringVar(&c.OutboundPolicy, "outbound-policy", "allow-any", "unknown outbound destinations: allow-any (pass through) or registry-only (refuse)")
+	fs.StringVar(&c.XDSMode, "xds-mode", envOr("TENDER_XDS_MODE", "on-demand"), "what the sidecar subscribes to: on-demand (a destination's config on the first connection to it, its own pod's at start; memory follows what the pod calls, not the mesh) or wildcard (every cluster, as Envoy; env TENDER_XDS_MODE)")
+	fs.DurationVar(&c.OnDemandWait, "on-demand-timeout", 5*time.Second, "on demand: how long the first connection to a destination waits for its config before it is taken as unknown")
+	fs.DurationVar(&c.OnDemandIdle, "on-demand-idle", 30*time.Minute, "on demand: drop the config of a destination no connection used this long (0: never)")
+	preload := fs.String("preload", envOr("TENDER_PRELOAD", ""), "on demand: services to subscribe to at start, for destinations whose first request must not wait: comma-separated HOST:PORT, the service's host name (greeter.default.svc.cluster.local:8080; env TENDER_PRELOAD)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving (not ready) this long before draining: the app of a classic (non-native) sidecar may still call out while it stops (the injector sets 5s there)")
 	fs.DurationVar(&c.DetectTimeout, "detect-timeout", 100*time.Millisecond, "how long to wait for a client's first bytes before treating it as opaque TCP")
@@ -155,6 +164,19 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	if c.XDSMode != "on-demand" && c.XDSMode != "wildcard" {
+		return nil, fmt.Errorf("--xds-mode %q: want on-demand or wildcard", c.XDSMode)
+	}
+	if c.OnDemandWait <= 0 {
+		return nil, fmt.Errorf("--on-demand-timeout must be positive, got %s", c.OnDemandWait)
+	}
+	if c.OnDemandIdle < 0 {
+		return nil, fmt.Errorf("--on-demand-idle must not be negative, got %s", c.OnDemandIdle)
+	}
+	var err error
+	if c.Preload, err = parsePreload(*preload); err != nil {
+		return nil, err
+	}
 	if c.InboundDeliver != "pod-ip" && c.InboundDeliver != "loopback" {
 		return nil, fmt.Errorf("--inbound-deliver %q: want pod-ip or loopback", c.InboundDeliver)
 	}
@@ -186,6 +208,61 @@ func parseRunFlags(args []string) (*runConfig, error) {
 		c.NodeID = c.PodName + "." + c.PodNamespace
 	}
 	return c, nil
+}
+
+// onDemandRef is the proxy's resolver: the xDS client, made after the
+// proxy and set before any connection is accepted.
+type onDemandRef struct{ c *xdsclient.Client }
+
+func (o *onDemandRef) Resolve(ctx context.Context, ip netip.Addr) bool { return o.c.Resolve(ctx, ip) }
+func (o *onDemandRef) Used(ip netip.Addr)                              { o.c.Used(ip) }
+
+// ownAddrs are the pod's addresses an on-demand client subscribes to at
+// start: those of the network, not loopback or link-local.
+func ownAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range proxy.LocalAddrs() {
+		if !a.IsLinkLocalUnicast() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// parsePreload reads --preload: comma-separated HOST:PORT.
+func parsePreload(v string) ([]string, error) {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(e)
+		n, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || n == 0 || !validHost(host) {
+			return nil, fmt.Errorf("--preload %.80q: want HOST:PORT, a service's host name and port (greeter.default.svc.cluster.local:8080)", e)
+		}
+		out = append(out, strings.ToLower(host)+":"+strconv.FormatUint(n, 10))
+	}
+	return out, nil
+}
+
+// validHost reports whether h is a DNS name.
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // podHash matches the suffixes a Deployment adds to its pods' names:
@@ -275,7 +352,8 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		defer ident.Close() //nolint:errcheck // shutting down
 		meshTLS = ident
 	}
-	px := proxy.New(proxy.Options{
+	od := &onDemandRef{}
+	popts := proxy.Options{
 		MTLS:           meshTLS,
 		Security:       secMetrics,
 		Resilience:     resilience,
@@ -291,7 +369,11 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		Self:           self,
 		Interceptors:   chain,
 		TCPObservers:   observers,
-	})
+	}
+	if c.XDSMode == "on-demand" {
+		popts.OnDemand, popts.OnDemandTimeout = od, c.OnDemandWait
+	}
+	px := proxy.New(popts)
 	var ready, connected atomic.Bool
 	md, err := structpb.NewStruct(map[string]any{
 		"POD_NAME": c.PodName, "POD_NAMESPACE": c.PodNamespace, "SERVICE_ACCOUNT": c.ServiceAccount,
@@ -312,7 +394,11 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			Id: c.NodeID, Cluster: c.PodNamespace, Metadata: md,
 			Locality: &corev3.Locality{Region: c.Locality.Region, Zone: c.Locality.Zone, SubZone: c.Locality.SubZone},
 		},
-		Logger: logger.With("component", "xds"),
+		Logger:   logger.With("component", "xds"),
+		OnDemand: c.XDSMode == "on-demand",
+		Own:      ownAddrs(),
+		Preload:  c.Preload,
+		Idle:     c.OnDemandIdle,
 		OnState: func(up bool) {
 			connected.Store(up)
 			health.XDSConnected.Set(map[bool]float64{false: 0, true: 1}[up])
@@ -351,6 +437,8 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			return nil
 		},
 	})
+
+	od.c = client
 
 	var lc net.ListenConfig
 	outLis, err := lc.Listen(ctx, "tcp", c.OutboundAddr)

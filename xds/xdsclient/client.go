@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -35,15 +39,51 @@ type Options struct {
 	Logger *slog.Logger
 	// OnState, if set, hears whether the stream is up.
 	OnState func(connected bool)
+
+	// OnDemand subscribes to what the pod uses rather than to the whole
+	// mesh: the index of each address it connects to (Resolve), of its
+	// own addresses (Own) and the route configurations in Preload, and
+	// what they name. Without it the client subscribes to every cluster.
+	OnDemand bool
+	// Own are the pod's addresses: their services' modes and policies
+	// apply inbound, so an on-demand client subscribes to them at start
+	// and the config is not complete before they came.
+	Own []netip.Addr
+	// Preload names route configurations (HOST:PORT, a service's host
+	// name and port) an on-demand client subscribes to at start.
+	Preload []string
+	// Idle drops the subscription of an address no connection used for
+	// that long (not Own's); 0: never.
+	Idle time.Duration
 }
 
-// Client is a sidecar's delta ADS client: it subscribes to every cluster
-// and to the load assignments of those clusters, ACKs what Apply accepts,
-// NACKs what it rejects, and reconnects with jittered backoff. Losing the
-// control plane keeps the last config.
+// maxAddrs bounds the addresses an on-demand client holds: beyond it a
+// new address is taken as unknown without asking.
+const maxAddrs = 1 << 14
+
+// Client is a sidecar's delta ADS client. It subscribes to every cluster,
+// or on demand to the addresses the pod uses, and follows what it gets to
+// the route configurations and load assignments it needs; ACKs what Apply
+// accepts, NACKs what it rejects, and reconnects with jittered backoff.
+// Losing the control plane keeps the last config and subscriptions.
 type Client struct {
 	opts    Options
 	current atomic.Pointer[Config]
+
+	mu    sync.RWMutex // guards addrs
+	addrs map[netip.Addr]*addrSub
+	kick  chan struct{} // a new address to subscribe to
+}
+
+// addrSub is an on-demand subscription to an address's index.
+type addrSub struct {
+	own  bool
+	used atomic.Int64 // unix nanoseconds of the last connection
+	done chan struct{}
+	// found is set, and done closed, once the index and what it names
+	// were applied (true) or the control plane said it knows nothing
+	// there (false); guarded by Client.mu until done.
+	found bool
 }
 
 // New returns a Client; Run connects it.
@@ -51,13 +91,81 @@ func New(opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{opts: opts}
-	c.current.Store(emptyConfig())
+	c := &Client{opts: opts, addrs: map[netip.Addr]*addrSub{}, kick: make(chan struct{}, 1)}
+	if opts.OnDemand {
+		for _, a := range opts.Own {
+			c.addrs[a.Unmap()] = &addrSub{own: true, done: make(chan struct{})}
+		}
+	}
+	cfg := emptyConfig()
+	cfg.Unresolved = len(c.addrs)
+	c.current.Store(cfg)
 	return c
 }
 
 // Current returns the applied config.
 func (c *Client) Current() *Config { return c.current.Load() }
+
+// Resolve subscribes an on-demand client to ip's index on the first call
+// for it and waits until the control plane answered: true once ip's
+// services are in the applied config (and so in the sidecar's table),
+// false when no service has ip, when ctx ends first, or without OnDemand.
+// Later calls for ip return at once.
+func (c *Client) Resolve(ctx context.Context, ip netip.Addr) bool {
+	if !c.opts.OnDemand {
+		return false
+	}
+	ip = ip.Unmap()
+	c.mu.RLock()
+	a := c.addrs[ip]
+	c.mu.RUnlock()
+	if a == nil {
+		c.mu.Lock()
+		if a = c.addrs[ip]; a == nil {
+			if len(c.addrs) >= maxAddrs {
+				c.mu.Unlock()
+				return false
+			}
+			a = &addrSub{done: make(chan struct{})}
+			c.addrs[ip] = a
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		}
+		c.mu.Unlock()
+	}
+	a.used.Store(time.Now().UnixNano())
+	select {
+	case <-a.done:
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		return a.found
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Used notes a connection to ip, which keeps its subscription.
+func (c *Client) Used(ip netip.Addr) {
+	if !c.opts.OnDemand {
+		return
+	}
+	c.mu.RLock()
+	a := c.addrs[ip.Unmap()]
+	c.mu.RUnlock()
+	if a != nil {
+		a.used.Store(time.Now().UnixNano())
+	}
+}
+
+// Addresses returns how many addresses an on-demand client is subscribed
+// to.
+func (c *Client) Addresses() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.addrs)
+}
 
 // Run keeps a stream to the control plane until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
@@ -112,94 +220,443 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	if err != nil {
 		return err
 	}
+	s := &session{c: c, st: st, subs: map[string]map[string]bool{}, gone: map[string]bool{}}
 	cur := c.current.Load()
 	// Tell a (possibly restarted) control plane what we have, so it sends
 	// only what changed.
-	first := &discoveryv3.DeltaDiscoveryRequest{
-		Node: c.opts.Node, TypeUrl: ClusterType,
-		InitialResourceVersions: clusterVersions(cur),
-	}
-	if err := st.Send(first); err != nil {
-		return err
-	}
-	// Every route configuration (wildcard), for the services' resilience.
-	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
-		TypeUrl: RouteType, InitialResourceVersions: versionsOf(cur.Routes),
-	}); err != nil {
-		return err
+	if !c.opts.OnDemand {
+		if err := s.send(&discoveryv3.DeltaDiscoveryRequest{
+			TypeUrl: ClusterType, InitialResourceVersions: clusterVersions(cur),
+		}); err != nil {
+			return err
+		}
 	}
 	// The trust bundle, to verify peers with as it changes (root rotation).
-	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
+	if err := s.send(&discoveryv3.DeltaDiscoveryRequest{
 		TypeUrl: SecretType, ResourceNamesSubscribe: []string{RootCAName},
 		InitialResourceVersions: versionsOf(cur.Secrets),
 	}); err != nil {
 		return err
 	}
-	subscribed := map[string]bool{}
-	if len(cur.Clusters) > 0 {
-		names := sortedKeys(cur.Clusters)
-		for _, n := range names {
-			subscribed[n] = true
+	s.subs[SecretType] = map[string]bool{RootCAName: true}
+	if err := s.sync(cur); err != nil {
+		return err
+	}
+
+	type recv struct {
+		resp *discoveryv3.DeltaDiscoveryResponse
+		err  error
+	}
+	recvc := make(chan recv)
+	go func() {
+		for {
+			resp, err := st.Recv()
+			select {
+			case recvc <- recv{resp, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
-			TypeUrl: EndpointType, ResourceNamesSubscribe: names,
-			InitialResourceVersions: versionsOf(cur.Endpoints),
-		}); err != nil {
-			return err
-		}
+	}()
+	var tick <-chan time.Time
+	if c.opts.OnDemand && c.opts.Idle > 0 {
+		t := time.NewTicker(min(max(c.opts.Idle/4, 100*time.Millisecond), time.Minute))
+		defer t.Stop()
+		tick = t.C
 	}
 	for {
-		resp, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		if c.opts.OnState != nil {
-			c.opts.OnState(true)
-		}
-		next, err := merge(c.current.Load(), resp)
-		if err == nil {
-			err = c.opts.Apply(next)
-		}
-		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
-		if err != nil {
-			c.opts.Logger.Warn("config rejected (NACK)", "type", resp.GetTypeUrl(), "version", resp.GetSystemVersionInfo(), "err", err)
-			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-			if err := st.Send(ack); err != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.kick:
+			if err := s.sync(c.current.Load()); err != nil {
 				return err
 			}
-			continue
-		}
-		c.current.Store(next)
-		if err := st.Send(ack); err != nil {
-			return err
-		}
-		if resp.GetTypeUrl() != ClusterType {
-			continue
-		}
-		// Follow the cluster set with the endpoint subscription.
-		var sub, unsub []string
-		for name := range next.Clusters {
-			if !subscribed[name] {
-				sub = append(sub, name)
-				subscribed[name] = true
+		case <-tick:
+			if !c.expire() {
+				continue
 			}
-		}
-		for name := range subscribed {
-			if _, ok := next.Clusters[name]; !ok {
-				unsub = append(unsub, name)
-				delete(subscribed, name)
+			cur := c.current.Load()
+			if next := c.prune(cur); next != cur {
+				if err := c.opts.Apply(next); err != nil {
+					c.opts.Logger.Warn("dropping idle subscriptions", "err", err)
+				} else {
+					c.current.Store(next)
+				}
 			}
-		}
-		if len(sub)+len(unsub) > 0 {
-			slices.Sort(sub)
-			slices.Sort(unsub)
-			if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{
-				TypeUrl: EndpointType, ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub,
-			}); err != nil {
+			if err := s.sync(c.current.Load()); err != nil {
+				return err
+			}
+		case r := <-recvc:
+			if r.err != nil {
+				return r.err
+			}
+			if err := s.receive(r.resp); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// session is one stream's state: what it subscribed to, by type, and the
+// indexes the control plane removed (no service at that address).
+type session struct {
+	c    *Client
+	st   discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	subs map[string]map[string]bool
+	gone map[string]bool
+	sent bool // the node was sent
+}
+
+func (s *session) send(req *discoveryv3.DeltaDiscoveryRequest) error {
+	if !s.sent {
+		req.Node, s.sent = s.c.opts.Node, true
+	}
+	return s.st.Send(req)
+}
+
+// receive applies a response, acknowledges it and follows it with the
+// subscriptions it calls for.
+func (s *session) receive(resp *discoveryv3.DeltaDiscoveryResponse) error {
+	c := s.c
+	if c.opts.OnState != nil {
+		c.opts.OnState(true)
+	}
+	next, err := merge(c.current.Load(), resp)
+	if err == nil {
+		err = checkIndexes(next, resp)
+	}
+	if err == nil {
+		next = c.prune(next)
+		next.Unresolved = c.unresolvedOwn(next, s.gone, resp)
+		err = c.opts.Apply(next)
+	}
+	ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+	if err != nil {
+		c.opts.Logger.Warn("config rejected (NACK)", "type", resp.GetTypeUrl(), "version", resp.GetSystemVersionInfo(), "err", err)
+		ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		return s.send(ack)
+	}
+	if resp.GetTypeUrl() == RouteType {
+		for _, name := range resp.GetRemovedResources() {
+			s.gone[name] = true
+		}
+		for _, r := range resp.GetResources() {
+			delete(s.gone, r.GetName())
+		}
+	}
+	c.current.Store(next)
+	if err := s.send(ack); err != nil {
+		return err
+	}
+	c.settle(next, s.gone)
+	return s.sync(next)
+}
+
+// sync subscribes to what cfg and the client's addresses call for and
+// unsubscribes from what they no longer do.
+func (s *session) sync(cfg *Config) error {
+	want := s.c.wanted(cfg)
+	for _, typ := range []string{ClusterType, RouteType, EndpointType} {
+		w, ok := want[typ]
+		if !ok {
+			continue // wildcard
+		}
+		have := s.subs[typ]
+		first := have == nil
+		if first {
+			have = map[string]bool{}
+			s.subs[typ] = have
+		}
+		var sub, unsub []string
+		for name := range w {
+			if !have[name] {
+				sub = append(sub, name)
+				have[name] = true
+			}
+		}
+		for name := range have {
+			if !w[name] {
+				unsub = append(unsub, name)
+				delete(have, name)
+				delete(s.gone, name)
+			}
+		}
+		if len(sub)+len(unsub) == 0 && !first {
+			continue
+		}
+		if len(sub)+len(unsub) == 0 {
+			continue // nothing to ask for yet
+		}
+		slices.Sort(sub)
+		slices.Sort(unsub)
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub}
+		if first {
+			req.InitialResourceVersions = heldVersions(cfg, typ, sub)
+		}
+		if err := s.send(req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// heldVersions are placeholder versions of the names the client holds:
+// the server compares them with its own and resends what differs.
+func heldVersions(cfg *Config, typ string, names []string) map[string]string {
+	out := map[string]string{}
+	for _, n := range names {
+		var ok bool
+		switch typ {
+		case ClusterType:
+			_, ok = cfg.Clusters[n]
+			ok = ok || (n == MeshDefaultsCluster && cfg.Defaults != nil)
+		case RouteType:
+			_, ok = cfg.Routes[n]
+		case EndpointType:
+			_, ok = cfg.Endpoints[n]
+		}
+		if ok {
+			out[n] = "known"
+		}
+	}
+	return out
+}
+
+// wanted returns, per type, the names the client must subscribe to for
+// cfg; a type it subscribes to as a wildcard is absent.
+func (c *Client) wanted(cfg *Config) map[string]map[string]bool {
+	clusters, routes := map[string]bool{}, map[string]bool{}
+	if c.opts.OnDemand {
+		clusters[MeshDefaultsCluster] = true
+		c.mu.RLock()
+		for ip := range c.addrs {
+			name := AddressIndexName(ip)
+			routes[name] = true
+			if rc := cfg.Routes[name]; rc != nil {
+				names, _ := IndexClusters(rc) // checked when it came
+				for _, n := range names {
+					clusters[n] = true
+				}
+			}
+		}
+		c.mu.RUnlock()
+		for _, p := range c.opts.Preload {
+			routes[p] = true
+		}
+	} else {
+		for n := range cfg.Clusters {
+			clusters[n] = true
+		}
+	}
+	// Follow clusters to their route configurations and those to the
+	// clusters they send to, until nothing new.
+	for grown := true; grown; {
+		grown = false
+		for n := range clusters {
+			if r := RouteNameOf(cfg.Clusters[n]); r != "" && !routes[r] {
+				routes[r], grown = true, true
+			}
+		}
+		for r := range routes {
+			for _, n := range routeClusters(cfg.Routes[r]) {
+				if !clusters[n] && (c.opts.OnDemand || cfg.Clusters[n] != nil) {
+					clusters[n], grown = true, true
+				}
+			}
+		}
+	}
+	endpoints := make(map[string]bool, len(clusters))
+	for n := range clusters {
+		if n != MeshDefaultsCluster {
+			endpoints[n] = true
+		}
+	}
+	out := map[string]map[string]bool{RouteType: routes, EndpointType: endpoints}
+	if c.opts.OnDemand {
+		out[ClusterType] = clusters
+	}
+	return out
+}
+
+// routeClusters lists the clusters a route configuration sends to.
+func routeClusters(rc *routev3.RouteConfiguration) []string {
+	if rc == nil {
+		return nil
+	}
+	var out []string
+	for _, vh := range rc.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			a := r.GetRoute()
+			if n := a.GetCluster(); n != "" {
+				out = append(out, n)
+			}
+			for _, w := range a.GetWeightedClusters().GetClusters() {
+				out = append(out, w.GetName())
+			}
+			for _, m := range a.GetRequestMirrorPolicies() {
+				out = append(out, m.GetCluster())
+			}
+		}
+	}
+	return out
+}
+
+// prune drops from cfg what the client no longer subscribes to (an
+// unsubscribed resource is the client's to forget).
+func (c *Client) prune(cfg *Config) *Config {
+	want := c.wanted(cfg)
+	drop := func(typ string, names []string) bool {
+		w := want[typ]
+		for _, n := range names {
+			if !w[n] {
+				return true
+			}
+		}
+		return false
+	}
+	routes, endpoints := sortedKeys(cfg.Routes), sortedKeys(cfg.Endpoints)
+	clusters := sortedKeys(cfg.Clusters)
+	_, odClusters := want[ClusterType]
+	if !drop(RouteType, routes) && !drop(EndpointType, endpoints) && (!odClusters || !drop(ClusterType, clusters)) {
+		return cfg
+	}
+	next := *cfg
+	keep := func(typ string) func(string) bool {
+		return func(n string) bool { return want[typ][n] }
+	}
+	next.Routes = filterMap(cfg.Routes, keep(RouteType))
+	next.Endpoints = filterMap(cfg.Endpoints, keep(EndpointType))
+	if odClusters {
+		next.Clusters = filterMap(cfg.Clusters, keep(ClusterType))
+	}
+	return &next
+}
+
+func filterMap[V any](m map[string]V, keep func(string) bool) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		if keep(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// settle closes the wait of every address whose answer cfg holds: its
+// index and everything the index leads to, or the word that nothing is
+// there.
+func (c *Client) settle(cfg *Config, gone map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ip, a := range c.addrs {
+		select {
+		case <-a.done:
+			continue
+		default:
+		}
+		if found, ok := answered(cfg, gone, ip); ok {
+			a.found = found
+			close(a.done)
+		}
+	}
+}
+
+// unresolvedOwn counts the pod's own addresses cfg holds no answer for
+// (the response being applied included).
+func (c *Client) unresolvedOwn(cfg *Config, gone map[string]bool, resp *discoveryv3.DeltaDiscoveryResponse) int {
+	g := gone
+	if resp.GetTypeUrl() == RouteType && len(resp.GetRemovedResources()) > 0 {
+		g = maps.Clone(gone)
+		for _, n := range resp.GetRemovedResources() {
+			g[n] = true
+		}
+	}
+	n := 0
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for ip, a := range c.addrs {
+		if _, ok := answered(cfg, g, ip); a.own && !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// answered reports whether cfg answers for ip, and whether anything is
+// there: the index, the clusters it names with their load assignments and
+// route configurations, and the clusters those send to.
+func answered(cfg *Config, gone map[string]bool, ip netip.Addr) (found, ok bool) {
+	name := AddressIndexName(ip)
+	rc := cfg.Routes[name]
+	if rc == nil {
+		return false, gone[name]
+	}
+	names, err := IndexClusters(rc)
+	if err != nil || len(names) == 0 {
+		return false, true
+	}
+	for len(names) > 0 {
+		n := names[0]
+		names = names[1:]
+		cl := cfg.Clusters[n]
+		if cl == nil || cfg.Endpoints[n] == nil {
+			return false, false
+		}
+		if r := RouteNameOf(cl); r != "" {
+			rt := cfg.Routes[r]
+			if rt == nil {
+				return false, false
+			}
+			for _, b := range routeClusters(rt) {
+				if cfg.Clusters[b] == nil || cfg.Endpoints[b] == nil {
+					return false, false
+				}
+			}
+		}
+	}
+	return true, true
+}
+
+// expire drops the addresses no connection used for Options.Idle; true
+// when it dropped any.
+func (c *Client) expire() bool {
+	cutoff := time.Now().Add(-c.opts.Idle).UnixNano()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	dropped := false
+	for ip, a := range c.addrs {
+		if !a.own && a.used.Load() < cutoff {
+			select {
+			case <-a.done:
+			default:
+				continue // still waited for
+			}
+			delete(c.addrs, ip)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// checkIndexes rejects a response carrying an address index that is
+// none.
+func checkIndexes(cfg *Config, resp *discoveryv3.DeltaDiscoveryResponse) error {
+	if resp.GetTypeUrl() != RouteType {
+		return nil
+	}
+	for _, r := range resp.GetResources() {
+		if _, ok := ParseAddressIndexName(r.GetName()); !ok {
+			continue
+		}
+		if _, err := IndexClusters(cfg.Routes[r.GetName()]); err != nil {
+			return fmt.Errorf("%w: %w", errBadResource, err)
+		}
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -23,6 +23,9 @@ type Config struct {
 	// no endpoints and routes nothing); nil when the control plane sent
 	// none.
 	Defaults *clusterv3.Cluster
+	// Unresolved counts the pod's own addresses an on-demand client has
+	// no answer for yet.
+	Unresolved int
 }
 
 // emptyConfig is the config before the first update.
@@ -36,10 +39,11 @@ func emptyConfig() *Config {
 	}
 }
 
-// Complete reports whether every cluster has its load assignment, and
-// every cluster of a service its route configuration.
+// Complete reports whether clusters came, every cluster has its load
+// assignment, every cluster of a service its route configuration, and
+// (on demand) the pod's own addresses their answer.
 func (c *Config) Complete() bool {
-	if c.Versions[ClusterType] == "" || c.Versions[RouteType] == "" {
+	if c.Versions[ClusterType] == "" || c.Unresolved > 0 {
 		return false
 	}
 	for name, cl := range c.Clusters {

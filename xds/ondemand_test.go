@@ -1,0 +1,176 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/xds/xdsclient"
+)
+
+// vsvc is svc with a VIP.
+func vsvc(name, vip string, addrs ...string) discovery.Service {
+	s := svc(name, addrs...)
+	s.VIP = netip.MustParseAddr(vip)
+	return s
+}
+
+// runOnDemand runs an on-demand client for a pod at own.
+func runOnDemand(t *testing.T, addr string, opts xdsclient.Options) (*xdsclient.Client, *atomic.Int64) {
+	t.Helper()
+	var applied atomic.Int64
+	opts.Addr, opts.Node, opts.OnDemand = addr, &corev3.Node{Id: "od-1"}, true
+	opts.Apply = func(*xdsclient.Config) error { applied.Add(1); return nil }
+	c := xdsclient.New(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, &applied
+}
+
+func clusterNames(cfg *xdsclient.Config) []string {
+	out := make([]string, 0, len(cfg.Clusters))
+	for n := range cfg.Clusters {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+const (
+	clA = "outbound|8080||a.default.svc.cluster.local"
+	clB = "outbound|8080||b.default.svc.cluster.local"
+)
+
+// TestOnDemand: an on-demand client holds its own pod's services and what
+// it connected to, nothing else; learns of an unknown address in one
+// round trip; gets the changes of what it holds and none of the rest;
+// drops what it stopped using.
+func TestOnDemand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var others []discovery.Service
+	for i := range 50 {
+		others = append(others, vsvc(fmt.Sprintf("other%d", i), fmt.Sprintf("10.96.1.%d", i), fmt.Sprintf("10.1.1.%d", i)))
+	}
+	mesh := func(v uint64, bAddr string, extra ...discovery.Service) *discovery.Snapshot {
+		return snapshot(v, append(append([]discovery.Service{vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", bAddr)}, others...), extra...)...)
+	}
+	s := NewServer(Options{})
+	if err := s.Apply(mesh(1, "10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServer(t, s)
+	c, applied := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Idle: 300 * time.Millisecond})
+
+	waitFor(t, ctx, func() bool { return c.Current().Complete() })
+	if got := clusterNames(c.Current()); !slices.Equal(got, []string{clA}) {
+		t.Fatalf("at start the client holds clusters %v, want only its own service's [%s]", got, clA)
+	}
+	if c.Current().Defaults == nil {
+		t.Error("no mesh defaults at start")
+	}
+
+	// The first connection to b's VIP: b comes, with its endpoints and
+	// routes.
+	start := time.Now()
+	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+		t.Fatal("Resolve(b's VIP) = false, want true")
+	}
+	cfg := c.Current()
+	if got := clusterNames(cfg); !slices.Equal(got, []string{clA, clB}) {
+		t.Fatalf("after resolving b the client holds %v, want [%s %s]", got, clA, clB)
+	}
+	if got := endpointsOf(cfg, clB); !slices.Equal(got, []string{"10.0.0.2"}) || cfg.Routes[xdsclient.RouteNameOf(cfg.Clusters[clB])] == nil {
+		t.Fatalf("b resolved without its endpoints (%v) or route configuration", got)
+	}
+	t.Logf("resolved b in %s", time.Since(start))
+
+	// An address no service has: false in one round trip, not after a
+	// timeout.
+	start = time.Now()
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	found := c.Resolve(rctx, netip.MustParseAddr("192.0.2.7"))
+	rcancel()
+	if found || time.Since(start) > 5*time.Second {
+		t.Fatalf("Resolve(unknown) = %v after %s, want false at once", found, time.Since(start))
+	}
+
+	// A change to b reaches the client; a change to a service it does
+	// not hold sends it nothing.
+	n := applied.Load()
+	if err := s.Apply(mesh(2, "10.0.0.2", vsvc("new", "10.96.9.9", "10.9.9.9"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := applied.Load(); got != n {
+		t.Errorf("a service the client does not hold was added: %d applies, want none", got-n)
+	}
+	c.Used(netip.MustParseAddr("10.96.0.2"))
+	if err := s.Apply(mesh(3, "10.0.0.22", vsvc("new", "10.96.9.9", "10.9.9.9"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.22"}) })
+	// The unknown address got a service: the subscription follows.
+	c.Used(netip.MustParseAddr("10.96.0.2"))
+
+	// Unused for longer than Idle: b is dropped, a stays.
+	waitFor(t, ctx, func() bool { return slices.Equal(clusterNames(c.Current()), []string{clA}) })
+	if c.Current().Endpoints[clB] != nil || !c.Current().Complete() {
+		t.Error("b's endpoints stayed after b was dropped, or the config is no longer complete")
+	}
+	// And comes back on the next connection.
+	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+		t.Fatal("Resolve(b) after it was dropped = false")
+	}
+}
+
+// TestOnDemandResubscribes: a restarted control plane gets the client's
+// subscriptions again, and the client learns what changed meanwhile.
+func TestOnDemandResubscribes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s1 := NewServer(Options{})
+	if err := s1.Apply(snapshot(1, vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", "10.0.0.2"))); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s1.Serve(sctx, lis) }()
+	c, _ := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
+	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+		t.Fatal("Resolve(b) = false")
+	}
+	stop()
+	<-done
+	s2 := NewServer(Options{})
+	if err := s2.Apply(snapshot(2, vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", "10.0.0.3"), vsvc("c", "10.96.0.3", "10.0.0.4"))); err != nil {
+		t.Fatal(err)
+	}
+	lis2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2ctx, stop2 := context.WithCancel(ctx)
+	done2 := make(chan error, 1)
+	go func() { done2 <- s2.Serve(s2ctx, lis2) }()
+	defer func() { stop2(); <-done2 }()
+	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.3"}) })
+	if got := clusterNames(c.Current()); !slices.Equal(got, []string{clA, clB}) {
+		t.Errorf("after the restart the client holds %v, want [%s %s]", got, clA, clB)
+	}
+}
