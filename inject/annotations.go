@@ -2,12 +2,14 @@ package inject
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tender-mesh/tender/inject/capture"
 )
@@ -54,6 +56,7 @@ type overrides struct {
 	logLevel        string
 	drain           *time.Duration
 	inboundDeliver  string
+	preload         string
 }
 
 // AnnotationError names an annotation the injector refuses and why.
@@ -176,6 +179,13 @@ func parseAnnotations(a map[string]string) (overrides, error) {
 			return o, bad(AnnotationInboundDeliver, "want pod-ip or loopback")
 		}
 	}
+	if v, ok := a[AnnotationPreload]; ok {
+		p, err := parsePreload(v)
+		if err != nil {
+			return o, bad(AnnotationPreload, err.Error())
+		}
+		o.preload = p
+	}
 	if v, ok := a[AnnotationDrainTimeout]; ok {
 		d, err := parseDrain(v)
 		if err != nil {
@@ -238,4 +248,30 @@ func parseDrain(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("want a duration such as 30s, at most %s", maxDrainTimeout)
 	}
 	return d, nil
+}
+
+// maxPreload bounds the services one pod preloads.
+const maxPreload = 256
+
+// parsePreload checks tender.dev/preload: comma-separated HOST:PORT, a
+// service's host name and port; it returns the list as the sidecar's
+// --preload takes it.
+func parsePreload(v string) (string, error) {
+	var out []string
+	for _, e := range strings.Split(v, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(e)
+		n, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || n == 0 || len(validation.IsDNS1123Subdomain(strings.ToLower(host))) > 0 {
+			return "", fmt.Errorf("%.80q: want HOST:PORT, a service's host name and port (greeter.default.svc.cluster.local:8080)", e)
+		}
+		out = append(out, strings.ToLower(host)+":"+strconv.FormatUint(n, 10))
+	}
+	if len(out) > maxPreload {
+		return "", fmt.Errorf("%d services, more than %d", len(out), maxPreload)
+	}
+	return strings.Join(out, ","), nil
 }

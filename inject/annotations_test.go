@@ -86,7 +86,7 @@ var annotationKeys = []string{
 	AnnotationInject, AnnotationNativeSidecar, AnnotationExcludeInbound, AnnotationExcludeOutbound,
 	AnnotationExcludeOutboundIPs, AnnotationProxyImage, AnnotationProxyCPU, AnnotationProxyMemory,
 	AnnotationProxyCPULimit, AnnotationProxyMemoryLimit, AnnotationLogLevel, AnnotationDrainTimeout,
-	AnnotationInboundDeliver,
+	AnnotationInboundDeliver, AnnotationPreload,
 }
 
 // FuzzAnnotations gives every annotation the injector reads an arbitrary

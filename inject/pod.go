@@ -33,6 +33,7 @@ const (
 	AnnotationLogLevel           = "tender.dev/log-level"
 	AnnotationDrainTimeout       = "tender.dev/drain-timeout"
 	AnnotationInboundDeliver     = "tender.dev/inbound-deliver" // "pod-ip" (default) | "loopback"
+	AnnotationPreload            = "tender.dev/preload"         // HOST:PORT,... subscribed to at start (--preload)
 
 	// LabelControlPlane marks the control plane's pods, never injected.
 	LabelControlPlane = "tender.dev/control-plane"
@@ -244,6 +245,9 @@ func Inject(pod *corev1.Pod, cfg Config) (*corev1.Pod, error) {
 	}
 	if drain > 0 {
 		args = append(args, "--drain-timeout="+drain.String())
+	}
+	if o.preload != "" {
+		args = append(args, "--preload="+o.preload)
 	}
 	if o.inboundDeliver != "" {
 		args = append(args, "--inbound-deliver="+o.inboundDeliver)

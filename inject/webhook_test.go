@@ -179,6 +179,7 @@ func TestWebhookInject(t *testing.T) {
 			AnnotationExcludeInbound: "8081, 9000", AnnotationExcludeOutbound: "5432", AnnotationExcludeOutboundIPs: "10.0.0.0/8",
 			AnnotationProxyMemoryLimit: "128Mi", AnnotationLogLevel: "debug", AnnotationProxyImage: "mirror/sidecar:1",
 			AnnotationDrainTimeout: "60s", AnnotationInboundDeliver: "loopback",
+			AnnotationPreload: "Greeter.default.svc.cluster.local:8080, db.data.svc.cluster.local:5432",
 		}))
 		init, proxy := got.Spec.InitContainers[0], got.Spec.InitContainers[1]
 		for _, want := range []string{"--exclude-inbound-ports=8081,9000", "--exclude-outbound-ports=5432", "--exclude-outbound-cidrs=10.0.0.0/8"} {
@@ -188,7 +189,8 @@ func TestWebhookInject(t *testing.T) {
 		}
 		if m := proxy.Resources.Limits[corev1.ResourceMemory]; m.String() != "128Mi" || proxy.Image != "mirror/sidecar:1" ||
 			!slices.Contains(proxy.Args, "--log-level=debug") || !slices.Contains(proxy.Args, "--drain-timeout=1m0s") ||
-			!slices.Contains(proxy.Args, "--inbound-deliver=loopback") {
+			!slices.Contains(proxy.Args, "--inbound-deliver=loopback") ||
+			!slices.Contains(proxy.Args, "--preload=greeter.default.svc.cluster.local:8080,db.data.svc.cluster.local:5432") {
 			t.Errorf("proxy %s %v %v", proxy.Image, proxy.Args, proxy.Resources)
 		}
 		if g := *got.Spec.TerminationGracePeriodSeconds; g < 60 {
@@ -297,6 +299,9 @@ func TestWebhookAnnotationBounds(t *testing.T) {
 		{AnnotationProxyImage, strings.Repeat("a", 1024)},
 		{AnnotationLogLevel, "trace"},
 		{AnnotationInboundDeliver, "127.0.0.1"},
+		{AnnotationPreload, "greeter.default.svc.cluster.local"},
+		{AnnotationPreload, "greeter:99999"},
+		{AnnotationPreload, "--log-level=debug:80"},
 	} {
 		t.Run(tt.key+"="+tt.value[:min(len(tt.value), 16)], func(t *testing.T) {
 			pod := appPod(map[string]string{AnnotationInject: "true", tt.key: tt.value})

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
@@ -33,6 +35,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tender-mesh/tender/bench/internal/procstat"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 type options struct {
@@ -41,6 +44,7 @@ type options struct {
 	services  int
 	endpoints int
 	mode      string
+	subscribe int
 	changes   int
 	debounce  time.Duration
 	profile   string
@@ -52,7 +56,8 @@ func main() {
 	flag.IntVar(&o.clients, "clients", 1000, "simulated proxies")
 	flag.IntVar(&o.services, "services", 1000, "services in the mesh")
 	flag.IntVar(&o.endpoints, "endpoints", 10, "endpoints per service")
-	flag.StringVar(&o.mode, "mode", "delta", "ADS flavour of the proxies: delta or sotw")
+	flag.StringVar(&o.mode, "mode", "delta", "ADS flavour of the proxies: delta or sotw (every cluster and its endpoints, as a wildcard sidecar or Envoy), or ondemand (delta, each proxy subscribed to --subscribe services through their address indexes, as an on-demand sidecar)")
+	flag.IntVar(&o.subscribe, "subscribe", 5, "with --mode ondemand: services each proxy uses")
 	flag.IntVar(&o.changes, "changes", 5, "endpoint changes to time")
 	flag.DurationVar(&o.debounce, "debounce", 10*time.Millisecond, "the control plane's --debounce (part of every measured push)")
 	flag.StringVar(&o.profile, "profile", "", "file to write a CPU profile of the control plane during the timed changes to")
@@ -69,11 +74,15 @@ func main() {
 		return
 	}
 	if *header {
-		fmt.Println("| ADS | proxies | services × endpoints | all synced after | change → last proxy p50 | p99 | max | control plane RSS idle → loaded (MiB) | RSS per proxy (KiB) | CPU per proxy connect (ms) | bytes per proxy per push | bytes per proxy at connect |")
-		fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+		fmt.Println("| ADS | proxies | services × endpoints | proxies using the changed service (others reached) | all synced after | change → last proxy p50 | p99 | max | control plane RSS idle → loaded (MiB) | RSS per proxy (KiB) | CPU per proxy connect (ms) | bytes per reached proxy per push | bytes per proxy at connect |")
+		fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	}
 	r := res
-	fmt.Printf("| %s | %d | %d × %d | %s | %s | %s | %s | %.1f → %.1f | %.1f | %.2f | %.0f | %.0f |\n", o.mode, o.clients, o.services, o.endpoints,
+	mode := o.mode
+	if mode == "ondemand" {
+		mode = fmt.Sprintf("on demand (%d services each)", o.subscribe)
+	}
+	fmt.Printf("| %s | %d | %d × %d | %d (%d) | %s | %s | %s | %s | %.1f → %.1f | %.1f | %.2f | %.0f | %.0f |\n", mode, o.clients, o.services, o.endpoints, r.reached, r.strays,
 		r.connect.Round(time.Millisecond), r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.max.Round(time.Millisecond),
 		float64(r.idleRSS)/(1<<20), float64(r.loadedRSS)/(1<<20), float64(r.loadedRSS-r.idleRSS)/1024/float64(o.clients),
 		float64(r.cpuPerClient.Microseconds())/1000, r.bytesPerPush, r.initialBytesPerClient)
@@ -88,23 +97,27 @@ type result struct {
 	cpuPerClient          time.Duration
 	bytesPerPush          float64
 	initialBytesPerClient float64
+	// reached counts the proxies that use the changed service (all but
+	// on demand); strays the pushes that reached any other.
+	reached, strays int
 }
 
 func (r result) String() string {
 	return fmt.Sprintf("mode=%s clients=%d services=%d endpoints=%d connect_all=%s push_p50=%s push_p99=%s push_max=%s "+
-		"cp_rss_idle_mib=%.1f cp_rss_mib=%.1f cp_rss_per_client_kib=%.1f cp_cpu_per_client_ms=%.2f push_bytes_per_client=%.0f initial_bytes_per_client=%.0f",
+		"cp_rss_idle_mib=%.1f cp_rss_mib=%.1f cp_rss_per_client_kib=%.1f cp_cpu_per_client_ms=%.2f push_bytes_per_client=%.0f initial_bytes_per_client=%.0f "+
+		"proxies_reached=%d stray_pushes=%d",
 		r.o.mode, r.o.clients, r.o.services, r.o.endpoints, r.connect.Round(time.Millisecond), r.p50.Round(time.Millisecond),
 		r.p99.Round(time.Millisecond), r.max.Round(time.Millisecond), float64(r.idleRSS)/(1<<20), float64(r.loadedRSS)/(1<<20),
 		float64(r.loadedRSS-r.idleRSS)/1024/float64(r.o.clients), float64(r.cpuPerClient.Microseconds())/1000,
-		r.bytesPerPush, r.initialBytesPerClient)
+		r.bytesPerPush, r.initialBytesPerClient, r.reached, r.strays)
 }
 
 func writeMesh(path string, o options, changed int) error {
 	var b strings.Builder
 	b.WriteString("services:\n")
 	for s := range o.services {
-		fmt.Fprintf(&b, "  - name: svc-%d\n    vip: 10.%d.%d.%d\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n",
-			s, 100+s/65536, s/256%256, s%256)
+		fmt.Fprintf(&b, "  - name: svc-%d\n    vip: %s\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n",
+			s, vip(s))
 		for e := range o.endpoints {
 			last := e + 1
 			if s == 0 && e == 0 {
@@ -131,8 +144,11 @@ func freeAddr() (string, error) {
 
 func run(o options) (result, error) {
 	r := result{o: o}
-	if o.mode != "delta" && o.mode != "sotw" {
-		return r, fmt.Errorf("--mode must be delta or sotw, got %q", o.mode)
+	if o.mode != "delta" && o.mode != "sotw" && o.mode != "ondemand" {
+		return r, fmt.Errorf("--mode must be delta, sotw or ondemand, got %q", o.mode)
+	}
+	if o.mode == "ondemand" && (o.subscribe < 1 || o.subscribe > o.services) {
+		return r, fmt.Errorf("--subscribe must be 1 to --services, got %d", o.subscribe)
 	}
 	// Every proxy is a connection: raise the descriptor limit to the hard
 	// one (the control plane inherits it).
@@ -192,6 +208,9 @@ func run(o options) (result, error) {
 	sem := make(chan struct{}, 64) // connects at once
 	for i := range clients {
 		clients[i] = &client{id: i, mode: o.mode, services: o.services, synced: make(chan struct{})}
+		if o.mode == "ondemand" {
+			clients[i].uses = usedServices(i, o)
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(c *client) {
@@ -268,6 +287,9 @@ func run(o options) (result, error) {
 		}
 		var last time.Duration
 		for _, c := range clients {
+			if !c.usesChanged() {
+				continue
+			}
 			for c.changed.Load() == 0 {
 				select {
 				case err := <-errs:
@@ -283,6 +305,9 @@ func run(o options) (result, error) {
 		time.Sleep(200 * time.Millisecond) // stragglers' bytes
 		for i, c := range clients {
 			pushBytes += c.bytes.Load() - before[i]
+			if !c.usesChanged() && c.changed.Load() != 0 {
+				r.strays++
+			}
 		}
 	}
 	if err := <-profiled; err != nil {
@@ -290,7 +315,12 @@ func run(o options) (result, error) {
 	}
 	slices.Sort(lat)
 	r.p50, r.p99, r.max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
-	r.bytesPerPush = float64(pushBytes) / float64(o.changes) / float64(o.clients)
+	for _, c := range clients {
+		if c.usesChanged() {
+			r.reached++
+		}
+	}
+	r.bytesPerPush = float64(pushBytes) / float64(o.changes) / float64(r.reached)
 	cancel()
 	for _, c := range clients {
 		c.conn.Close() //nolint:errcheck // the run is over
@@ -312,7 +342,26 @@ type client struct {
 	epoch    atomic.Int64 // the change being timed
 	changed  atomic.Int64 // unix nanos the current change arrived
 	clusters []string
+	// uses are the services an on-demand proxy uses; nil: all.
+	uses []int
 }
+
+// usedServices are the services on-demand proxy i uses: --subscribe
+// consecutive ones from 5i, so each service has about as many users.
+func usedServices(i int, o options) []int {
+	out := make([]int, o.subscribe)
+	for k := range out {
+		out[k] = (i*o.subscribe + k) % o.services
+	}
+	return out
+}
+
+// usesChanged reports whether the proxy uses svc-0, whose endpoint the
+// run changes.
+func (c *client) usesChanged() bool { return c.uses == nil || slices.Contains(c.uses, 0) }
+
+// vip is service s's VIP in the generated mesh.
+func vip(s int) string { return fmt.Sprintf("10.%d.%d.%d", 100+s/65536, s/256%256, s%256) }
 
 func (c *client) node() *corev3.Node {
 	return &corev3.Node{Id: fmt.Sprintf("load-%d.bench", c.id), Locality: &corev3.Locality{Zone: "z1"}}
@@ -333,6 +382,23 @@ func (c *client) connect(ctx context.Context, addr string) error {
 		}
 		return c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: c.node(), TypeUrl: resource.ClusterType})
 	}
+	if c.mode == "ondemand" {
+		c.delta, err = ads.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return err
+		}
+		// What an on-demand sidecar asks for first: the mesh's defaults
+		// and the indexes of the addresses it connects to.
+		if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: c.node(), TypeUrl: resource.ClusterType,
+			ResourceNamesSubscribe: []string{xdsclient.MeshDefaultsCluster}}); err != nil {
+			return err
+		}
+		names := make([]string, len(c.uses))
+		for k, s := range c.uses {
+			names[k] = xdsclient.AddressIndexName(netip.MustParseAddr(vip(s)))
+		}
+		return c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.RouteType, ResourceNamesSubscribe: names})
+	}
 	c.sotw, err = ads.StreamAggregatedResources(ctx)
 	if err != nil {
 		return err
@@ -341,8 +407,11 @@ func (c *client) connect(ctx context.Context, addr string) error {
 }
 
 func (c *client) loop(ctx context.Context) error {
-	if c.mode == "delta" {
+	switch c.mode {
+	case "delta":
 		return c.loopDelta(ctx)
+	case "ondemand":
+		return c.loopOnDemand(ctx)
 	}
 	return c.loopSotW(ctx)
 }
@@ -417,6 +486,77 @@ func (c *client) loopDelta(context.Context) error {
 			case <-c.synced:
 				c.arrived()
 			default:
+				close(c.synced)
+			}
+		}
+	}
+}
+
+// loopOnDemand follows each index to the clusters it names, their
+// endpoints and route configurations, as the sidecar's client does; the
+// proxy is synced when it holds the endpoints of every service it uses.
+func (c *client) loopOnDemand(context.Context) error {
+	followed := map[string]bool{}
+	endpoints := map[string]bool{}
+	for {
+		resp, err := c.delta.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		c.bytes.Add(int64(proto.Size(resp)))
+		if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			return err
+		}
+		switch resp.GetTypeUrl() {
+		case resource.RouteType:
+			var clusters, routes []string
+			for _, r := range resp.GetResources() {
+				rc := &routev3.RouteConfiguration{}
+				if err := r.GetResource().UnmarshalTo(rc); err != nil {
+					return err
+				}
+				if _, ok := xdsclient.ParseAddressIndexName(rc.GetName()); !ok {
+					continue
+				}
+				names, err := xdsclient.IndexClusters(rc)
+				if err != nil {
+					return err
+				}
+				for _, n := range names {
+					if !followed[n] {
+						followed[n] = true
+						clusters = append(clusters, n)
+						_, host, _ := strings.Cut(strings.TrimPrefix(n, "outbound|"), "||")
+						routes = append(routes, host+":80")
+					}
+				}
+			}
+			if len(clusters) == 0 {
+				continue
+			}
+			for _, req := range []*discoveryv3.DeltaDiscoveryRequest{
+				{TypeUrl: resource.ClusterType, ResourceNamesSubscribe: clusters},
+				{TypeUrl: resource.EndpointType, ResourceNamesSubscribe: clusters},
+				{TypeUrl: resource.RouteType, ResourceNamesSubscribe: routes},
+			} {
+				if err := c.delta.Send(req); err != nil {
+					return err
+				}
+			}
+		case resource.EndpointType:
+			select {
+			case <-c.synced:
+				c.arrived()
+				continue
+			default:
+			}
+			for _, r := range resp.GetResources() {
+				endpoints[r.GetName()] = true
+			}
+			if len(endpoints) >= len(c.uses) {
 				close(c.synced)
 			}
 		}
