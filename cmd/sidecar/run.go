@@ -256,13 +256,16 @@ func validHost(h string) bool {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
 			return false
 		}
-		for _, r := range l {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
+		if strings.ContainsFunc(l, notLabelRune) {
+			return false
 		}
 	}
 	return true
+}
+
+// notLabelRune reports whether r may not be in a DNS label.
+func notLabelRune(r rune) bool {
+	return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-'
 }
 
 // podHash matches the suffixes a Deployment adds to its pods' names:
