@@ -24,11 +24,13 @@ go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DU
 {
   echo "## Control plane"
   echo
-  echo "\`bench/xdsload\`: the control plane binary serving a mesh.yaml of 1,000 services × 10 endpoints to simulated"
-  echo "proxies (one gRPC connection each, in one process on the same 2 cores), each subscribing to every cluster"
-  echo "and its endpoints and ACKing. One endpoint is changed in mesh.yaml, five times; \"change → last proxy\" runs from"
-  echo "the file's write (the control plane watches it, parses all of it, waits --debounce 10ms) until the last proxy"
-  echo "received the new endpoints."
+  echo "\`bench/xdsload\`: the control plane binary serving a mesh.yaml of services × 10 endpoints to simulated"
+  echo "proxies (one gRPC connection each, in one process on the same 2 cores) that ACK what they get. Wildcard"
+  echo "proxies (delta, sotw) subscribe to every cluster and its endpoints, as Envoy or \`--xds-mode=wildcard\`;"
+  echo "on-demand proxies, as tender's default sidecar, to the address indexes of 5 services each and what"
+  echo "they name. One endpoint of one service is changed in mesh.yaml, five times; \"change → last proxy\" runs from"
+  echo "the file's write (the control plane watches it, parses all of it, waits --debounce 10ms) until the last"
+  echo "proxy using that service received the new endpoints; \"others reached\" counts pushes to proxies that do not use it."
   echo
   header=-header
   for n in ${BENCH_CP_CLIENTS:-100 1000}; do
@@ -37,6 +39,10 @@ go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DU
       go run ./bench/xdsload --controlplane bin/controlplane --clients "$n" --mode "$mode" -markdown $header
       header=
     done
+  done
+  for n in ${BENCH_CP_ONDEMAND:-1000:1000 10000:10000}; do
+    echo "bench: control plane, ${n%%:*} on-demand proxies, ${n##*:} services..." >&2
+    go run ./bench/xdsload --controlplane bin/controlplane --clients "${n%%:*}" --services "${n##*:}" --mode ondemand -markdown
   done
   echo
 } >>"$out"

@@ -139,9 +139,15 @@ func (p *pod) startPath(t *testing.T, name, path string, args ...string) *proces
 // startAs runs a binary inside the pod as uid.
 func (p *pod) startAs(t *testing.T, uid int, name, bin string, args ...string) *process {
 	t.Helper()
+	return p.startPathAs(t, uid, name, binPath(bin), args...)
+}
+
+// startPathAs runs the program at path inside the pod as uid.
+func (p *pod) startPathAs(t *testing.T, uid int, name, path string, args ...string) *process {
+	t.Helper()
 	id := fmt.Sprint(uid)
 	return start(t, p.name+"/"+name, "/usr/sbin/ip", append([]string{"netns", "exec", p.ns,
-		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--pdeathsig", "SIGKILL", binPath(bin)}, args...)...)
+		"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--pdeathsig", "SIGKILL", path}, args...)...)
 }
 
 // run runs a binary inside the pod to completion.

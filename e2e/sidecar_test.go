@@ -112,13 +112,40 @@ func newMeshWith(t *testing.T, ctx context.Context, greeters int, clientSidecarA
 	for _, p := range append([]*pod{m.client}, m.greeters...) {
 		waitPodHTTP(ctx, t, p, "http://127.0.0.1:15000/ready", 200)
 	}
+	m.waitPreloaded(ctx, t)
 	return m
 }
+
+// labPreload subscribes a lab sidecar to the lab mesh's services at
+// start: the tests that change a service's config wait for the client's
+// sidecar to hold the change, which an on-demand sidecar holds only once
+// it called the service (TestOnDemand tests on-demand itself).
+const labPreload = "--preload=greeter.default.svc.cluster.local:80,greeter.default.svc.cluster.local:9090," +
+	"greeter6.default.svc.cluster.local:80,echo.default.svc.cluster.local:7000,banner.default.svc.cluster.local:2525"
 
 func (m *mesh) startSidecar(t *testing.T, p *pod, extra ...string) *process {
 	t.Helper()
 	return p.startAs(t, proxyUID, "sidecar", "sidecar", append([]string{"run", "--xds-addr", cpIP + ":15010",
-		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow}, extra...)...)
+		"--pod-name", p.name, "--pod-namespace", "default", "--zone", "z1", "--log-format", "json", "--drain-timeout", drainWindow,
+		labPreload}, extra...)...)
+}
+
+// waitPreloaded waits until the client's sidecar holds the greeter with
+// every greeter pod.
+func (m *mesh) waitPreloaded(ctx context.Context, t *testing.T) {
+	t.Helper()
+	waitUntil(ctx, t, "the client sidecar to hold the preloaded greeter", func() bool {
+		body := string(waitPodHTTP(ctx, t, m.client, "http://127.0.0.1:15000/clusters", 200))
+		if !strings.Contains(body, "outbound|80||greeter.default.svc.cluster.local") {
+			return false
+		}
+		for _, g := range m.greeters {
+			if !strings.Contains(body, `"`+g.ip+":") {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // waitDropped waits until the client's sidecar no longer has g as an

@@ -111,10 +111,7 @@ func (s *soakMesh) startControlPlane(ctx context.Context, t *testing.T) *process
 
 func (s *soakMesh) startSidecar(t *testing.T, p *pod, sa string) *process {
 	t.Helper()
-	// pod.startAs, with the soak's binary.
-	id := fmt.Sprint(proxyUID)
-	return start(t, p.name+"/sidecar", "/usr/sbin/ip", "netns", "exec", p.ns,
-		"setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "--pdeathsig", "SIGKILL", filepath.Join(s.bin, "sidecar"), "run",
+	return p.startPathAs(t, proxyUID, "sidecar", filepath.Join(s.bin, "sidecar"), "run",
 		"--xds-addr", cpIP+":15012", "--xds-tls", "--ca-root-file", filepath.Join(s.caDir, "root-cert.pem"),
 		"--token-file", filepath.Join(s.dir, sa+".token"), "--controlplane-identity", "spiffe://cluster.local/ns/tender-system/sa/tender-controlplane",
 		"--pod-name", p.name, "--pod-namespace", "default", "--workload", sa, "--log-format", "json")
