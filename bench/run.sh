@@ -40,9 +40,11 @@ go run ./bench/dataplane --bin bin --fortio .tools/fortio --duration "${BENCH_DU
       header=
     done
   done
-  for n in ${BENCH_CP_ONDEMAND:-1000:1000 10000:10000}; do
-    echo "bench: control plane, ${n%%:*} on-demand proxies, ${n##*:} services..." >&2
-    go run ./bench/xdsload --controlplane bin/controlplane --clients "${n%%:*}" --services "${n##*:}" --mode ondemand -markdown
+  # clients:services:files
+  for n in ${BENCH_CP_ONDEMAND:-1000:1000:1 10000:10000:1 10000:10000:100}; do
+    IFS=: read -r clients services files <<<"$n"
+    echo "bench: control plane, $clients on-demand proxies, $services services in $files file(s)..." >&2
+    go run ./bench/xdsload --controlplane bin/controlplane --clients "$clients" --services "$services" --files "$files" --mode ondemand --changes 10 -markdown
   done
   echo
 } >>"$out"

@@ -45,6 +45,7 @@ type options struct {
 	endpoints int
 	mode      string
 	subscribe int
+	files     int
 	changes   int
 	debounce  time.Duration
 	profile   string
@@ -58,6 +59,7 @@ func main() {
 	flag.IntVar(&o.endpoints, "endpoints", 10, "endpoints per service")
 	flag.StringVar(&o.mode, "mode", "delta", "ADS flavour of the proxies: delta or sotw (every cluster and its endpoints, as a wildcard sidecar or Envoy), or ondemand (delta, each proxy subscribed to --subscribe services through their address indexes, as an on-demand sidecar)")
 	flag.IntVar(&o.subscribe, "subscribe", 5, "with --mode ondemand: services each proxy uses")
+	flag.IntVar(&o.files, "files", 1, "mesh.yaml files the services are spread over, in the directory the control plane reads (--config-file DIR): a change parses one file again")
 	flag.IntVar(&o.changes, "changes", 5, "endpoint changes to time")
 	flag.DurationVar(&o.debounce, "debounce", 10*time.Millisecond, "the control plane's --debounce (part of every measured push)")
 	flag.StringVar(&o.profile, "profile", "", "file to write a CPU profile of the control plane during the timed changes to")
@@ -82,7 +84,11 @@ func main() {
 	if mode == "ondemand" {
 		mode = fmt.Sprintf("on demand (%d services each)", o.subscribe)
 	}
-	fmt.Printf("| %s | %d | %d × %d | %d (%d) | %s | %s | %s | %s | %.1f → %.1f | %.1f | %.2f | %.0f | %.0f |\n", mode, o.clients, o.services, o.endpoints, r.reached, r.strays,
+	files := ""
+	if o.files > 1 {
+		files = fmt.Sprintf(" in %d files", o.files)
+	}
+	fmt.Printf("| %s | %d | %d × %d%s | %d (%d) | %s | %s | %s | %s | %.1f → %.1f | %.1f | %.2f | %.0f | %.0f |\n", mode, o.clients, o.services, o.endpoints, files, r.reached, r.strays,
 		r.connect.Round(time.Millisecond), r.p50.Round(time.Millisecond), r.p99.Round(time.Millisecond), r.max.Round(time.Millisecond),
 		float64(r.idleRSS)/(1<<20), float64(r.loadedRSS)/(1<<20), float64(r.loadedRSS-r.idleRSS)/1024/float64(o.clients),
 		float64(r.cpuPerClient.Microseconds())/1000, r.bytesPerPush, r.initialBytesPerClient)
@@ -112,25 +118,39 @@ func (r result) String() string {
 		r.bytesPerPush, r.initialBytesPerClient, r.reached, r.strays)
 }
 
-func writeMesh(path string, o options, changed int) error {
-	var b strings.Builder
-	b.WriteString("services:\n")
-	for s := range o.services {
-		fmt.Fprintf(&b, "  - name: svc-%d\n    vip: %s\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n",
-			s, vip(s))
-		for e := range o.endpoints {
-			last := e + 1
-			if s == 0 && e == 0 {
-				last = 100 + changed // the endpoint that changes
+// writeMesh writes the mesh: one mesh.yaml, or with --files the
+// directory dir of that many files; after the first write (changed 0)
+// only the file holding svc-0, whose first endpoint is the one that
+// changes.
+func writeMesh(dir string, o options, changed int) error {
+	per := (o.services + o.files - 1) / o.files
+	for f := range o.files {
+		if changed > 0 && f > 0 {
+			break
+		}
+		var b strings.Builder
+		b.WriteString("services:\n")
+		for s := f * per; s < min((f+1)*per, o.services); s++ {
+			fmt.Fprintf(&b, "  - name: svc-%d\n    vip: %s\n    ports: [{name: http, port: 80, protocol: HTTP}]\n    endpoints:\n",
+				s, vip(s))
+			for e := range o.endpoints {
+				last := e + 1
+				if s == 0 && e == 0 {
+					last = 100 + changed // the endpoint that changes
+				}
+				fmt.Fprintf(&b, "      - {address: 10.200.%d.%d, port: 8080}\n", s%250, last)
 			}
-			fmt.Fprintf(&b, "      - {address: 10.200.%d.%d, port: 8080}\n", s%250, last)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("mesh-%03d.yaml", f))
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
 		}
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 func freeAddr() (string, error) {
@@ -147,6 +167,9 @@ func run(o options) (result, error) {
 	if o.mode != "delta" && o.mode != "sotw" && o.mode != "ondemand" {
 		return r, fmt.Errorf("--mode must be delta, sotw or ondemand, got %q", o.mode)
 	}
+	if o.files < 1 || o.files > o.services {
+		return r, fmt.Errorf("--files must be 1 to --services, got %d", o.files)
+	}
 	if o.mode == "ondemand" && (o.subscribe < 1 || o.subscribe > o.services) {
 		return r, fmt.Errorf("--subscribe must be 1 to --services, got %d", o.subscribe)
 	}
@@ -162,7 +185,10 @@ func run(o options) (result, error) {
 		return r, err
 	}
 	defer os.RemoveAll(dir) //nolint:errcheck // a temporary directory
-	mesh := filepath.Join(dir, "mesh.yaml")
+	mesh := filepath.Join(dir, "mesh")
+	if err := os.Mkdir(mesh, 0o700); err != nil {
+		return r, err
+	}
 	if err := writeMesh(mesh, o, 0); err != nil {
 		return r, err
 	}

@@ -52,7 +52,7 @@ func parseFlags(args []string) (*config, error) {
 	c := &config{}
 	fs.StringVar(&c.XDSAddr, "xds-addr", ":15010", "address of the plaintext xDS (ADS) gRPC server; it shows the whole topology and policy set to any caller; empty: ADS on --xds-tls-addr only")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", ":15014", "address of /metrics, /healthz, /readyz and /debug/*")
-	fs.StringVar(&c.ConfigFile, "config-file", "", "mesh.yaml to read services from and watch (file source)")
+	fs.StringVar(&c.ConfigFile, "config-file", "", "mesh.yaml to read services from and watch, or a directory whose *.yaml files are read as one (file source)")
 	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "quiet time the registry waits for after a change before it pushes")
 	var dnsServers string
 	fs.StringVar(&dnsServers, "dns-servers", "", "comma-separated host:port DNS servers for the dns source (default: /etc/resolv.conf)")

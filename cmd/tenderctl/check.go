@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"github.com/tender-mesh/tender/discovery/dns"
 	"github.com/tender-mesh/tender/discovery/file"
 	"github.com/tender-mesh/tender/xds"
 )
@@ -66,14 +66,15 @@ func check(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// noDNS takes the DNS services of a checked file: checking resolves
+// nothing.
+type noDNS struct{}
+
+func (noDNS) SetTargets([]dns.Target) {}
+
 func checkMeshFile(c *checker, path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		c.fail("mesh.yaml: %v", err)
-		return
-	}
-	defer f.Close()
-	cfg, err := file.Parse(path, f)
+	// A file or a directory of them, read as the control plane reads it.
+	cfg, _, err := file.New(file.Options{Path: path, DNS: noDNS{}}).Load()
 	if err != nil {
 		c.fail("mesh.yaml: %v", err)
 		return

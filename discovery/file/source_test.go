@@ -118,3 +118,53 @@ func TestSourceMissingFile(t *testing.T) {
 		t.Errorf("got %v, want an error wrapping os.ErrNotExist", err)
 	}
 }
+
+// TestSourceDirectory: a directory's files are read as one; a change to
+// one file is reported; a service defined in two files, or mtls set in
+// two, is refused and the last good config stays.
+func TestSourceDirectory(t *testing.T) {
+	dir := t.TempDir()
+	svc := func(name, addr string) string {
+		return "services:\n  - name: " + name + "\n    ports: [{port: 80}]\n    endpoints: [{address: " + addr + "}]\n"
+	}
+	writeFile(t, filepath.Join(dir, "a.yaml"), svc("a", "10.0.0.1"))
+	writeFile(t, filepath.Join(dir, "b.yml"), svc("b", "10.0.0.2"))
+	writeFile(t, filepath.Join(dir, "notes.txt"), "not a mesh file")
+	writeFile(t, filepath.Join(dir, ".hidden.yaml"), "not: valid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, done := newSink(), make(chan error, 1)
+	go func() { done <- New(Options{Path: dir}).Run(ctx, s) }()
+	defer func() { cancel(); <-done }()
+	names := func(svcs []discovery.Service) string {
+		var out []string
+		for _, sv := range svcs {
+			out = append(out, sv.Name+"="+sv.Endpoints[0].Address.String())
+		}
+		return strings.Join(out, " ")
+	}
+	if got := names(recv(t, s.updates)); got != "a=10.0.0.1 b=10.0.0.2" {
+		t.Fatalf("got %q, want both files' services", got)
+	}
+	writeFile(t, filepath.Join(dir, "b.yml"), svc("b", "10.0.0.3"))
+	if got := names(recv(t, s.updates)); got != "a=10.0.0.1 b=10.0.0.3" {
+		t.Fatalf("after b.yml changed: got %q", got)
+	}
+	writeFile(t, filepath.Join(dir, "c.yaml"), svc("a", "10.0.0.9"))
+	if err := recv(t, s.errs); !strings.Contains(err.Error(), "service default/a is defined in") {
+		t.Fatalf("a service in two files: got %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "c.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(recv(t, s.updates)); got != "a=10.0.0.1 b=10.0.0.3" {
+		t.Fatalf("after the duplicate went: got %q", got)
+	}
+	mtls := "mtls: {mode: STRICT}\n"
+	writeFile(t, filepath.Join(dir, "m1.yaml"), mtls)
+	recv(t, s.updates)
+	writeFile(t, filepath.Join(dir, "m2.yaml"), mtls)
+	if err := recv(t, s.errs); !strings.Contains(err.Error(), "mtls is set in") {
+		t.Fatalf("mtls in two files: got %v", err)
+	}
+}
