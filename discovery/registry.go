@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -28,6 +29,10 @@ type Snapshot struct {
 	// before the others) that sets modes sets them all; a policy two
 	// sources name alike is the earlier source's.
 	Security Security
+	// Localities are where the meshed pods run, by "namespace/name" (the
+	// first source, in Options.Sources order, that reports a pod wins).
+	// A sidecar learns its own from the control plane.
+	Localities map[string]Locality
 	// Conflicts lists the keys that more than one source reported.
 	Conflicts []Conflict
 	// Created is when the registry built the snapshot.
@@ -87,6 +92,7 @@ type Registry struct {
 	pending         map[string][]Service
 	pendingRoutes   map[string][]Route
 	pendingSecurity map[string]Security
+	pendingLocality map[string]map[string]Locality
 	status          map[string]SourceStatus
 	// securityReported: the security sources that have reported once.
 	securityReported map[string]bool
@@ -118,6 +124,7 @@ func New(opts Options) *Registry {
 		pending:          make(map[string][]Service),
 		pendingRoutes:    make(map[string][]Route),
 		pendingSecurity:  make(map[string]Security),
+		pendingLocality:  make(map[string]map[string]Locality),
 		status:           status,
 		securityReported: make(map[string]bool),
 	}
@@ -165,6 +172,19 @@ func (r *Registry) UpdateSecurity(source string, sec Security) {
 	r.mu.Lock()
 	r.pendingSecurity[source] = sec
 	r.securityReported[source] = true
+	r.mu.Unlock()
+	r.kickNow()
+}
+
+// UpdateLocalities replaces where the pods source reported before run;
+// published with the next snapshot. It implements LocalitySink.
+func (r *Registry) UpdateLocalities(source string, pods map[string]Locality) {
+	pods = maps.Clone(pods)
+	if pods == nil {
+		pods = map[string]Locality{}
+	}
+	r.mu.Lock()
+	r.pendingLocality[source] = pods
 	r.mu.Unlock()
 	r.kickNow()
 }
@@ -222,6 +242,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	bySource := make(map[string][]Service)
 	routesBySource := make(map[string][]Route)
 	securityBySource := make(map[string]Security)
+	localityBySource := make(map[string]map[string]Locality)
 	synced := false
 	syncTimer := time.NewTimer(r.opts.SyncTimeout)
 	defer syncTimer.Stop()
@@ -250,7 +271,7 @@ func (r *Registry) Run(ctx context.Context) error {
 				r.opts.Logger.Warn("discovery sources not synced in time; publishing what they reported",
 					"timeout", r.opts.SyncTimeout, "missing", r.unsynced())
 				synced = true
-				r.publish(bySource, routesBySource, securityBySource)
+				r.publish(bySource, routesBySource, securityBySource, localityBySource)
 			}
 		case <-r.kick:
 			r.mu.Lock()
@@ -266,6 +287,10 @@ func (r *Registry) Run(ctx context.Context) error {
 				securityBySource[src] = sec
 			}
 			clear(r.pendingSecurity)
+			for src, l := range r.pendingLocality {
+				localityBySource[src] = l
+			}
+			clear(r.pendingLocality)
 			r.mu.Unlock()
 			now := time.Now()
 			if fire == nil {
@@ -284,7 +309,7 @@ func (r *Registry) Run(ctx context.Context) error {
 				continue // the last source's Update kicks again
 			}
 			synced = true
-			r.publish(bySource, routesBySource, securityBySource)
+			r.publish(bySource, routesBySource, securityBySource, localityBySource)
 		}
 	}
 }
@@ -323,14 +348,17 @@ func (r *Registry) unsynced() []string {
 	return out
 }
 
-func (r *Registry) publish(bySource map[string][]Service, routesBySource map[string][]Route, securityBySource map[string]Security) {
+func (r *Registry) publish(bySource map[string][]Service, routesBySource map[string][]Route, securityBySource map[string]Security,
+	localityBySource map[string]map[string]Locality) {
 	services, conflicts := r.merge(bySource)
 	routes, rconflicts := r.mergeRoutes(routesBySource)
 	conflicts = append(conflicts, rconflicts...)
 	security := r.mergeSecurity(securityBySource)
+	localities := r.mergeLocalities(localityBySource)
 	prev := r.current.Load()
 	if prev != nil && reflect.DeepEqual(prev.Services, services) && reflect.DeepEqual(prev.Routes, routes) &&
-		reflect.DeepEqual(prev.Conflicts, conflicts) && reflect.DeepEqual(prev.Security, security) {
+		reflect.DeepEqual(prev.Conflicts, conflicts) && reflect.DeepEqual(prev.Security, security) &&
+		maps.Equal(prev.Localities, localities) {
 		// Nothing changed, but a source may have synced: refresh Created
 		// so that Ready sees it.
 		next := *prev
@@ -338,7 +366,7 @@ func (r *Registry) publish(bySource map[string][]Service, routesBySource map[str
 		r.current.Store(&next)
 		return
 	}
-	snap := &Snapshot{Services: services, Routes: routes, Security: security, Conflicts: conflicts, Created: time.Now()}
+	snap := &Snapshot{Services: services, Routes: routes, Security: security, Localities: localities, Conflicts: conflicts, Created: time.Now()}
 	if prev != nil {
 		snap.Version = prev.Version + 1
 	} else {
@@ -367,6 +395,32 @@ func (r *Registry) publish(bySource map[string][]Service, routesBySource map[str
 	for _, fn := range r.subs {
 		fn(snap)
 	}
+}
+
+// mergeLocalities joins the sources' pod localities; on a pod two report,
+// the earlier source's.
+func (r *Registry) mergeLocalities(bySource map[string]map[string]Locality) map[string]Locality {
+	if len(bySource) == 1 {
+		for _, m := range bySource {
+			return m // never written: UpdateLocalities made it
+		}
+	}
+	sources := make([]string, 0, len(bySource))
+	for s := range bySource {
+		sources = append(sources, s)
+	}
+	slices.SortFunc(sources, func(a, b string) int {
+		return cmp.Or(cmp.Compare(r.rank(a), r.rank(b)), cmp.Compare(a, b))
+	})
+	out := map[string]Locality{}
+	for _, src := range sources {
+		for pod, l := range bySource[src] {
+			if _, ok := out[pod]; !ok {
+				out[pod] = l
+			}
+		}
+	}
+	return out
 }
 
 // mergeSecurity joins what the sources reported: the modes of the first

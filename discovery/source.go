@@ -17,4 +17,14 @@ type Source interface {
 	Run(ctx context.Context, sink Sink) error
 }
 
-var _ Sink = (*Registry)(nil)
+// LocalitySink receives where a source's meshed pods run: each pod's
+// region, zone and subzone (from its node's topology labels), by
+// "namespace/name". *Registry implements it.
+type LocalitySink interface {
+	UpdateLocalities(source string, pods map[string]Locality)
+}
+
+var (
+	_ Sink         = (*Registry)(nil)
+	_ LocalitySink = (*Registry)(nil)
+)

@@ -23,11 +23,18 @@ func vsvc(name, vip string, addrs ...string) discovery.Service {
 	return s
 }
 
-// runOnDemand runs an on-demand client for a pod at own.
+// runOnDemand runs an on-demand client.
 func runOnDemand(t *testing.T, addr string, opts xdsclient.Options) (*xdsclient.Client, *atomic.Int64) {
 	t.Helper()
+	opts.OnDemand = true
+	return runXDS(t, addr, opts)
+}
+
+// runXDS runs a client with opts.
+func runXDS(t *testing.T, addr string, opts xdsclient.Options) (*xdsclient.Client, *atomic.Int64) {
+	t.Helper()
 	var applied atomic.Int64
-	opts.Addr, opts.Node, opts.OnDemand = addr, &corev3.Node{Id: "od-1"}, true
+	opts.Addr, opts.Node = addr, &corev3.Node{Id: "od-1"}
 	opts.Apply = func(*xdsclient.Config) error { applied.Add(1); return nil }
 	c := xdsclient.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -172,5 +179,44 @@ func TestOnDemandResubscribes(t *testing.T) {
 	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.3"}) })
 	if got := clusterNames(c.Current()); !slices.Equal(got, []string{clA, clB}) {
 		t.Errorf("after the restart the client holds %v, want [%s %s]", got, clA, clB)
+	}
+}
+
+// TestPodLocality: a sidecar learns where its pod runs from the control
+// plane, and when the pod's node changes zone; a pod the control plane
+// knows nothing of gets an empty answer.
+func TestPodLocality(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	snap := func(v uint64, zone string) *discovery.Snapshot {
+		s := snapshot(v, vsvc("a", "10.96.0.1", "10.0.0.1"))
+		s.Localities = map[string]discovery.Locality{"default/od-1": {Region: "r1", Zone: zone}, "default/other": {Zone: "z9"}}
+		return s
+	}
+	s := NewServer(Options{})
+	if err := s.Apply(snap(1, "z1")); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServer(t, s)
+	for _, onDemand := range []bool{true, false} {
+		c, _ := runXDS(t, addr, xdsclient.Options{Pod: "default/od-1", OnDemand: onDemand})
+		waitFor(t, ctx, func() bool {
+			l, ok := c.Current().Locality("default/od-1")
+			return ok && l == xdsclient.Locality{Region: "r1", Zone: "z1"}
+		})
+		if _, ok := c.Current().Locality("default/other"); ok {
+			t.Error("the client holds another pod's locality")
+		}
+	}
+	c, _ := runOnDemand(t, addr, xdsclient.Options{Pod: "default/od-1"})
+	if err := s.Apply(snap(2, "z2")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { l, _ := c.Current().Locality("default/od-1"); return l.Zone == "z2" })
+
+	unknown, _ := runOnDemand(t, addr, xdsclient.Options{Pod: "default/nobody"})
+	waitFor(t, ctx, func() bool { return unknown.Current().Routes[xdsclient.PodLocalityName("default/nobody")] != nil })
+	if _, ok := unknown.Current().Locality("default/nobody"); ok {
+		t.Error("a pod the control plane does not know got a locality")
 	}
 }

@@ -90,12 +90,15 @@ type Server struct {
 	basis *translateBasis
 	svcs  map[string]*translated
 	index map[netip.Addr][]string
+	// localities are the pods' localities the last apply served.
+	localities map[string]discovery.Locality
 
 	negMu sync.Mutex // guards negatives and indexes; taken after applyMu
-	// negatives are empty indexes of addresses no service has, put in
-	// the route cache when a proxy subscribes to them: the answer "none
-	// here" in one round trip (go-control-plane sends nothing for a
-	// name it does not have). indexes are the real ones.
+	// negatives are empty indexes of addresses no service has (and empty
+	// localities of pods the server knows nothing of), put in the route
+	// cache when a proxy subscribes to them: the answer "none here" in
+	// one round trip (go-control-plane sends nothing for a name it does
+	// not have). indexes are the real ones.
 	negatives map[string]struct{}
 	indexes   map[string]struct{}
 }
@@ -250,6 +253,23 @@ func (s *Server) applyLocked() error {
 		}
 		res[resource.RouteType] = append(res[resource.RouteType], xdsclient.AddressIndex(name, index[a]))
 	}
+	// Where each meshed pod runs (a new resource only for a pod that
+	// moved).
+	pods := make([]string, 0, len(snap.Localities))
+	for pod := range snap.Localities {
+		pods = append(pods, pod)
+	}
+	slices.Sort(pods)
+	for _, pod := range pods {
+		name, l := xdsclient.PodLocalityName(pod), snap.Localities[pod]
+		indexes[name] = struct{}{}
+		if old, ok := prevRoutes[name]; ok && s.localities[pod] == l {
+			res[resource.RouteType] = append(res[resource.RouteType], old)
+			continue
+		}
+		res[resource.RouteType] = append(res[resource.RouteType],
+			xdsclient.PodLocalityResource(name, xdsclient.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.SubZone}))
+	}
 
 	// What changed, by type: a resource built again this time (a new
 	// pointer) is replaced; the ones of no service are compared.
@@ -281,7 +301,7 @@ func (s *Server) applyLocked() error {
 		}
 	}
 
-	s.tr, s.basis, s.svcs, s.index, s.served = tr, basis, svcs, index, next
+	s.tr, s.basis, s.svcs, s.index, s.served, s.localities = tr, basis, svcs, index, next, snap.Localities
 	versions := make(map[resource.Type]string, len(typeOrder))
 	for _, typ := range typeOrder {
 		if _, ok := changes[typ]; ok {
@@ -349,7 +369,12 @@ func (s *Server) negative(names []string) {
 	s.negMu.Lock()
 	defer s.negMu.Unlock()
 	for _, name := range names {
-		if _, ok := xdsclient.ParseAddressIndexName(name); !ok {
+		var empty types.Resource
+		if _, ok := xdsclient.ParseAddressIndexName(name); ok {
+			empty = xdsclient.AddressIndex(name, nil)
+		} else if xdsclient.IsPodLocalityName(name) {
+			empty = xdsclient.PodLocalityResource(name, xdsclient.Locality{})
+		} else {
 			continue
 		}
 		if _, ok := s.indexes[name]; ok {
@@ -365,7 +390,7 @@ func (s *Server) negative(names []string) {
 			}
 		}
 		s.negatives[name] = struct{}{}
-		_ = s.caches[resource.RouteType].UpdateResource(name, xdsclient.AddressIndex(name, nil)) // not nil: cannot fail
+		_ = s.caches[resource.RouteType].UpdateResource(name, empty) // not nil: cannot fail
 	}
 }
 

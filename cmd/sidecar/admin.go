@@ -15,13 +15,14 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tender-mesh/tender/proxy"
+	"github.com/tender-mesh/tender/proxy/balancer"
 	"github.com/tender-mesh/tender/security/workload"
 	"github.com/tender-mesh/tender/telemetry"
 	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // newAdmin serves the sidecar's admin endpoints.
-func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomic.Bool, ident *workload.Manager) http.Handler {
+func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomic.Bool, ident *workload.Manager, node *nodeInfo) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
@@ -68,7 +69,7 @@ func newAdmin(px *proxy.Proxy, client *xdsclient.Client, ready, connected *atomi
 	})
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, _ *http.Request) {
 		cfg := client.Current()
-		out := map[string]any{"versions": cfg.Versions, "xdsConnected": connected.Load()}
+		out := map[string]any{"versions": cfg.Versions, "xdsConnected": connected.Load(), "node": node.dump(cfg)}
 		clusters, endpoints, routes, err := dumpResources(cfg)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -192,4 +193,34 @@ func metricsHandler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true, DisableCompression: true}))
 	return mux
+}
+
+// nodeInfo is what the sidecar tells the control plane of itself, and
+// where it runs: its --region/--zone/--subzone, else what the control
+// plane knows of its pod's node.
+type nodeInfo struct {
+	ID, Pod string
+	Flags   balancer.Locality
+}
+
+// locality is the locality the sidecar balances with under cfg, and
+// where it comes from: "flags", "control plane" or "" (none known).
+func (n *nodeInfo) locality(cfg *xdsclient.Config) (balancer.Locality, string) {
+	if n.Flags != (balancer.Locality{}) {
+		return n.Flags, "flags"
+	}
+	if l, ok := cfg.Locality(n.Pod); ok {
+		return balancer.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.SubZone}, "control plane"
+	}
+	return balancer.Locality{}, ""
+}
+
+// dump is the node section of /config_dump, as Envoy's shows its node.
+func (n *nodeInfo) dump(cfg *xdsclient.Config) map[string]any {
+	l, from := n.locality(cfg)
+	return map[string]any{
+		"id": n.ID, "pod": n.Pod,
+		"locality":     map[string]string{"region": l.Region, "zone": l.Zone, "subZone": l.SubZone},
+		"localityFrom": from,
+	}
 }

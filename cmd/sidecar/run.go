@@ -389,6 +389,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 	if ident != nil && c.Identity.XDSTLS {
 		xdsCreds, xdsToken = ident.ControlPlaneCredentials(), ident.PerRPC()
 	}
+	node := &nodeInfo{ID: c.NodeID, Pod: c.PodNamespace + "/" + c.PodName, Flags: c.Locality}
 	client := xdsclient.New(xdsclient.Options{
 		Addr:        c.XDSAddr,
 		Credentials: xdsCreds,
@@ -402,12 +403,14 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		Own:      ownAddrs(),
 		Preload:  c.Preload,
 		Idle:     c.OnDemandIdle,
+		Pod:      node.Pod,
 		OnState: func(up bool) {
 			connected.Store(up)
 			health.XDSConnected.Set(map[bool]float64{false: 0, true: 1}[up])
 		},
 		Apply: func(cfg *xdsclient.Config) error {
-			t, err := proxy.BuildTable(cfg, px.Table(), c.Locality)
+			local, _ := node.locality(cfg)
+			t, err := proxy.BuildTable(cfg, px.Table(), local)
 			if err == nil && ident != nil && c.Identity.XDSTLS {
 				// Only from a control plane the sidecar verified: a
 				// bundle over plaintext xDS could add any root.
@@ -466,7 +469,7 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		adminLis.Close()
 		return fmt.Errorf("metrics listener: %w", err)
 	}
-	admin := adminServer(newAdmin(px, client, &ready, &connected, ident))
+	admin := adminServer(newAdmin(px, client, &ready, &connected, ident, node))
 	metricsSrv := adminServer(metricsHandler(reg))
 	adminLis, metricsLis = limitListener(adminLis, c.AdminMaxConns), limitListener(metricsLis, c.AdminMaxConns)
 	gc := currentGC()

@@ -155,10 +155,7 @@ func buildEndpoints(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, nodeR
 		}
 		for _, e := range s.Endpoints {
 			health := endpointHealth(e.Conditions)
-			loc := discovery.Locality{}
-			if e.Zone != nil {
-				loc.Zone = *e.Zone
-			}
+			loc := discovery.Locality{Zone: hintedZone(e)}
 			if e.NodeName != nil && nodeRegion != nil {
 				loc.Region = nodeRegion(*e.NodeName)
 			}
@@ -342,3 +339,25 @@ var knownAnnotations = []string{AnnotationLB, AnnotationHashHeader, AnnotationCo
 	AnnotationMaxRetries, AnnotationConsecutive5xx, AnnotationBaseEjectionTime, AnnotationMaxEjectionPercent,
 	// Pod annotations the injector reads; harmless on a Service.
 	AnnotationPrefix + "inject"}
+
+// hintedZone is the zone an endpoint serves: the zone the EndpointSlice
+// controller hints it for (trafficDistribution: PreferClose hints every
+// endpoint for its own zone; topology-aware routing may hint one for
+// another zone, to balance), else its own. A sidecar prefers the
+// endpoints of its own zone, as kube-proxy does with hints. An endpoint
+// hinted for several zones keeps its own zone if it is one of them.
+func hintedZone(e discoveryv1.Endpoint) string {
+	own := ""
+	if e.Zone != nil {
+		own = *e.Zone
+	}
+	if e.Hints == nil || len(e.Hints.ForZones) == 0 {
+		return own
+	}
+	for _, z := range e.Hints.ForZones {
+		if z.Name == own {
+			return own
+		}
+	}
+	return e.Hints.ForZones[0].Name
+}

@@ -246,3 +246,42 @@ func TestEndpointTakesOnlyItsOwnPod(t *testing.T) {
 		}
 	}
 }
+
+// TestZoneHints: an endpoint hinted for zones (trafficDistribution:
+// PreferClose, topology-aware routing) serves the zone it is hinted for;
+// one hinted for its own zone among others keeps it; one without hints
+// keeps its own.
+func TestZoneHints(t *testing.T) {
+	hinted := func(zone string, hints ...string) discoveryv1.Endpoint {
+		e := discoveryv1.Endpoint{Zone: ptr.To(zone)}
+		if len(hints) > 0 {
+			e.Hints = &discoveryv1.EndpointHints{}
+			for _, h := range hints {
+				e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: h})
+			}
+		}
+		return e
+	}
+	for _, tt := range []struct {
+		e    discoveryv1.Endpoint
+		want string
+	}{
+		{hinted("z1"), "z1"},
+		{hinted("z1", "z1"), "z1"},
+		{hinted("z2", "z1"), "z1"},
+		{hinted("z2", "z1", "z2"), "z2"},
+		{discoveryv1.Endpoint{}, ""},
+	} {
+		if got := hintedZone(tt.e); got != tt.want {
+			t.Errorf("hintedZone(zone %v, hints %+v) = %q, want %q", tt.e.Zone, tt.e.Hints, got, tt.want)
+		}
+	}
+	// Through buildService: the slice's hints make the endpoints' zones.
+	s := slice("cart", "cart-1", discoveryv1.AddressTypeIPv4, map[string]int32{"http": 8080}, ep{ip: "10.1.0.11", zone: "z2"})
+	s.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "z1"}}}
+	svc := service("cart", nil, corev1.ServicePort{Name: "http", Port: 80})
+	got, _, ok := buildService(svc, []*discoveryv1.EndpointSlice{s}, nil, nil)
+	if !ok || len(got.Endpoints) != 1 || got.Endpoints[0].Locality.Zone != "z1" {
+		t.Fatalf("an endpoint of z2 hinted for z1: got %+v, want zone z1", got.Endpoints)
+	}
+}

@@ -192,7 +192,7 @@ func slim(obj any) (any, error) {
 		}
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, Labels: o.Labels,
 			Annotations: ann, ResourceVersion: o.ResourceVersion},
-			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName},
+			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName, NodeName: o.Spec.NodeName},
 			Status: corev1.PodStatus{PodIPs: o.Status.PodIPs}}, nil
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, Labels: o.Labels, ResourceVersion: o.ResourceVersion}}, nil
@@ -239,10 +239,17 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		keys, _ := serviceKey(obj)
 		mark(keys...)
 	})
+	// Where meshed pods run: a kick of its own, and only a sink that takes
+	// it gets it.
+	localityKick := make(chan struct{}, 1)
+	localitySink, takesLocalities := sink.(discovery.LocalitySink)
 	onPod := handler(func(obj any) {
 		p, ok := obj.(*corev1.Pod)
 		if !ok {
 			return
+		}
+		if takesLocalities && p.Spec.NodeName != "" {
+			signal(localityKick)
 		}
 		for _, w := range sets {
 			objs, _ := w.slices.GetIndexer().ByIndex(byPod, p.Namespace+"/"+p.Name)
@@ -268,20 +275,36 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		dirty.markAll()
 		signal(kick)
 	}
+	topologyOf := func(obj any) discovery.Locality {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		n, _ := obj.(*corev1.Node)
+		return nodeLocality(n)
+	}
 	onNode := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if nodeRegion(obj) != "" {
 				regionChanged()
+			}
+			if takesLocalities && topologyOf(obj) != (discovery.Locality{}) {
+				signal(localityKick)
 			}
 		},
 		UpdateFunc: func(old, cur any) {
 			if nodeRegion(old) != nodeRegion(cur) {
 				regionChanged()
 			}
+			if takesLocalities && topologyOf(old) != topologyOf(cur) {
+				signal(localityKick)
+			}
 		},
 		DeleteFunc: func(obj any) {
 			if nodeRegion(obj) != "" {
 				regionChanged()
+			}
+			if takesLocalities && topologyOf(obj) != (discovery.Locality{}) {
+				signal(localityKick)
 			}
 		},
 	}
@@ -450,6 +473,32 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		return out
 	}
 
+	// localities maps every meshed pod on a node with topology labels to
+	// the node's locality.
+	localities := func() map[string]discovery.Locality {
+		out := map[string]discovery.Locality{}
+		for _, w := range sets {
+			for _, obj := range w.pods.GetStore().List() {
+				p := obj.(*corev1.Pod)
+				if p.Spec.NodeName == "" || p.Annotations[AnnotationSidecarStatus] != inject.StatusInjected {
+					continue
+				}
+				n, ok, err := nodes.GetStore().GetByKey(p.Spec.NodeName)
+				if err != nil || !ok {
+					continue
+				}
+				if l := nodeLocality(n.(*corev1.Node)); l != (discovery.Locality{}) {
+					out[p.Namespace+"/"+p.Name] = l
+				}
+			}
+		}
+		return out
+	}
+	reportLocalities := func() {
+		if takesLocalities {
+			localitySink.UpdateLocalities(Name, localities())
+		}
+	}
 	reportRoutes := func() {
 		if routes != nil {
 			routeSink.UpdateRoutes(Name, routes.routes(log))
@@ -458,9 +507,10 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 	// Routes first: the registry publishes its first snapshot when the
 	// services come, and it carries both.
 	reportRoutes()
+	reportLocalities()
 	sink.Update(Name, build())
 	for {
-		var services, changedRoutes bool
+		var services, changedRoutes, changedLocalities bool
 		select {
 		case <-ctx.Done():
 			return nil
@@ -468,6 +518,8 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 			services = true
 		case <-routeKick:
 			changedRoutes = true
+		case <-localityKick:
+			changedLocalities = true
 		}
 		// What else changed meanwhile goes into the same report.
 		select {
@@ -480,8 +532,16 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 			changedRoutes = true
 		default:
 		}
+		select {
+		case <-localityKick:
+			changedLocalities = true
+		default:
+		}
 		if changedRoutes {
 			reportRoutes()
+		}
+		if changedLocalities {
+			reportLocalities()
 		}
 		if services {
 			sink.Update(Name, build())
@@ -494,6 +554,16 @@ func (s *Source) Run(ctx context.Context, sink discovery.Sink) error {
 		case <-t.C:
 		}
 	}
+}
+
+// nodeLocality is a node's region and zone, from its topology labels
+// (as its endpoints' localities are made: the slice's zone, the node's
+// region); zero for nil.
+func nodeLocality(n *corev1.Node) discovery.Locality {
+	if n == nil {
+		return discovery.Locality{}
+	}
+	return discovery.Locality{Region: n.Labels[corev1.LabelTopologyRegion], Zone: n.Labels[corev1.LabelTopologyZone]}
 }
 
 func signal(c chan struct{}) {

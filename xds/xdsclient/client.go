@@ -55,6 +55,10 @@ type Options struct {
 	// Idle drops the subscription of an address no connection used for
 	// that long (not Own's); 0: never.
 	Idle time.Duration
+	// Pod is the sidecar's pod, "namespace/name": the client subscribes
+	// to its locality (PodLocalityName), which the control plane knows
+	// from the pod's node. Empty: none.
+	Pod string
 }
 
 // maxAddrs bounds the addresses an on-demand client holds: beyond it a
@@ -430,6 +434,9 @@ func heldVersions(cfg *Config, typ string, names []string) map[string]string {
 // cfg; a type it subscribes to as a wildcard is absent.
 func (c *Client) wanted(cfg *Config) map[string]map[string]bool {
 	clusters, routes := map[string]bool{}, map[string]bool{}
+	if c.opts.Pod != "" {
+		routes[PodLocalityName(c.opts.Pod)] = true
+	}
 	if c.opts.OnDemand {
 		clusters[MeshDefaultsCluster] = true
 		c.mu.RLock()

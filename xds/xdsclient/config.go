@@ -67,3 +67,13 @@ func RouteNameOf(c *clusterv3.Cluster) string {
 	}
 	return m.RouteName()
 }
+
+// Locality is where pod ("namespace/name") runs, as the control plane
+// said; ok is false when it said nothing or nothing is known.
+func (c *Config) Locality(pod string) (Locality, bool) {
+	rc := c.Routes[PodLocalityName(pod)]
+	if rc == nil {
+		return Locality{}, false
+	}
+	return PodLocality(rc)
+}

@@ -3,6 +3,7 @@ package xdsclient
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -49,4 +50,47 @@ func IndexClusters(rc *routev3.RouteConfiguration) ([]string, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// PodLocalityPrefix starts the name of a pod's locality, the route
+// configuration PodLocalityPrefix+NAMESPACE/NAME: its MetadataKey
+// metadata holds "region", "zone" and "subzone", from the node the pod
+// runs on (a sidecar does not know its node; the control plane does).
+// A sidecar subscribes to its own; an empty one means none is known.
+const PodLocalityPrefix = "tender.dev|pod|"
+
+// PodLocalityName names the locality of pod "namespace/name".
+func PodLocalityName(pod string) string { return PodLocalityPrefix + pod }
+
+// IsPodLocalityName reports whether name names a pod's locality.
+func IsPodLocalityName(name string) bool {
+	pod, ok := strings.CutPrefix(name, PodLocalityPrefix)
+	if !ok || len(pod) > 253+1+63 {
+		return false
+	}
+	ns, n, ok := strings.Cut(pod, "/")
+	return ok && ns != "" && n != "" && !strings.Contains(n, "/")
+}
+
+// Locality is where a pod runs.
+type Locality struct{ Region, Zone, SubZone string }
+
+// PodLocalityResource builds the locality resource name for l; the
+// translator's side of the contract.
+func PodLocalityResource(name string, l Locality) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: name,
+		Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: {Fields: map[string]*structpb.Value{
+			"region":  structpb.NewStringValue(l.Region),
+			"zone":    structpb.NewStringValue(l.Zone),
+			"subzone": structpb.NewStringValue(l.SubZone),
+		}}}},
+	}
+}
+
+// PodLocality reads a locality resource; ok is false when it names none.
+func PodLocality(rc *routev3.RouteConfiguration) (l Locality, ok bool) {
+	md := rc.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()
+	l = Locality{Region: md["region"].GetStringValue(), Zone: md["zone"].GetStringValue(), SubZone: md["subzone"].GetStringValue()}
+	return l, l != (Locality{})
 }
