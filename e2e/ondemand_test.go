@@ -194,7 +194,7 @@ func TestOnDemand(t *testing.T) {
 	cpProc.kill()
 	writeFile(t, meshFile, onDemandMesh(g, 10_000-len(onDemandVIPs), "    timeout: 7s\n"))
 	time.Sleep(time.Second)
-	cpProc = startCP()
+	startCP() // stopped with the test
 	waitUntil(ctx, t, "the client sidecar to get the change from the restarted control plane", func() bool {
 		return strings.Contains(string(waitPodHTTP(ctx, t, client, "http://127.0.0.1:15000/config_dump", 200)), `"7s"`)
 	})
