@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -177,10 +178,10 @@ func TestOnDemand(t *testing.T) {
 	waitPodHTTP(ctx, t, client, "http://127.0.0.1:15000/ready", 200)
 	hc := client.httpClient(false)
 	defer hc.CloseIdleConnections()
-	next := 0
+	var next atomic.Int64
 	ld := startLoadWith(ctx, t, 3, func() (string, error) {
-		next++ // racy on purpose: any spread over the three will do
-		resp, err := hc.Get("http://" + onDemandVIPs[next%len(onDemandVIPs)] + "/greet?name=restart")
+		vip := onDemandVIPs[next.Add(1)%int64(len(onDemandVIPs))]
+		resp, err := hc.Get("http://" + vip + "/greet?name=restart")
 		if err != nil {
 			return "", err
 		}
@@ -194,7 +195,7 @@ func TestOnDemand(t *testing.T) {
 	cpProc.kill()
 	writeFile(t, meshFile, onDemandMesh(g, 10_000-len(onDemandVIPs), "    timeout: 7s\n"))
 	time.Sleep(time.Second)
-	cpProc = startCP()
+	startCP() // stopped with the test
 	waitUntil(ctx, t, "the client sidecar to get the change from the restarted control plane", func() bool {
 		return strings.Contains(string(waitPodHTTP(ctx, t, client, "http://127.0.0.1:15000/config_dump", 200)), `"7s"`)
 	})
