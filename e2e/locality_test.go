@@ -39,7 +39,12 @@ func TestKubernetesLocality(t *testing.T) {
 		}
 	}
 	// The client's pod, scheduled on node-z1 and injected (no kubelet
-	// runs it: the lab's client pod is it).
+	// runs it: the lab's client pod is it). No controller makes the
+	// namespace's default service account: the test does.
+	if _, err := cs.CoreV1().ServiceAccounts("default").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "client", Annotations: map[string]string{inject.AnnotationStatus: inject.StatusInjected}},
 		Spec:       corev1.PodSpec{NodeName: "node-z1", Containers: []corev1.Container{{Name: "app", Image: "client"}}},
