@@ -28,7 +28,7 @@ import (
 )
 
 // startServer serves s on loopback until the test ends.
-func startServer(t *testing.T, s *Server) string {
+func startServer(t testing.TB, s *Server) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -77,6 +78,8 @@ type Client struct {
 	mu    sync.RWMutex // guards addrs
 	addrs map[netip.Addr]*addrSub
 	kick  chan struct{} // a new address to subscribe to
+	// routeNames caches routeNameOf; the stream goroutine's.
+	routeNames map[*clusterv3.Cluster]string
 }
 
 // addrSub is an on-demand subscription to an address's index.
@@ -95,7 +98,7 @@ func New(opts Options) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{opts: opts, addrs: map[netip.Addr]*addrSub{}, kick: make(chan struct{}, 1)}
+	c := &Client{opts: opts, addrs: map[netip.Addr]*addrSub{}, kick: make(chan struct{}, 1), routeNames: map[*clusterv3.Cluster]string{}}
 	if opts.OnDemand {
 		for _, a := range opts.Own {
 			c.addrs[a.Unmap()] = &addrSub{own: true, done: make(chan struct{})}
@@ -460,18 +463,28 @@ func (c *Client) wanted(cfg *Config) map[string]map[string]bool {
 		}
 	}
 	// Follow clusters to their route configurations and those to the
-	// clusters they send to, until nothing new.
-	for grown := true; grown; {
-		grown = false
-		for n := range clusters {
-			if r := RouteNameOf(cfg.Clusters[n]); r != "" && !routes[r] {
-				routes[r], grown = true, true
+	// clusters they send to, each once.
+	queue := make([]string, 0, len(clusters)+len(routes))
+	for n := range clusters {
+		queue = append(queue, n)
+	}
+	for r := range routes {
+		queue = append(queue, r)
+	}
+	for len(queue) > 0 {
+		n := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if clusters[n] {
+			if r := c.routeNameOf(cfg.Clusters[n]); r != "" && !routes[r] {
+				routes[r] = true
+				queue = append(queue, r)
 			}
 		}
-		for r := range routes {
-			for _, n := range routeClusters(cfg.Routes[r]) {
-				if !clusters[n] && (c.opts.OnDemand || cfg.Clusters[n] != nil) {
-					clusters[n], grown = true, true
+		if routes[n] {
+			for _, b := range routeClusters(cfg.Routes[n]) {
+				if !clusters[b] && (c.opts.OnDemand || cfg.Clusters[b] != nil) {
+					clusters[b] = true
+					queue = append(queue, b)
 				}
 			}
 		}
@@ -487,6 +500,25 @@ func (c *Client) wanted(cfg *Config) map[string]map[string]bool {
 		out[ClusterType] = clusters
 	}
 	return out
+}
+
+// routeNameOf is RouteNameOf, remembered per cluster resource: wanted
+// runs on every response, and decoding each cluster's metadata each time
+// made resolving a new address cost the sidecar time in the number of
+// addresses it held. Called from the stream goroutine only.
+func (c *Client) routeNameOf(cl *clusterv3.Cluster) string {
+	if cl == nil {
+		return ""
+	}
+	if r, ok := c.routeNames[cl]; ok {
+		return r
+	}
+	if len(c.routeNames) > 2*len(c.current.Load().Clusters)+64 {
+		clear(c.routeNames) // forget replaced clusters
+	}
+	r := RouteNameOf(cl)
+	c.routeNames[cl] = r
+	return r
 }
 
 // routeClusters lists the clusters a route configuration sends to.
