@@ -18,8 +18,8 @@ type Source interface {
 }
 
 // LocalitySink receives where a source's meshed pods run: each pod's
-// region, zone and subzone (from its node's topology labels), by
-// "namespace/name". *Registry implements it.
+// locality (the Kubernetes source: its node's region and zone labels),
+// by "namespace/name". *Registry implements it.
 type LocalitySink interface {
 	UpdateLocalities(source string, pods map[string]Locality)
 }

@@ -31,6 +31,7 @@ type stream struct {
 	// the last response and of the last one acknowledged.
 	sent, acked           map[string]string
 	sentNonce, ackedNonce map[string]string
+	sentAt                map[string]time.Time
 	// nacked holds the last rejection per type URL.
 	nacked map[string]string
 }
@@ -103,7 +104,7 @@ func (c *callbacks) open(id int64, mode string) error {
 	c.s.mu.Lock()
 	c.s.streams[id] = &stream{id: id, mode: mode, opened: time.Now(),
 		sent: map[string]string{}, acked: map[string]string{}, nacked: map[string]string{},
-		sentNonce: map[string]string{}, ackedNonce: map[string]string{}}
+		sentNonce: map[string]string{}, ackedNonce: map[string]string{}, sentAt: map[string]time.Time{}}
 	c.s.mu.Unlock()
 	if m := c.s.opts.Metrics; m != nil {
 		m.ConnectedProxies.WithLabelValues(mode).Inc()
@@ -157,13 +158,19 @@ func (c *callbacks) request(id int64, node *corev3.Node, typeURL, version, nonce
 // response counts a push and, when it replaced an earlier version on the
 // stream, observes how long the change took to reach the wire.
 func (c *callbacks) response(id int64, typeURL, version, nonce string) {
+	cur := c.s.state.Load()
+	now := time.Now()
 	c.s.mu.Lock()
-	var update bool
+	var push bool
 	if st := c.s.streams[id]; st != nil {
-		prev, had := st.sent[typeURL]
-		update = had && prev != version
+		_, had := st.sent[typeURL]
+		// The stream's first response of the type since the last apply
+		// changed the type: the push of that change (an on-demand answer
+		// after it is no push).
+		push = had && cur != nil && cur.changed[typeURL] && st.sentAt[typeURL].Before(cur.applied)
 		st.sent[typeURL] = version
 		st.sentNonce[typeURL] = nonce
+		st.sentAt[typeURL] = now
 	}
 	c.s.mu.Unlock()
 	m := c.s.opts.Metrics
@@ -172,8 +179,8 @@ func (c *callbacks) response(id int64, typeURL, version, nonce string) {
 	}
 	typ := shortType(typeURL)
 	m.Pushes.WithLabelValues(typ).Inc()
-	if st := c.s.state.Load(); update && st != nil {
-		m.PushSeconds.WithLabelValues(typ).Observe(time.Since(st.snapshot.Created).Seconds())
+	if push {
+		m.PushSeconds.WithLabelValues(typ).Observe(now.Sub(cur.snapshot.Created).Seconds())
 	}
 }
 
@@ -203,14 +210,17 @@ func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) err
 	return c.open(id, modeDelta)
 }
 
-func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.closed(id, modeDelta) }
+func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	c.s.closedStream(id)
+	c.closed(id, modeDelta)
+}
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	if !c.s.wait() {
 		return errStopping
 	}
 	if req.GetTypeUrl() == resource.RouteType {
-		c.s.negative(req.GetResourceNamesSubscribe())
+		c.s.subscribed(id, req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
 	// A delta ACK carries the nonce, not the version; the version it
 	// acknowledges is the one last sent.

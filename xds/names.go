@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/tender-mesh/tender/discovery"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // ListenerName is the listener and route configuration name of a service
@@ -16,7 +17,7 @@ func ListenerName(s *discovery.Service, p discovery.Port) string {
 // ClusterName is the cluster and load assignment name of a service port:
 // outbound|PORT||NAME.NAMESPACE.svc.cluster.local, as in Istio.
 func ClusterName(s *discovery.Service, p discovery.Port) string {
-	return "outbound|" + strconv.FormatUint(uint64(p.Number), 10) + "||" + s.Hostname()
+	return xdsclient.ClusterName(s.Hostname(), p.Number)
 }
 
 // domains lists the authorities a client may use for a service port: the

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/tender-mesh/tender/discovery"
 	"github.com/tender-mesh/tender/xds/xdsclient"
@@ -218,5 +220,70 @@ func TestPodLocality(t *testing.T) {
 	waitFor(t, ctx, func() bool { return unknown.Current().Routes[xdsclient.PodLocalityName("default/nobody")] != nil })
 	if _, ok := unknown.Current().Locality("default/nobody"); ok {
 		t.Error("a pod the control plane does not know got a locality")
+	}
+}
+
+// TestPolicyChangeOnRoutedService: a service whose port has routes takes a
+// change to its own policy (its timeout is the default of every rule), as
+// the incremental translation must notice.
+func TestPolicyChangeOnRoutedService(t *testing.T) {
+	cfg := loadServices(t, "routes.yaml")
+	s := NewServer(Options{})
+	snap := &discovery.Snapshot{Version: 1, Services: cfg.Static, Routes: cfg.Routes, Created: time.Now()}
+	if err := s.Apply(snap); err != nil {
+		t.Fatal(err)
+	}
+	timeoutOf := func() string {
+		for _, r := range s.state.Load().resources[resource.RouteType] {
+			rc := r.(*routev3.RouteConfiguration)
+			if rc.GetName() != "greeter.default.svc.cluster.local:8080" {
+				continue
+			}
+			return rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetTimeout().AsDuration().String()
+		}
+		t.Fatal("no route configuration for greeter:8080")
+		return ""
+	}
+	before := timeoutOf()
+	services := slices.Clone(cfg.Static)
+	for i := range services {
+		if services[i].Name == "greeter" {
+			services[i].Policy.Timeout = 7 * time.Second
+		}
+	}
+	if err := s.Apply(&discovery.Snapshot{Version: 2, Services: services, Routes: cfg.Routes, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := timeoutOf(); got != "7s" {
+		t.Fatalf("greeter's timeout set to 7s: its routed route configuration has %s (before: %s)", got, before)
+	}
+}
+
+// TestOnDemandWithUnresolvedBackend: a route with a backend that does not
+// resolve (the translator names it invalid|…; requests to it get 500)
+// does not keep an on-demand sidecar waiting for a cluster that cannot
+// come: its own pod's config completes, and the service's VIP resolves.
+func TestOnDemandWithUnresolvedBackend(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := loadServices(t, "routes.yaml")
+	var web *discovery.Service
+	for i := range cfg.Static {
+		if cfg.Static[i].Name == "web" {
+			web = &cfg.Static[i]
+		}
+	}
+	web.Endpoints = []discovery.Endpoint{{Address: netip.MustParseAddr("10.1.0.20"), Health: discovery.HealthHealthy}}
+	s := NewServer(Options{})
+	if err := s.Apply(&discovery.Snapshot{Version: 1, Services: cfg.Static, Routes: cfg.Routes, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServer(t, s)
+	c, _ := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{web.Endpoints[0].Address}})
+	waitFor(t, ctx, func() bool { return c.Current().Complete() })
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	if !c.Resolve(rctx, web.VIP) {
+		t.Fatal("web's VIP, whose routes name an unresolved backend, did not resolve")
 	}
 }

@@ -26,7 +26,7 @@ import (
 // a backend that does not resolve gets 500 (RouteAction's
 // cluster_not_found_response_code), as the Gateway API asks.
 func invalidCluster(rt *discovery.Route, rule, idx int) string {
-	return fmt.Sprintf("invalid|%s|%d|%d", rt.Key(), rule, idx)
+	return fmt.Sprintf("%s%s|%d|%d", xdsclient.InvalidClusterPrefix, rt.Key(), rule, idx)
 }
 
 // action builds the route every match of a rule shares (its Match is set

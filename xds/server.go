@@ -36,9 +36,14 @@ import (
 // typeOrder is the order resource types are listed in.
 var typeOrder = []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.RouteType, resource.SecretType}
 
-// maxNegatives bounds the empty address indexes the server holds for
-// addresses proxies asked about that no service has (see negative).
-const maxNegatives = 1 << 16
+// maxNegatives bounds the empty address indexes (and pod localities) the
+// server holds for names proxies asked about that it has nothing for
+// (see subscribed), in all and per stream. An on-demand sidecar asks for
+// at most xdsclient's maxAddrs addresses, less than the second.
+const (
+	maxNegatives          = 1 << 18
+	maxNegativesPerStream = 8192
+)
 
 // Options configure a Server.
 type Options struct {
@@ -99,8 +104,10 @@ type Server struct {
 	// cache when a proxy subscribes to them: the answer "none here" in
 	// one round trip (go-control-plane sends nothing for a name it does
 	// not have). indexes are the real ones.
-	negatives map[string]struct{}
-	indexes   map[string]struct{}
+	negatives  map[string]int // streams holding each
+	streamNegs map[int64]map[string]struct{}
+	indexes    map[string]struct{}
+	negFull    atomic.Int64 // subscriptions left unanswered past the bounds
 }
 
 // translated is one service and its resources.
@@ -110,13 +117,23 @@ type translated struct {
 }
 
 // translateBasis is what the translation of every service depends on
-// beside the service itself: the routes, the security config, and the
-// set of services with their VIPs and ports (routes resolve backends by
-// them).
+// beside the service itself: the routes, the security config, and what
+// the compiled routes take of every service (routes resolve backends by
+// name, VIP and port, carry their parent's policy and their backend's
+// source).
 type translateBasis struct {
 	routes   []discovery.Route
 	security Security
-	services []string
+	services []serviceBasis
+}
+
+// serviceBasis is what the compiled routes take of one service.
+type serviceBasis struct {
+	key    string
+	vip    netip.Addr
+	ports  []discovery.Port
+	policy discovery.TrafficPolicy
+	source string
 }
 
 // state is what one Apply produced; immutable.
@@ -124,8 +141,10 @@ type state struct {
 	snapshot  *discovery.Snapshot
 	resources Resources
 	versions  map[resource.Type]string
-	applied   time.Time
-	routes    []RouteStatus
+	// changed are the types this apply changed.
+	changed map[resource.Type]bool
+	applied time.Time
+	routes  []RouteStatus
 }
 
 // NewServer returns a Server with no snapshot: clients wait until the
@@ -141,7 +160,7 @@ func NewServer(opts Options) *Server {
 		opts: opts, streams: make(map[int64]*stream), ready: make(chan struct{}),
 		caches: map[resource.Type]*cachev3.LinearCache{}, served: map[resource.Type]map[string]types.Resource{},
 		versions: map[resource.Type]uint64{}, svcs: map[string]*translated{},
-		negatives: map[string]struct{}{}, indexes: map[string]struct{}{},
+		negatives: map[string]int{}, streamNegs: map[int64]map[string]struct{}{}, indexes: map[string]struct{}{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// A prefix of its own per server: a state-of-the-world client that
@@ -200,10 +219,10 @@ func (s *Server) security(snap *discovery.Snapshot) *Security {
 }
 
 func basisOf(snap *discovery.Snapshot, sec *Security) *translateBasis {
-	b := &translateBasis{routes: snap.Routes, security: *sec, services: make([]string, len(snap.Services))}
+	b := &translateBasis{routes: snap.Routes, security: *sec, services: make([]serviceBasis, len(snap.Services))}
 	for i := range snap.Services {
 		sv := &snap.Services[i]
-		b.services[i] = fmt.Sprint(sv.Key(), sv.VIP, sv.Ports)
+		b.services[i] = serviceBasis{key: sv.Key(), vip: sv.VIP, ports: sv.Ports, policy: sv.Policy, source: sv.Source}
 	}
 	return b
 }
@@ -303,14 +322,16 @@ func (s *Server) applyLocked() error {
 
 	s.tr, s.basis, s.svcs, s.index, s.served, s.localities = tr, basis, svcs, index, next, snap.Localities
 	versions := make(map[resource.Type]string, len(typeOrder))
+	changed := make(map[resource.Type]bool, len(changes))
 	for _, typ := range typeOrder {
 		if _, ok := changes[typ]; ok {
 			s.versions[typ]++
+			changed[typ] = true
 		}
 		versions[typ] = strconv.FormatUint(s.versions[typ], 10)
 	}
 	prev := s.state.Load()
-	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, applied: time.Now(), routes: tr.compiled.status})
+	s.state.Store(&state{snapshot: snap, resources: res, versions: versions, changed: changed, applied: time.Now(), routes: tr.compiled.status})
 	s.negMu.Lock()
 	for _, typ := range typeOrder {
 		ch, ok := changes[typ]
@@ -319,17 +340,25 @@ func (s *Server) applyLocked() error {
 		}
 		update, remove := ch[0].(map[string]types.Resource), ch[1].([]string)
 		if typ == resource.RouteType {
-			for name := range update {
-				delete(s.negatives, name) // an address that has a service now
-			}
+			// An index (or locality) that goes while a proxy that asked
+			// for it when it was missing still holds it becomes empty
+			// again, as it was then.
+			remove = slices.DeleteFunc(remove, func(name string) bool {
+				if s.negatives[name] > 0 {
+					update[name] = emptyAnswer(name)
+					return true
+				}
+				return false
+			})
 		}
 		if err := s.caches[typ].UpdateResources(update, remove); err != nil {
-			s.negMu.Unlock()
-			return fmt.Errorf("xds: update %s: %w", shortType(typ), err)
+			// Only a resource that does not marshal fails here, after the
+			// cache took the update: serve the whole new set.
+			s.opts.Logger.Error("xds: cache update failed; serving the new set whole", "type", shortType(typ), "err", err)
+			s.caches[typ].SetResources(next[typ])
 		}
 	}
 	s.indexes = indexes
-	s.collectNegativesLocked()
 	s.negMu.Unlock()
 	s.readyOnce.Do(func() { close(s.ready) })
 
@@ -361,55 +390,87 @@ func (s *Server) applyLocked() error {
 	return nil
 }
 
-// negative puts an empty index for each address index name a proxy
-// subscribes to that no service has, so that the proxy hears "nothing
-// here" at once rather than waiting out its timeout. They are bounded
-// (maxNegatives) and dropped once nobody watches them.
-func (s *Server) negative(names []string) {
+// emptyAnswer is the "nothing here" answer for an address index or pod
+// locality name; nil for other names.
+func emptyAnswer(name string) types.Resource {
+	if _, ok := xdsclient.ParseAddressIndexName(name); ok {
+		return xdsclient.AddressIndex(name, nil)
+	}
+	if xdsclient.IsPodLocalityName(name) {
+		return xdsclient.PodLocalityResource(name, xdsclient.Locality{})
+	}
+	return nil
+}
+
+// subscribed notes what stream id subscribed to and unsubscribed from
+// among the route configurations: for an address index (or pod
+// locality) name no service has, it puts an empty one in the route cache,
+// so that the proxy hears "nothing here" in one round trip rather than
+// waiting out its timeout (go-control-plane answers nothing for a name
+// it does not have). Each empty answer is held while a stream that asked
+// for it still subscribes: bounded per stream (maxNegativesPerStream)
+// and in all (maxNegatives); past either, the proxy waits out its own
+// timeout.
+func (s *Server) subscribed(id int64, sub, unsub []string) {
 	s.negMu.Lock()
 	defer s.negMu.Unlock()
-	for _, name := range names {
-		var empty types.Resource
-		if _, ok := xdsclient.ParseAddressIndexName(name); ok {
-			empty = xdsclient.AddressIndex(name, nil)
-		} else if xdsclient.IsPodLocalityName(name) {
-			empty = xdsclient.PodLocalityResource(name, xdsclient.Locality{})
-		} else {
+	held := s.streamNegs[id]
+	for _, name := range unsub {
+		if _, ok := held[name]; ok {
+			delete(held, name)
+			s.releaseLocked(name)
+		}
+	}
+	for _, name := range sub {
+		empty := emptyAnswer(name)
+		if empty == nil {
+			continue
+		}
+		if _, ok := held[name]; ok {
 			continue
 		}
 		if _, ok := s.indexes[name]; ok {
 			continue
 		}
-		if _, ok := s.negatives[name]; ok {
+		if len(held) >= maxNegativesPerStream || (s.negatives[name] == 0 && len(s.negatives) >= maxNegatives) {
+			if s.negFull.Add(1)%1000 == 1 {
+				s.opts.Logger.Warn("xds: too many subscriptions to addresses no service has; not answered",
+					"per_stream", maxNegativesPerStream, "in_all", maxNegatives, "name", name)
+			}
 			continue
 		}
-		if len(s.negatives) >= maxNegatives {
-			s.collectNegativesLocked()
-			if len(s.negatives) >= maxNegatives {
-				return // the proxy waits out its timeout
-			}
+		if held == nil {
+			held = map[string]struct{}{}
+			s.streamNegs[id] = held
 		}
-		s.negatives[name] = struct{}{}
-		_ = s.caches[resource.RouteType].UpdateResource(name, empty) // not nil: cannot fail
+		held[name] = struct{}{}
+		s.negatives[name]++
+		if s.negatives[name] == 1 {
+			_ = s.caches[resource.RouteType].UpdateResource(name, empty) // not nil: cannot fail
+		}
 	}
 }
 
-// collectNegativesLocked drops the empty indexes no stream watches.
-// Dropping one a proxy still holds is harmless: it hears the index
-// removed, which means the same.
-func (s *Server) collectNegativesLocked() {
-	c := s.caches[resource.RouteType]
-	var drop []string
-	for name := range s.negatives {
-		if c.NumWatches(name) == 0 {
-			drop = append(drop, name)
-		}
+// closedStream releases the empty answers stream id held.
+func (s *Server) closedStream(id int64) {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	for name := range s.streamNegs[id] {
+		s.releaseLocked(name)
 	}
-	for _, name := range drop {
-		delete(s.negatives, name)
+	delete(s.streamNegs, id)
+}
+
+// releaseLocked drops one hold on an empty answer, and the answer with
+// the last (unless the name has a service now).
+func (s *Server) releaseLocked(name string) {
+	s.negatives[name]--
+	if s.negatives[name] > 0 {
+		return
 	}
-	if len(drop) > 0 {
-		_ = c.UpdateResources(nil, drop) // cannot fail
+	delete(s.negatives, name)
+	if _, real := s.indexes[name]; !real {
+		_ = s.caches[resource.RouteType].DeleteResource(name) // cannot fail
 	}
 }
 

@@ -312,7 +312,9 @@ func (s *Source) normalize(t Target) (Target, error) {
 		return t, fmt.Errorf("dns source: service %s: no dns name", t.Service.Key())
 	}
 	t.Name = mdns.Fqdn(t.Name)
-	if _, ok := mdns.IsDomainName(t.Name); !ok {
+	// Fqdn adds a dot; a name ending in a backslash escapes it, and is
+	// no fully qualified name (found by FuzzTarget).
+	if _, ok := mdns.IsDomainName(t.Name); !ok || !mdns.IsFqdn(t.Name) {
 		return t, fmt.Errorf("dns source: service %s: %q is not a domain name", t.Service.Key(), t.Name)
 	}
 	if t.Type == SRV {

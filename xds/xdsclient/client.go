@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,8 +55,9 @@ type Options struct {
 	// Preload names route configurations (HOST:PORT, a service's host
 	// name and port) an on-demand client subscribes to at start.
 	Preload []string
-	// Idle drops the subscription of an address no connection used for
-	// that long (not Own's); 0: never.
+	// Idle drops the subscription of an address that carried no traffic
+	// (Used: a connection or a request) for that long (not Own's); 0:
+	// never.
 	Idle time.Duration
 	// Pod is the sidecar's pod, "namespace/name": the client subscribes
 	// to its locality (PodLocalityName), which the control plane knows
@@ -64,7 +67,7 @@ type Options struct {
 
 // maxAddrs bounds the addresses an on-demand client holds: beyond it a
 // new address is taken as unknown without asking.
-const maxAddrs = 1 << 14
+const maxAddrs = 4096
 
 // Client is a sidecar's delta ADS client. It subscribes to every cluster,
 // or on demand to the addresses the pod uses, and follows what it gets to
@@ -77,7 +80,13 @@ type Client struct {
 
 	mu    sync.RWMutex // guards addrs
 	addrs map[netip.Addr]*addrSub
-	kick  chan struct{} // a new address to subscribe to
+	// addrsRead is a copy of addrs for lock-free reads (Used, per
+	// request); now is a coarse clock for it, set by the stream loop's
+	// idle ticker.
+	addrsRead atomic.Pointer[map[netip.Addr]*addrSub]
+	now       atomic.Int64
+	overflow  atomic.Int64  // addresses taken as unknown past maxAddrs
+	kick      chan struct{} // a new address to subscribe to
 	// routeNames caches routeNameOf; the stream goroutine's.
 	routeNames map[*clusterv3.Cluster]string
 }
@@ -85,11 +94,13 @@ type Client struct {
 // addrSub is an on-demand subscription to an address's index.
 type addrSub struct {
 	own  bool
-	used atomic.Int64 // unix nanoseconds of the last connection
+	used atomic.Int64 // unix nanoseconds of the last traffic
 	done chan struct{}
-	// found is set, and done closed, once the index and what it names
-	// were applied (true) or the control plane said it knows nothing
-	// there (false); guarded by Client.mu until done.
+	// timedOut is set once a wait for the answer ended unanswered.
+	timedOut atomic.Bool
+	// found is set, and then done closed, once the index and what it
+	// names were applied (true) or the control plane said it knows
+	// nothing there (false); read once done is closed.
 	found bool
 }
 
@@ -99,15 +110,24 @@ func New(opts Options) *Client {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{opts: opts, addrs: map[netip.Addr]*addrSub{}, kick: make(chan struct{}, 1), routeNames: map[*clusterv3.Cluster]string{}}
+	c.now.Store(time.Now().UnixNano())
 	if opts.OnDemand {
 		for _, a := range opts.Own {
 			c.addrs[a.Unmap()] = &addrSub{own: true, done: make(chan struct{})}
 		}
 	}
+	c.publishAddrs()
 	cfg := emptyConfig()
 	cfg.Unresolved = len(c.addrs)
 	c.current.Store(cfg)
 	return c
+}
+
+// publishAddrs copies addrs for Used's lock-free reads; c.mu held (or
+// not yet shared).
+func (c *Client) publishAddrs() {
+	m := maps.Clone(c.addrs)
+	c.addrsRead.Store(&m)
 }
 
 // Current returns the applied config.
@@ -117,24 +137,29 @@ func (c *Client) Current() *Config { return c.current.Load() }
 // for it and waits until the control plane answered: true once ip's
 // services are in the applied config (and so in the sidecar's table),
 // false when no service has ip, when ctx ends first, or without OnDemand.
-// Later calls for ip return at once.
+// Once answered, later calls return at once; after a wait that ended
+// unanswered (the control plane slow or away), later calls do not wait
+// again until the answer comes.
 func (c *Client) Resolve(ctx context.Context, ip netip.Addr) bool {
 	if !c.opts.OnDemand {
 		return false
 	}
 	ip = ip.Unmap()
-	c.mu.RLock()
-	a := c.addrs[ip]
-	c.mu.RUnlock()
+	a := (*c.addrsRead.Load())[ip]
 	if a == nil {
 		c.mu.Lock()
 		if a = c.addrs[ip]; a == nil {
 			if len(c.addrs) >= maxAddrs {
 				c.mu.Unlock()
+				if n := c.overflow.Add(1); n%1000 == 1 {
+					c.opts.Logger.Warn("on demand: too many addresses held; a new one is taken as unknown without asking",
+						"max", maxAddrs, "addr", ip, "refused_so_far", n)
+				}
 				return false
 			}
 			a = &addrSub{done: make(chan struct{})}
 			c.addrs[ip] = a
+			c.publishAddrs()
 			select {
 			case c.kick <- struct{}{}:
 			default:
@@ -143,26 +168,32 @@ func (c *Client) Resolve(ctx context.Context, ip netip.Addr) bool {
 		c.mu.Unlock()
 	}
 	a.used.Store(time.Now().UnixNano())
+	if a.timedOut.Load() {
+		select {
+		case <-a.done:
+		default:
+			return false
+		}
+	}
 	select {
 	case <-a.done:
-		c.mu.RLock()
-		defer c.mu.RUnlock()
-		return a.found
+		return a.found // written before done was closed
 	case <-ctx.Done():
+		a.timedOut.Store(true)
 		return false
 	}
 }
 
-// Used notes a connection to ip, which keeps its subscription.
+// Used notes traffic to ip (a connection or a request), which keeps its
+// subscription. It takes no lock: the proxy calls it per request.
 func (c *Client) Used(ip netip.Addr) {
 	if !c.opts.OnDemand {
 		return
 	}
-	c.mu.RLock()
-	a := c.addrs[ip.Unmap()]
-	c.mu.RUnlock()
-	if a != nil {
-		a.used.Store(time.Now().UnixNano())
+	if a := (*c.addrsRead.Load())[ip.Unmap()]; a != nil {
+		if now := c.now.Load(); a.used.Load() < now {
+			a.used.Store(now)
+		}
 	}
 }
 
@@ -282,7 +313,8 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 			if err := s.sync(c.current.Load()); err != nil {
 				return err
 			}
-		case <-tick:
+		case now := <-tick:
+			c.now.Store(now.UnixNano())
 			if !c.expire() {
 				continue
 			}
@@ -349,7 +381,11 @@ func (s *session) receive(resp *discoveryv3.DeltaDiscoveryResponse) error {
 	}
 	if resp.GetTypeUrl() == RouteType {
 		for _, name := range resp.GetRemovedResources() {
-			s.gone[name] = true
+			// Only of what it still subscribes to: the server answers
+			// an unsubscription with a removal too.
+			if s.subs[RouteType][name] {
+				s.gone[name] = true
+			}
 		}
 		for _, r := range resp.GetResources() {
 			delete(s.gone, r.GetName())
@@ -383,6 +419,7 @@ func (s *session) sync(cfg *Config) error {
 			if !have[name] {
 				sub = append(sub, name)
 				have[name] = true
+				delete(s.gone, name) // asked again: no answer yet
 			}
 		}
 		for name := range have {
@@ -392,11 +429,8 @@ func (s *session) sync(cfg *Config) error {
 				delete(s.gone, name)
 			}
 		}
-		if len(sub)+len(unsub) == 0 && !first {
-			continue
-		}
 		if len(sub)+len(unsub) == 0 {
-			continue // nothing to ask for yet
+			continue // nothing to ask for (yet)
 		}
 		slices.Sort(sub)
 		slices.Sort(unsub)
@@ -456,6 +490,13 @@ func (c *Client) wanted(cfg *Config) map[string]map[string]bool {
 		c.mu.RUnlock()
 		for _, p := range c.opts.Preload {
 			routes[p] = true
+			// And the service's own cluster, which maps its VIP: its
+			// routes may send everything elsewhere.
+			if i := strings.LastIndexByte(p, ':'); i > 0 {
+				if port, err := strconv.ParseUint(p[i+1:], 10, 16); err == nil {
+					clusters[ClusterName(p[:i], uint32(port))] = true
+				}
+			}
 		}
 	} else {
 		for n := range cfg.Clusters {
@@ -521,23 +562,27 @@ func (c *Client) routeNameOf(cl *clusterv3.Cluster) string {
 	return r
 }
 
-// routeClusters lists the clusters a route configuration sends to.
+// routeClusters lists the clusters a route configuration sends to, but
+// the names of backends that did not resolve (InvalidClusterPrefix).
 func routeClusters(rc *routev3.RouteConfiguration) []string {
 	if rc == nil {
 		return nil
 	}
 	var out []string
+	add := func(n string) {
+		if n != "" && !strings.HasPrefix(n, InvalidClusterPrefix) {
+			out = append(out, n)
+		}
+	}
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, r := range vh.GetRoutes() {
 			a := r.GetRoute()
-			if n := a.GetCluster(); n != "" {
-				out = append(out, n)
-			}
+			add(a.GetCluster())
 			for _, w := range a.GetWeightedClusters().GetClusters() {
-				out = append(out, w.GetName())
+				add(w.GetName())
 			}
 			for _, m := range a.GetRequestMirrorPolicies() {
-				out = append(out, m.GetCluster())
+				add(m.GetCluster())
 			}
 		}
 	}
@@ -669,14 +714,12 @@ func (c *Client) expire() bool {
 	dropped := false
 	for ip, a := range c.addrs {
 		if !a.own && a.used.Load() < cutoff {
-			select {
-			case <-a.done:
-			default:
-				continue // still waited for
-			}
-			delete(c.addrs, ip)
+			delete(c.addrs, ip) // a wait still on it ends with its context
 			dropped = true
 		}
+	}
+	if dropped {
+		c.publishAddrs()
 	}
 	return dropped
 }

@@ -2,6 +2,7 @@ package xdsclient
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -88,3 +89,16 @@ func ParseAddressIndexName(name string) (netip.Addr, bool) {
 // indexClustersKey is the key, in an index's MetadataKey metadata, of
 // the list of cluster names.
 const indexClustersKey = "clusters"
+
+// InvalidClusterPrefix starts the cluster name a route's action carries
+// for a backend that does not resolve: no such cluster exists, and
+// requests sent to it get 500 (cluster_not_found_response_code). A
+// sidecar does not subscribe to it.
+const InvalidClusterPrefix = "invalid|"
+
+// ClusterName names the cluster (and load assignment) of a service
+// port: outbound|PORT||HOST, as in Istio. HOST is the service's host
+// name (NAME.NAMESPACE.svc.cluster.local).
+func ClusterName(host string, port uint32) string {
+	return "outbound|" + strconv.FormatUint(uint64(port), 10) + "||" + host
+}
