@@ -38,6 +38,44 @@ func greeterSlice(greeters []*pod, terminating map[string]bool) *discoveryv1.End
 	return s
 }
 
+// newKubeLab is a lab with the control plane's pod (etcd and the API
+// server run in it: the lab stays sealed, and the control plane reaches
+// them on its loopback), three greeter pods and a client pod; the greeter
+// Service exists, its EndpointSlices not yet.
+func newKubeLab(t *testing.T, ctx context.Context) (*mesh, *apiServer) {
+	t.Helper()
+	l := newLab(t)
+	m := &mesh{lab: l, apps: map[string]*process{}, sidecars: map[string]*process{}}
+	m.cp = l.addPod("cp", 2)
+	for i := range 3 {
+		m.greeters = append(m.greeters, l.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i))
+	}
+	m.client = l.addPod("client", 20)
+	api := startAPIServerIn(t, ctx, m.cp)
+	if _, err := api.client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
+		Spec: corev1.ServiceSpec{ClusterIP: greeterVIP, Selector: map[string]string{"app": "greeter"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return m, api
+}
+
+// startKube starts the control plane on the API server, and the greeters
+// with their sidecars.
+func (m *mesh) startKube(t *testing.T, ctx context.Context, api *apiServer) {
+	t.Helper()
+	m.cpProc = m.cp.start(t, "controlplane", "controlplane", "--kubeconfig", api.kubeconfig, "--webhook-addr", "",
+		"--xds-addr", "0.0.0.0:15010", "--metrics-addr", "0.0.0.0:15014", "--log-format", "json", "--debounce", "50ms")
+	m.cpProc.waitLog(ctx, "control plane starting")
+	for _, g := range m.greeters {
+		g.run(t, "sidecar", "init")
+		m.apps[g.name] = g.start(t, "greeter", "greeter", "--instance", g.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
+		m.sidecars[g.name] = m.startSidecar(t, g)
+	}
+}
+
 // TestKubernetesServiceInTheLab is the Kubernetes acceptance 3: the
 // control plane, in the lab with a kubeconfig of a real kube-apiserver,
 // turns a Service and its EndpointSlice into xDS; a lab client reaches
@@ -47,39 +85,13 @@ func greeterSlice(greeters []*pod, terminating map[string]bool) *discoveryv1.End
 func TestKubernetesServiceInTheLab(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := newLab(t)
-	m := &mesh{lab: l, apps: map[string]*process{}, sidecars: map[string]*process{}}
-	m.cp = l.addPod("cp", 2)
-	for i := range 3 {
-		m.greeters = append(m.greeters, l.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i))
-	}
-	m.client = l.addPod("client", 20)
-
-	// etcd and the API server live in the control plane's pod: the lab
-	// stays sealed, and the control plane reaches them on its loopback.
-	api := startAPIServerIn(t, ctx, m.cp)
+	m, api := newKubeLab(t, ctx)
 	cs := api.client
-	_, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
-		Spec: corev1.ServiceSpec{ClusterIP: greeterVIP, Selector: map[string]string{"app": "greeter"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	endpointSlices := cs.DiscoveryV1().EndpointSlices("default")
 	if _, err := endpointSlices.Create(ctx, greeterSlice(m.greeters, nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-
-	m.cpProc = m.cp.start(t, "controlplane", "controlplane", "--kubeconfig", api.kubeconfig, "--webhook-addr", "",
-		"--xds-addr", "0.0.0.0:15010", "--metrics-addr", "0.0.0.0:15014", "--log-format", "json", "--debounce", "50ms")
-	m.cpProc.waitLog(ctx, "control plane starting")
-	for _, g := range m.greeters {
-		g.run(t, "sidecar", "init")
-		m.apps[g.name] = g.start(t, "greeter", "greeter", "--instance", g.name, "--http-addr", ":8080", "--grpc-addr", ":9090")
-		m.sidecars[g.name] = m.startSidecar(t, g)
-	}
+	m.startKube(t, ctx, api)
 	m.client.run(t, "sidecar", "init")
 	m.sidecars["client"] = m.startSidecar(t, m.client)
 	for _, p := range append([]*pod{m.client}, m.greeters...) {

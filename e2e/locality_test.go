@@ -3,14 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"github.com/tender-mesh/tender/inject"
@@ -23,14 +21,7 @@ import (
 func TestKubernetesLocality(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := newLab(t)
-	m := &mesh{lab: l, apps: map[string]*process{}, sidecars: map[string]*process{}}
-	m.cp = l.addPod("cp", 2)
-	for i := range 3 {
-		m.greeters = append(m.greeters, l.addPod(fmt.Sprintf("greeter-%d", i+1), 11+i))
-	}
-	m.client = l.addPod("client", 20)
-	api := startAPIServerIn(t, ctx, m.cp)
+	m, api := newKubeLab(t, ctx)
 	cs := api.client
 	for _, n := range []struct{ name, zone string }{{"node-z1", "z1"}, {"node-z2", "z2"}} {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name,
@@ -48,13 +39,6 @@ func TestKubernetesLocality(t *testing.T) {
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "client", Annotations: map[string]string{inject.AnnotationStatus: inject.StatusInjected}},
 		Spec:       corev1.PodSpec{NodeName: "node-z1", Containers: []corev1.Container{{Name: "app", Image: "client"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
-		Spec: corev1.ServiceSpec{ClusterIP: greeterVIP, Selector: map[string]string{"app": "greeter"},
-			Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,14 +62,7 @@ func TestKubernetesLocality(t *testing.T) {
 	if _, err := slices.Create(ctx, slice(true), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	m.cpProc = m.cp.start(t, "controlplane", "controlplane", "--kubeconfig", api.kubeconfig, "--webhook-addr", "",
-		"--xds-addr", "0.0.0.0:15010", "--metrics-addr", "0.0.0.0:15014", "--log-format", "json", "--debounce", "50ms")
-	m.cpProc.waitLog(ctx, "control plane starting")
-	for _, g := range m.greeters {
-		g.run(t, "sidecar", "init")
-		m.apps[g.name] = g.start(t, "greeter", "greeter", "--instance", g.name, "--http-addr", ":8080")
-		m.sidecars[g.name] = m.startSidecar(t, g)
-	}
+	m.startKube(t, ctx, api)
 	m.client.run(t, "sidecar", "init")
 	// No --zone: the sidecar must learn it.
 	m.client.startAs(t, proxyUID, "sidecar", "sidecar", "run", "--xds-addr", cpIP+":15010",

@@ -2,16 +2,15 @@ package inject
 
 import (
 	"fmt"
-	"net"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tender-mesh/tender/inject/capture"
+	"github.com/tender-mesh/tender/xds/xdsclient"
 )
 
 // Limits on what a pod's tender.dev annotations may hold. Each value is
@@ -180,11 +179,11 @@ func parseAnnotations(a map[string]string) (overrides, error) {
 		}
 	}
 	if v, ok := a[AnnotationPreload]; ok {
-		p, err := parsePreload(v)
+		p, err := xdsclient.ParsePreload(v)
 		if err != nil {
 			return o, bad(AnnotationPreload, err.Error())
 		}
-		o.preload = p
+		o.preload = strings.Join(p, ",")
 	}
 	if v, ok := a[AnnotationDrainTimeout]; ok {
 		d, err := parseDrain(v)
@@ -248,30 +247,4 @@ func parseDrain(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("want a duration such as 30s, at most %s", maxDrainTimeout)
 	}
 	return d, nil
-}
-
-// maxPreload bounds the services one pod preloads.
-const maxPreload = 256
-
-// parsePreload checks tender.dev/preload: comma-separated HOST:PORT, a
-// service's host name and port; it returns the list as the sidecar's
-// --preload takes it.
-func parsePreload(v string) (string, error) {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(e)
-		n, perr := strconv.ParseUint(port, 10, 16)
-		if err != nil || perr != nil || n == 0 || len(validation.IsDNS1123Subdomain(strings.ToLower(host))) > 0 {
-			return "", fmt.Errorf("%.80q: want HOST:PORT, a service's host name and port (greeter.default.svc.cluster.local:8080)", e)
-		}
-		out = append(out, strings.ToLower(host)+":"+strconv.FormatUint(n, 10))
-	}
-	if len(out) > maxPreload {
-		return "", fmt.Errorf("%d services, more than %d", len(out), maxPreload)
-	}
-	return strings.Join(out, ","), nil
 }

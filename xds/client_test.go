@@ -87,6 +87,20 @@ func TestClientAppliesACKsAndNACKs(t *testing.T) {
 	})
 }
 
+// serveAt serves s on addr ("127.0.0.1:0": any port) until stop, which
+// waits for the server to end; it returns the address.
+func serveAt(t *testing.T, ctx context.Context, s *Server, addr string) (string, func()) {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(sctx, lis) }()
+	return lis.Addr().String(), func() { cancel(); <-done }
+}
+
 // TestClientSurvivesControlPlaneRestart: the config stays while the
 // server is gone, and updates flow again from a new server.
 func TestClientSurvivesControlPlaneRestart(t *testing.T) {
@@ -96,18 +110,10 @@ func TestClientSurvivesControlPlaneRestart(t *testing.T) {
 	if err := s1.Apply(snapshot(1, svc("a", "10.0.0.1"), svc("b", "10.0.0.2"))); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s1.Serve(sctx, lis) }()
+	addr, stop := serveAt(t, ctx, s1, "127.0.0.1:0")
 	c := runClient(t, addr, func(*xdsclient.Config) error { return nil })
 	waitFor(t, ctx, func() bool { return c.Current().Complete() && len(c.Current().Clusters) == 2 })
 	stop()
-	<-done
 	if n := len(c.Current().Clusters); n != 2 {
 		t.Fatalf("with the server gone the client has %d clusters, want 2", n)
 	}
@@ -116,14 +122,8 @@ func TestClientSurvivesControlPlaneRestart(t *testing.T) {
 	if err := s2.Apply(snapshot(1, svc("a", "10.0.0.1"))); err != nil {
 		t.Fatal(err)
 	}
-	lis2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2ctx, stop2 := context.WithCancel(ctx)
-	done2 := make(chan error, 1)
-	go func() { done2 <- s2.Serve(s2ctx, lis2) }()
-	defer func() { stop2(); <-done2 }()
+	_, stop2 := serveAt(t, ctx, s2, addr)
+	defer stop2()
 	waitFor(t, ctx, func() bool { cfg := c.Current(); return len(cfg.Clusters) == 1 && len(cfg.Endpoints) == 1 })
 }
 

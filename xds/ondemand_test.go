@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -152,32 +151,18 @@ func TestOnDemandResubscribes(t *testing.T) {
 	if err := s1.Apply(snapshot(1, vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", "10.0.0.2"))); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s1.Serve(sctx, lis) }()
+	addr, stop := serveAt(t, ctx, s1, "127.0.0.1:0")
 	c, _ := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
 	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
 		t.Fatal("Resolve(b) = false")
 	}
 	stop()
-	<-done
 	s2 := NewServer(Options{})
 	if err := s2.Apply(snapshot(2, vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", "10.0.0.3"), vsvc("c", "10.96.0.3", "10.0.0.4"))); err != nil {
 		t.Fatal(err)
 	}
-	lis2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2ctx, stop2 := context.WithCancel(ctx)
-	done2 := make(chan error, 1)
-	go func() { done2 <- s2.Serve(s2ctx, lis2) }()
-	defer func() { stop2(); <-done2 }()
+	_, stop2 := serveAt(t, ctx, s2, addr)
+	defer stop2()
 	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.3"}) })
 	if got := clusterNames(c.Current()); !slices.Equal(got, []string{clA, clB}) {
 		t.Errorf("after the restart the client holds %v, want [%s %s]", got, clA, clB)

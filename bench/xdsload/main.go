@@ -484,18 +484,28 @@ func (c *client) loopSotW(context.Context) error {
 	}
 }
 
+// recvDelta receives a delta response, counts it and ACKs it; nil and
+// the error (nil at the stream's end) when the stream ended.
+func (c *client) recvDelta() (*discoveryv3.DeltaDiscoveryResponse, error) {
+	resp, err := c.delta.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	c.bytes.Add(int64(proto.Size(resp)))
+	if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
 func (c *client) loopDelta(context.Context) error {
 	subscribed := false
 	for {
-		resp, err := c.delta.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		c.bytes.Add(int64(proto.Size(resp)))
-		if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+		resp, err := c.recvDelta()
+		if resp == nil {
 			return err
 		}
 		switch resp.GetTypeUrl() {
@@ -525,15 +535,8 @@ func (c *client) loopOnDemand(context.Context) error {
 	followed := map[string]bool{}
 	endpoints := map[string]bool{}
 	for {
-		resp, err := c.delta.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		c.bytes.Add(int64(proto.Size(resp)))
-		if err := c.delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+		resp, err := c.recvDelta()
+		if resp == nil {
 			return err
 		}
 		switch resp.GetTypeUrl() {

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -174,8 +173,8 @@ func parseRunFlags(args []string) (*runConfig, error) {
 		return nil, fmt.Errorf("--on-demand-idle must not be negative, got %s", c.OnDemandIdle)
 	}
 	var err error
-	if c.Preload, err = parsePreload(*preload); err != nil {
-		return nil, err
+	if c.Preload, err = xdsclient.ParsePreload(*preload); err != nil {
+		return nil, fmt.Errorf("--preload %w", err)
 	}
 	if c.InboundDeliver != "pod-ip" && c.InboundDeliver != "loopback" {
 		return nil, fmt.Errorf("--inbound-deliver %q: want pod-ip or loopback", c.InboundDeliver)
@@ -227,45 +226,6 @@ func ownAddrs() []netip.Addr {
 		}
 	}
 	return out
-}
-
-// parsePreload reads --preload: comma-separated HOST:PORT.
-func parsePreload(v string) ([]string, error) {
-	var out []string
-	for _, e := range strings.Split(v, ",") {
-		e = strings.TrimSpace(e)
-		if e == "" {
-			continue
-		}
-		host, port, err := net.SplitHostPort(e)
-		n, perr := strconv.ParseUint(port, 10, 16)
-		if err != nil || perr != nil || n == 0 || !validHost(host) {
-			return nil, fmt.Errorf("--preload %.80q: want HOST:PORT, a service's host name and port (greeter.default.svc.cluster.local:8080)", e)
-		}
-		out = append(out, strings.ToLower(host)+":"+strconv.FormatUint(n, 10))
-	}
-	return out, nil
-}
-
-// validHost reports whether h is a DNS name.
-func validHost(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		if strings.ContainsFunc(l, notLabelRune) {
-			return false
-		}
-	}
-	return true
-}
-
-// notLabelRune reports whether r may not be in a DNS label.
-func notLabelRune(r rune) bool {
-	return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-'
 }
 
 // podHash matches the suffixes a Deployment adds to its pods' names:
