@@ -272,3 +272,44 @@ func TestOnDemandWithUnresolvedBackend(t *testing.T) {
 		t.Fatal("web's VIP, whose routes name an unresolved backend, did not resolve")
 	}
 }
+
+// TestRestartSendsNothingUnchanged: a sidecar reconnecting to a restarted
+// control plane names the versions it holds, and gets nothing again of
+// what did not change.
+func TestRestartSendsNothingUnchanged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mesh := func(v uint64, bAddr string) *discovery.Snapshot {
+		return snapshot(v, vsvc("a", "10.96.0.1", "10.0.0.1"), vsvc("b", "10.96.0.2", bAddr))
+	}
+	s1 := NewServer(Options{})
+	if err := s1.Apply(mesh(1, "10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := serveAt(t, ctx, s1, "127.0.0.1:0")
+	c, applied := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
+	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+		t.Fatal("Resolve(b) = false")
+	}
+	stop()
+	s2 := NewServer(Options{})
+	if err := s2.Apply(mesh(1, "10.0.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	n := applied.Load()
+	_, stop2 := serveAt(t, ctx, s2, addr)
+	defer stop2()
+	waitFor(t, ctx, func() bool {
+		ps := s2.Proxies()
+		return len(ps) == 1 && ps[0].Node != ""
+	})
+	time.Sleep(300 * time.Millisecond)
+	if got := applied.Load() - n; got != 0 {
+		t.Errorf("the same config on a restarted control plane: %d responses applied, want none", got)
+	}
+	// The stream is live: a change comes.
+	if err := s2.Apply(mesh(2, "10.0.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.3"}) })
+}

@@ -272,7 +272,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 	// The trust bundle, to verify peers with as it changes (root rotation).
 	if err := s.send(&discoveryv3.DeltaDiscoveryRequest{
 		TypeUrl: SecretType, ResourceNamesSubscribe: []string{RootCAName},
-		InitialResourceVersions: versionsOf(cur.Secrets),
+		InitialResourceVersions: heldVersions(cur, SecretType, sortedKeys(cur.Secrets)),
 	}); err != nil {
 		return err
 	}
@@ -445,8 +445,8 @@ func (s *session) sync(cfg *Config) error {
 	return nil
 }
 
-// heldVersions are placeholder versions of the names the client holds:
-// the server compares them with its own and resends what differs.
+// heldVersions are the versions of the names the client holds: the
+// server resends only what differs from its own.
 func heldVersions(cfg *Config, typ string, names []string) map[string]string {
 	out := map[string]string{}
 	for _, n := range names {
@@ -459,12 +459,23 @@ func heldVersions(cfg *Config, typ string, names []string) map[string]string {
 			_, ok = cfg.Routes[n]
 		case EndpointType:
 			_, ok = cfg.Endpoints[n]
+		case SecretType:
+			_, ok = cfg.Secrets[n]
 		}
 		if ok {
-			out[n] = "known"
+			out[n] = versionOf(cfg, typ, n)
 		}
 	}
 	return out
+}
+
+// versionOf is the version the client got a resource at; "known" when it
+// has none (an older config).
+func versionOf(cfg *Config, typ, name string) string {
+	if v := cfg.ResourceVersions[typ][name]; v != "" {
+		return v
+	}
+	return "known"
 }
 
 // wanted returns, per type, the names the client must subscribe to for
@@ -614,8 +625,17 @@ func (c *Client) prune(cfg *Config) *Config {
 	}
 	next.Routes = filterMap(cfg.Routes, keep(RouteType))
 	next.Endpoints = filterMap(cfg.Endpoints, keep(EndpointType))
+	next.ResourceVersions = maps.Clone(cfg.ResourceVersions)
+	next.ResourceVersions[RouteType] = keepVersions(cfg.ResourceVersions[RouteType], next.Routes)
+	next.ResourceVersions[EndpointType] = keepVersions(cfg.ResourceVersions[EndpointType], next.Endpoints)
 	if odClusters {
 		next.Clusters = filterMap(cfg.Clusters, keep(ClusterType))
+		held := next.Clusters
+		if next.Defaults != nil {
+			held = maps.Clone(held)
+			held[MeshDefaultsCluster] = next.Defaults
+		}
+		next.ResourceVersions[ClusterType] = keepVersions(cfg.ResourceVersions[ClusterType], held)
 	}
 	return &next
 }
@@ -750,23 +770,13 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// versionsOf returns a placeholder version per known resource: the
-// server compares it with its own hash and resends what differs.
-func versionsOf[V any](m map[string]V) map[string]string {
-	out := make(map[string]string, len(m))
-	for k := range m {
-		out[k] = "known"
-	}
-	return out
-}
-
-// clusterVersions are the clusters a reconnecting client says it holds:
-// MeshDefaultsCluster too, so that a control plane without it sends its
-// removal.
+// clusterVersions are the clusters a reconnecting wildcard client says
+// it holds: MeshDefaultsCluster too, so that a control plane without it
+// sends its removal.
 func clusterVersions(cur *Config) map[string]string {
-	out := versionsOf(cur.Clusters)
+	names := sortedKeys(cur.Clusters)
 	if cur.Defaults != nil {
-		out[MeshDefaultsCluster] = "known"
+		names = append(names, MeshDefaultsCluster)
 	}
-	return out
+	return heldVersions(cur, ClusterType, names)
 }

@@ -19,6 +19,10 @@ type Config struct {
 	Secrets map[string]*tlsv3.Secret
 	// Versions holds the control plane's version per type URL.
 	Versions map[string]string
+	// ResourceVersions holds, per type URL, each resource's version as
+	// the control plane sent it: a reconnecting client names them, and a
+	// control plane that has the same content sends nothing again.
+	ResourceVersions map[string]map[string]string
 	// Defaults is MeshDefaultsCluster, kept apart from Clusters (it has
 	// no endpoints and routes nothing); nil when the control plane sent
 	// none.
@@ -36,6 +40,8 @@ func emptyConfig() *Config {
 		Routes:    map[string]*routev3.RouteConfiguration{},
 		Secrets:   map[string]*tlsv3.Secret{},
 		Versions:  map[string]string{},
+
+		ResourceVersions: map[string]map[string]string{},
 	}
 }
 

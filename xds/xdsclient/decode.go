@@ -53,7 +53,34 @@ func merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, erro
 		return nil, err
 	}
 	next.Versions[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
+	next.ResourceVersions = maps.Clone(cur.ResourceVersions)
+	rv := maps.Clone(cur.ResourceVersions[resp.GetTypeUrl()])
+	if rv == nil {
+		rv = map[string]string{}
+	}
+	for _, r := range resp.GetResources() {
+		rv[r.GetName()] = r.GetVersion()
+	}
+	for _, name := range resp.GetRemovedResources() {
+		delete(rv, name)
+	}
+	next.ResourceVersions[resp.GetTypeUrl()] = rv
+	if resp.GetTypeUrl() == ClusterType {
+		// Those of the assignments that went with their clusters.
+		next.ResourceVersions[EndpointType] = keepVersions(cur.ResourceVersions[EndpointType], next.Endpoints)
+	}
 	return &next, nil
+}
+
+// keepVersions returns the versions of the names m has.
+func keepVersions[V any](versions map[string]string, m map[string]V) map[string]string {
+	out := make(map[string]string, len(m))
+	for name, v := range versions {
+		if _, ok := m[name]; ok {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // decode returns a copy of cur with the response's resources, each
