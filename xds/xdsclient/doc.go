@@ -1,7 +1,9 @@
 // Package xdsclient is the sidecar's side of xDS: a delta ADS client that
-// keeps one immutable Config, decoded per resource type into typed
-// values, and the names the control plane and the sidecar agree on
-// (metadata keys, the trust bundle's secret, the type URLs).
+// subscribes on demand (the index of each address the pod connects to,
+// and what it names) or to every cluster, and keeps one immutable Config,
+// decoded per resource type into typed values; and the names the control
+// plane and the sidecar agree on (metadata keys, the address indexes and
+// pod localities, the trust bundle's secret, the type URLs).
 //
 // cmd/sidecar runs a Client and hands every accepted Config to
 // proxy.BuildTable; package xds (the control plane's translator and
