@@ -363,7 +363,9 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	case Outbound:
 		cl = t.ByVIP[dst]
 		if od := p.opts.OnDemand; od != nil {
-			if _, meshed := t.MeshedAddrs[dst]; cl == nil && !meshed && p.resolve(dst.Addr()) {
+			// Unknown, or known but its endpoints not come yet (another
+			// connection's resolve is under way): wait for the answer.
+			if _, meshed := t.MeshedAddrs[dst]; (cl == nil && !meshed || cl.pending()) && p.resolve(dst.Addr()) {
 				t = p.table.Load()
 				cl = t.ByVIP[dst]
 			}

@@ -37,7 +37,7 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (r 
 		x.Direction, x.Source, x.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
 		cl := t.ByVIP[sc.dst]
 		if od := p.opts.OnDemand; od != nil {
-			if cl == nil && p.resolve(sc.dst.Addr()) {
+			if (cl == nil || cl.pending()) && p.resolve(sc.dst.Addr()) {
 				// A kept-alive connection whose destination's config
 				// went (and came back on demand).
 				t = p.table.Load()

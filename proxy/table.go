@@ -68,6 +68,10 @@ type Cluster struct {
 	port uint32
 }
 
+// pending reports whether the cluster's load assignment has not come
+// yet (on demand, the cluster may come first); false for nil.
+func (cl *Cluster) pending() bool { return cl != nil && cl.src.cla == nil }
+
 // clusterSrc are the xDS resources one Cluster was built from.
 type clusterSrc struct {
 	c     *clusterv3.Cluster

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"slices"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -34,12 +33,14 @@ func merge(cur *Config, resp *discoveryv3.DeltaDiscoveryResponse) (*Config, erro
 		} else if slices.Contains(resp.GetRemovedResources(), MeshDefaultsCluster) {
 			next.Defaults = nil
 		}
-		// Assignments of removed clusters go with them.
-		next.Endpoints = maps.Clone(cur.Endpoints)
-		maps.DeleteFunc(next.Endpoints, func(name string, _ *endpointv3.ClusterLoadAssignment) bool {
-			_, ok := next.Clusters[name]
-			return !ok
-		})
+		// Assignments of removed clusters go with them (only those: on
+		// demand, an assignment may come before its cluster).
+		if len(resp.GetRemovedResources()) > 0 {
+			next.Endpoints = maps.Clone(cur.Endpoints)
+			for _, name := range resp.GetRemovedResources() {
+				delete(next.Endpoints, name)
+			}
+		}
 	case EndpointType:
 		next.Endpoints, err = decode(cur.Endpoints, resp, "load assignment")
 	case RouteType:

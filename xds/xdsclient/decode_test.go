@@ -60,6 +60,25 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// TestMergeKeepsEarlyAssignment: on demand a load assignment may come
+// before its cluster; a cluster response that does not remove it keeps
+// it (the server would not send it again).
+func TestMergeKeepsEarlyAssignment(t *testing.T) {
+	next, err := merge(emptyConfig(), &discoveryv3.DeltaDiscoveryResponse{TypeUrl: EndpointType,
+		Resources: []*discoveryv3.Resource{resourceOf(t, "a", &endpointv3.ClusterLoadAssignment{ClusterName: "a"})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err = merge(next, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: ClusterType,
+		Resources: []*discoveryv3.Resource{resourceOf(t, "b", &clusterv3.Cluster{Name: "b"})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Endpoints["a"] == nil {
+		t.Fatal("a's load assignment, come before its cluster, was dropped by a response for another cluster")
+	}
+}
+
 func TestMergeRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
