@@ -181,7 +181,8 @@ func parseAnnotations(a map[string]string) (overrides, error) {
 	if v, ok := a[AnnotationPreload]; ok {
 		p, err := xdsclient.ParsePreload(v)
 		if err != nil {
-			return o, bad(AnnotationPreload, err.Error())
+			// The value is in the error already: a short reason.
+			return o, bad(AnnotationPreload, fmt.Sprintf("want comma-separated HOST:PORT, a service's host name and port (greeter.default.svc.cluster.local:8080), at most %d", xdsclient.MaxPreload))
 		}
 		o.preload = strings.Join(p, ",")
 	}

@@ -2,11 +2,14 @@ package xdsclient
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -72,6 +75,61 @@ func FuzzMerge(f *testing.F) {
 				}
 			}
 			cur = next
+		}
+	})
+}
+
+// FuzzAddressIndex reads route configurations from the wire as address
+// indexes and pod localities: never a panic; an index that reads names
+// clusters sorted, once each, none the mesh defaults; and what
+// AddressIndex writes reads back the same.
+func FuzzAddressIndex(f *testing.F) {
+	for _, rc := range []*routev3.RouteConfiguration{
+		AddressIndex(AddressIndexName(netip.MustParseAddr("10.96.0.1")), []string{"outbound|80||a.default.svc.cluster.local"}),
+		AddressIndex(AddressIndexName(netip.MustParseAddr("fd00::1")), nil),
+		PodLocalityResource(PodLocalityName("default/client"), Locality{Region: "r1", Zone: "z1"}),
+	} {
+		b, err := proto.Marshal(rc)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rc := &routev3.RouteConfiguration{}
+		if proto.Unmarshal(b, rc) != nil {
+			return
+		}
+		PodLocality(rc)
+		IsPodLocalityName(rc.GetName())
+		names, err := IndexClusters(rc)
+		if err != nil {
+			return
+		}
+		if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) || slices.Contains(names, MeshDefaultsCluster) {
+			t.Fatalf("IndexClusters = %q: want sorted, each once, no mesh defaults", names)
+		}
+		back, err := IndexClusters(AddressIndex(rc.GetName(), names))
+		if err != nil || !slices.Equal(back, names) {
+			t.Fatalf("written again and read: %q, %v; want %q", back, err, names)
+		}
+	})
+}
+
+// FuzzParsePreload: a preload list is an error or names that read back
+// the same, never a panic.
+func FuzzParsePreload(f *testing.F) {
+	for _, s := range []string{"greeter.default.svc.cluster.local:8080", "a:1, b.c:65535", "", ",", "x:0", "[::1]:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got, err := ParsePreload(v)
+		if err != nil {
+			return
+		}
+		again, err := ParsePreload(strings.Join(got, ","))
+		if err != nil || !slices.Equal(again, got) {
+			t.Fatalf("ParsePreload(%q) = %q, read again: %q, %v", v, got, again, err)
 		}
 	})
 }
