@@ -307,22 +307,39 @@ func (c *sniffedConn) Read(b []byte) (int, error) { return c.br.Read(b) }
 // Resolver fetches the config of destinations on demand.
 type Resolver interface {
 	// Resolve returns true once ip's config is in the table, false when
-	// nothing is known at ip or ctx ended first.
-	Resolve(ctx context.Context, ip netip.Addr) bool
-	// Used notes a connection to ip.
+	// nothing is known at ip or wait ended first. Once ip is answered it
+	// must return at once: it is asked per request.
+	Resolve(ip netip.Addr, wait time.Duration) bool
+	// Used notes traffic to ip (a connection, a request).
 	Used(ip netip.Addr)
 }
 
-// resolve asks OnDemand about ip within OnDemandTimeout.
+// onDemand is what OnDemand makes of an outbound destination the table t
+// maps to cl: unknown (and not a meshed pod address), or known but its
+// endpoints not come yet (another connection's resolve under way), it
+// waits for the answer and returns the table and cluster after it; and
+// it notes the traffic. Without OnDemand it returns t and cl.
+func (p *Proxy) onDemand(t *Table, dst netip.AddrPort, cl *Cluster) (*Table, *Cluster) {
+	od := p.opts.OnDemand
+	if od == nil {
+		return t, cl
+	}
+	if _, meshed := t.MeshedAddrs[dst]; (cl == nil && !meshed || cl.pending()) && p.resolve(dst.Addr()) {
+		t = p.table.Load()
+		cl = t.ByVIP[dst]
+	}
+	od.Used(dst.Addr())
+	return t, cl
+}
+
+// resolve asks OnDemand about ip, waiting at most OnDemandTimeout.
 func (p *Proxy) resolve(ip netip.Addr) bool {
 	timeout := p.opts.OnDemandTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	start := time.Now()
-	ok := p.opts.OnDemand.Resolve(ctx, ip)
+	ok := p.opts.OnDemand.Resolve(ip, timeout)
 	if d := time.Since(start); d > time.Millisecond {
 		p.opts.Logger.Debug("on-demand config", "addr", ip, "found", ok, "waited", d)
 	}
@@ -361,16 +378,7 @@ func (p *Proxy) handle(c net.Conn, d Direction) {
 	protocol := ""
 	switch d {
 	case Outbound:
-		cl = t.ByVIP[dst]
-		if od := p.opts.OnDemand; od != nil {
-			// Unknown, or known but its endpoints not come yet (another
-			// connection's resolve is under way): wait for the answer.
-			if _, meshed := t.MeshedAddrs[dst]; (cl == nil && !meshed || cl.pending()) && p.resolve(dst.Addr()) {
-				t = p.table.Load()
-				cl = t.ByVIP[dst]
-			}
-			od.Used(dst.Addr())
-		}
+		t, cl = p.onDemand(t, dst, t.ByVIP[dst])
 		if cl == nil {
 			if p.opts.RegistryOnly {
 				p.opts.Logger.Debug("refused: destination not in the registry", "dst", dst)

@@ -35,16 +35,9 @@ func (p *Proxy) route(x *interceptor.Exchange, d Direction, sc *sniffedConn) (r 
 	x.OriginalDst = sc.dst
 	if d == Outbound {
 		x.Direction, x.Source, x.Destination = interceptor.Outbound, p.opts.Self, unknownPeer
-		cl := t.ByVIP[sc.dst]
-		if od := p.opts.OnDemand; od != nil {
-			if (cl == nil || cl.pending()) && p.resolve(sc.dst.Addr()) {
-				// A kept-alive connection whose destination's config
-				// went (and came back on demand).
-				t = p.table.Load()
-				cl = t.ByVIP[sc.dst]
-			}
-			od.Used(sc.dst.Addr()) // per request: kept-alive traffic keeps the subscription
-		}
+		// Per request: a kept-alive connection keeps its subscription,
+		// and finds its destination's config again should it have gone.
+		_, cl := p.onDemand(t, sc.dst, t.ByVIP[sc.dst])
 		if cl == nil {
 			x.Req.DelHeader(interceptor.PeerHeader) // the app's own is not passed off as a sidecar's
 			return routed{}

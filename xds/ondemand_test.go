@@ -78,7 +78,7 @@ func TestOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := startServer(t, s)
-	c, applied := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Idle: 300 * time.Millisecond})
+	c, applied := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Idle: 5 * time.Second})
 
 	waitFor(t, ctx, func() bool { return c.Current().Complete() })
 	if got := clusterNames(c.Current()); !slices.Equal(got, []string{clA}) {
@@ -91,7 +91,7 @@ func TestOnDemand(t *testing.T) {
 	// The first connection to b's VIP: b comes, with its endpoints and
 	// routes.
 	start := time.Now()
-	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+	if !c.Resolve(netip.MustParseAddr("10.96.0.2"), 10*time.Second) {
 		t.Fatal("Resolve(b's VIP) = false, want true")
 	}
 	cfg := c.Current()
@@ -106,9 +106,7 @@ func TestOnDemand(t *testing.T) {
 	// An address no service has: false in one round trip, not after a
 	// timeout.
 	start = time.Now()
-	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-	found := c.Resolve(rctx, netip.MustParseAddr("192.0.2.7"))
-	rcancel()
+	found := c.Resolve(netip.MustParseAddr("192.0.2.7"), 10*time.Second)
 	if found || time.Since(start) > 5*time.Second {
 		t.Fatalf("Resolve(unknown) = %v after %s, want false at once", found, time.Since(start))
 	}
@@ -137,7 +135,7 @@ func TestOnDemand(t *testing.T) {
 		t.Error("b's endpoints stayed after b was dropped, or the config is no longer complete")
 	}
 	// And comes back on the next connection.
-	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+	if !c.Resolve(netip.MustParseAddr("10.96.0.2"), 10*time.Second) {
 		t.Fatal("Resolve(b) after it was dropped = false")
 	}
 }
@@ -153,7 +151,7 @@ func TestOnDemandResubscribes(t *testing.T) {
 	}
 	addr, stop := serveAt(t, ctx, s1, "127.0.0.1:0")
 	c, _ := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
-	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+	if !c.Resolve(netip.MustParseAddr("10.96.0.2"), 10*time.Second) {
 		t.Fatal("Resolve(b) = false")
 	}
 	stop()
@@ -266,9 +264,7 @@ func TestOnDemandWithUnresolvedBackend(t *testing.T) {
 	addr := startServer(t, s)
 	c, _ := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{web.Endpoints[0].Address}})
 	waitFor(t, ctx, func() bool { return c.Current().Complete() })
-	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer rcancel()
-	if !c.Resolve(rctx, web.VIP) {
+	if !c.Resolve(web.VIP, 5*time.Second) {
 		t.Fatal("web's VIP, whose routes name an unresolved backend, did not resolve")
 	}
 }
@@ -288,7 +284,7 @@ func TestRestartSendsNothingUnchanged(t *testing.T) {
 	}
 	addr, stop := serveAt(t, ctx, s1, "127.0.0.1:0")
 	c, applied := runOnDemand(t, addr, xdsclient.Options{Own: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
-	if !c.Resolve(ctx, netip.MustParseAddr("10.96.0.2")) {
+	if !c.Resolve(netip.MustParseAddr("10.96.0.2"), 10*time.Second) {
 		t.Fatal("Resolve(b) = false")
 	}
 	stop()
@@ -312,4 +308,35 @@ func TestRestartSendsNothingUnchanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, func() bool { return slices.Equal(endpointsOf(c.Current(), clB), []string{"10.0.0.3"}) })
+}
+
+// TestNegativeBounds: empty answers are held per stream up to its bound
+// and in all up to the server's; past them a name gets none; releasing
+// them (unsubscribe, stream closed) frees room.
+func TestNegativeBounds(t *testing.T) {
+	s := NewServer(Options{})
+	if err := s.Apply(snapshot(1, vsvc("a", "10.96.0.1", "10.0.0.1"))); err != nil {
+		t.Fatal(err)
+	}
+	s.negPerStream, s.negLimit = 2, 3
+	idx := func(i int) string { return xdsclient.AddressIndexName(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})) }
+	served := func(name string) bool { _, ok := s.caches[resource.RouteType].GetResources()[name]; return ok }
+	s.subscribed(1, []string{idx(1), idx(2), idx(3)}, nil)
+	if !served(idx(1)) || !served(idx(2)) || served(idx(3)) {
+		t.Fatalf("stream 1 asked for 3 past a bound of 2 per stream: served %v %v %v, want the first two", served(idx(1)), served(idx(2)), served(idx(3)))
+	}
+	// A real index is no negative: it takes no room.
+	s.subscribed(2, []string{xdsclient.AddressIndexName(netip.MustParseAddr("10.96.0.1")), idx(4), idx(5)}, nil)
+	if !served(idx(4)) || served(idx(5)) {
+		t.Fatalf("past a bound of 3 in all: served %v %v, want idx 4 only", served(idx(4)), served(idx(5)))
+	}
+	s.subscribed(1, nil, []string{idx(1)})
+	s.closedStream(2)
+	if served(idx(1)) || served(idx(4)) || !served(idx(2)) {
+		t.Fatal("released empty answers were kept, or a held one dropped")
+	}
+	s.subscribed(3, []string{idx(5)}, nil)
+	if !served(idx(5)) {
+		t.Fatal("room freed by releases was not given to a new name")
+	}
 }

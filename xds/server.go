@@ -106,8 +106,11 @@ type Server struct {
 	// not have). indexes are the real ones.
 	negatives  map[string]int // streams holding each
 	streamNegs map[int64]map[string]struct{}
-	indexes    map[string]struct{}
-	negFull    atomic.Int64 // subscriptions left unanswered past the bounds
+	// negLimit and negPerStream are maxNegatives and
+	// maxNegativesPerStream (tests lower them).
+	negLimit, negPerStream int
+	indexes                map[string]struct{}
+	negFull                atomic.Int64 // subscriptions left unanswered past the bounds
 }
 
 // translated is one service and its resources.
@@ -161,6 +164,7 @@ func NewServer(opts Options) *Server {
 		caches: map[resource.Type]*cachev3.LinearCache{}, served: map[resource.Type]map[string]types.Resource{},
 		versions: map[resource.Type]uint64{}, svcs: map[string]*translated{},
 		negatives: map[string]int{}, streamNegs: map[int64]map[string]struct{}{}, indexes: map[string]struct{}{},
+		negLimit: maxNegatives, negPerStream: maxNegativesPerStream,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// A prefix of its own per server: a state-of-the-world client that
@@ -292,7 +296,11 @@ func (s *Server) applyLocked() error {
 
 	// What changed, by type: a resource built again this time (a new
 	// pointer) is replaced; the ones of no service are compared.
-	changes := map[resource.Type][2]any{}
+	type change struct {
+		update map[string]types.Resource
+		remove []string
+	}
+	changes := map[resource.Type]change{}
 	next := make(map[resource.Type]map[string]types.Resource, len(typeOrder))
 	for _, typ := range typeOrder {
 		cur := s.served[typ]
@@ -316,7 +324,7 @@ func (s *Server) applyLocked() error {
 		}
 		next[typ] = m
 		if len(update)+len(remove) > 0 {
-			changes[typ] = [2]any{update, remove}
+			changes[typ] = change{update, remove}
 		}
 	}
 
@@ -338,7 +346,7 @@ func (s *Server) applyLocked() error {
 		if !ok {
 			continue
 		}
-		update, remove := ch[0].(map[string]types.Resource), ch[1].([]string)
+		update, remove := ch.update, ch.remove
 		if typ == resource.RouteType {
 			// An index (or locality) that goes while a proxy that asked
 			// for it when it was missing still holds it becomes empty
@@ -432,10 +440,10 @@ func (s *Server) subscribed(id int64, sub, unsub []string) {
 		if _, ok := s.indexes[name]; ok {
 			continue
 		}
-		if len(held) >= maxNegativesPerStream || (s.negatives[name] == 0 && len(s.negatives) >= maxNegatives) {
+		if len(held) >= s.negPerStream || (s.negatives[name] == 0 && len(s.negatives) >= s.negLimit) {
 			if s.negFull.Add(1)%1000 == 1 {
 				s.opts.Logger.Warn("xds: too many subscriptions to addresses no service has; not answered",
-					"per_stream", maxNegativesPerStream, "in_all", maxNegatives, "name", name)
+					"per_stream", s.negPerStream, "in_all", s.negLimit, "name", name)
 			}
 			continue
 		}

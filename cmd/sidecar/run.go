@@ -209,13 +209,6 @@ func parseRunFlags(args []string) (*runConfig, error) {
 	return c, nil
 }
 
-// onDemandRef is the proxy's resolver: the xDS client, made after the
-// proxy and set before any connection is accepted.
-type onDemandRef struct{ c *xdsclient.Client }
-
-func (o *onDemandRef) Resolve(ctx context.Context, ip netip.Addr) bool { return o.c.Resolve(ctx, ip) }
-func (o *onDemandRef) Used(ip netip.Addr)                              { o.c.Used(ip) }
-
 // ownAddrs are the pod's addresses an on-demand client subscribes to at
 // start: those of the network, not loopback or link-local.
 func ownAddrs() []netip.Addr {
@@ -315,7 +308,6 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		defer ident.Close() //nolint:errcheck // shutting down
 		meshTLS = ident
 	}
-	od := &onDemandRef{}
 	popts := proxy.Options{
 		MTLS:           meshTLS,
 		Security:       secMetrics,
@@ -333,10 +325,9 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 		Interceptors:   chain,
 		TCPObservers:   observers,
 	}
-	if c.XDSMode == "on-demand" {
-		popts.OnDemand, popts.OnDemandTimeout = od, c.OnDemandWait
-	}
-	px := proxy.New(popts)
+	// The client's Apply installs tables in the proxy, and the proxy asks
+	// the client on demand: px is set before the client runs.
+	var px *proxy.Proxy
 	var ready, connected atomic.Bool
 	md, err := structpb.NewStruct(map[string]any{
 		"POD_NAME": c.PodName, "POD_NAMESPACE": c.PodNamespace, "SERVICE_ACCOUNT": c.ServiceAccount,
@@ -403,8 +394,10 @@ func runSidecar(ctx context.Context, c *runConfig, logOut, accessOut io.Writer) 
 			return nil
 		},
 	})
-
-	od.c = client
+	if c.XDSMode == "on-demand" {
+		popts.OnDemand, popts.OnDemandTimeout = client, c.OnDemandWait
+	}
+	px = proxy.New(popts)
 
 	var lc net.ListenConfig
 	outLis, err := lc.Listen(ctx, "tcp", c.OutboundAddr)

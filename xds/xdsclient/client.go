@@ -134,13 +134,15 @@ func (c *Client) publishAddrs() {
 func (c *Client) Current() *Config { return c.current.Load() }
 
 // Resolve subscribes an on-demand client to ip's index on the first call
-// for it and waits until the control plane answered: true once ip's
-// services are in the applied config (and so in the sidecar's table),
-// false when no service has ip, when ctx ends first, or without OnDemand.
-// Once answered, later calls return at once; after a wait that ended
-// unanswered (the control plane slow or away), later calls do not wait
-// again until the answer comes.
-func (c *Client) Resolve(ctx context.Context, ip netip.Addr) bool {
+// for it and waits, at most wait, until the control plane answered: true
+// once ip's services are in the applied config (and so in the sidecar's
+// table), false when no service has ip, when the wait ends first, or
+// without OnDemand. Once answered, later calls return at once, with no
+// lock, timer or allocation (the proxy calls it per request to a
+// destination it does not know); after a wait that ended unanswered (the
+// control plane slow or away), later calls do not wait again until the
+// answer comes.
+func (c *Client) Resolve(ip netip.Addr, wait time.Duration) bool {
 	if !c.opts.OnDemand {
 		return false
 	}
@@ -167,18 +169,21 @@ func (c *Client) Resolve(ctx context.Context, ip netip.Addr) bool {
 		}
 		c.mu.Unlock()
 	}
-	a.used.Store(time.Now().UnixNano())
-	if a.timedOut.Load() {
-		select {
-		case <-a.done:
-		default:
-			return false
-		}
-	}
+	c.touch(a)
 	select {
 	case <-a.done:
 		return a.found // written before done was closed
-	case <-ctx.Done():
+	default:
+	}
+	if a.timedOut.Load() {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-a.done:
+		return a.found
+	case <-t.C:
 		a.timedOut.Store(true)
 		return false
 	}
@@ -191,18 +196,16 @@ func (c *Client) Used(ip netip.Addr) {
 		return
 	}
 	if a := (*c.addrsRead.Load())[ip.Unmap()]; a != nil {
-		if now := c.now.Load(); a.used.Load() < now {
-			a.used.Store(now)
-		}
+		c.touch(a)
 	}
 }
 
-// Addresses returns how many addresses an on-demand client is subscribed
-// to.
-func (c *Client) Addresses() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.addrs)
+// touch marks a used now, by the coarse clock (a write only when it
+// moved).
+func (c *Client) touch(a *addrSub) {
+	if now := c.now.Load(); a.used.Load() < now {
+		a.used.Store(now)
+	}
 }
 
 // Run keeps a stream to the control plane until ctx is done.
@@ -277,7 +280,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		return err
 	}
 	s.subs[SecretType] = map[string]bool{RootCAName: true}
-	if err := s.sync(cur); err != nil {
+	if err := s.sync(cur, nil); err != nil {
 		return err
 	}
 
@@ -310,7 +313,7 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-c.kick:
-			if err := s.sync(c.current.Load()); err != nil {
+			if err := s.sync(c.current.Load(), nil); err != nil {
 				return err
 			}
 		case now := <-tick:
@@ -319,14 +322,15 @@ func (c *Client) stream(ctx context.Context, ads discoveryv3.AggregatedDiscovery
 				continue
 			}
 			cur := c.current.Load()
-			if next := c.prune(cur); next != cur {
+			next, want := c.prune(cur)
+			if next != cur {
 				if err := c.opts.Apply(next); err != nil {
 					c.opts.Logger.Warn("dropping idle subscriptions", "err", err)
 				} else {
 					c.current.Store(next)
 				}
 			}
-			if err := s.sync(c.current.Load()); err != nil {
+			if err := s.sync(c.current.Load(), want); err != nil {
 				return err
 			}
 		case r := <-recvc:
@@ -368,8 +372,9 @@ func (s *session) receive(resp *discoveryv3.DeltaDiscoveryResponse) error {
 	if err == nil {
 		err = checkIndexes(next, resp)
 	}
+	var want map[string]map[string]bool
 	if err == nil {
-		next = c.prune(next)
+		next, want = c.prune(next)
 		next.Unresolved = c.unresolvedOwn(next, s.gone, resp)
 		err = c.opts.Apply(next)
 	}
@@ -396,13 +401,16 @@ func (s *session) receive(resp *discoveryv3.DeltaDiscoveryResponse) error {
 		return err
 	}
 	c.settle(next, s.gone)
-	return s.sync(next)
+	return s.sync(next, want)
 }
 
-// sync subscribes to what cfg and the client's addresses call for and
-// unsubscribes from what they no longer do.
-func (s *session) sync(cfg *Config) error {
-	want := s.c.wanted(cfg)
+// sync subscribes to what cfg and the client's addresses call for (want,
+// when the caller has it; nil: computed) and unsubscribes from what they
+// no longer do.
+func (s *session) sync(cfg *Config, want map[string]map[string]bool) error {
+	if want == nil {
+		want = s.c.wanted(cfg)
+	}
 	for _, typ := range []string{ClusterType, RouteType, EndpointType} {
 		w, ok := want[typ]
 		if !ok {
@@ -601,23 +609,15 @@ func routeClusters(rc *routev3.RouteConfiguration) []string {
 }
 
 // prune drops from cfg what the client no longer subscribes to (an
-// unsubscribed resource is the client's to forget).
-func (c *Client) prune(cfg *Config) *Config {
+// unsubscribed resource is the client's to forget). It returns the
+// pruned config and what the client wants for it (pruning leaves that
+// as it was: only what it does not want goes).
+func (c *Client) prune(cfg *Config) (*Config, map[string]map[string]bool) {
 	want := c.wanted(cfg)
-	drop := func(typ string, names []string) bool {
-		w := want[typ]
-		for _, n := range names {
-			if !w[n] {
-				return true
-			}
-		}
-		return false
-	}
-	routes, endpoints := sortedKeys(cfg.Routes), sortedKeys(cfg.Endpoints)
-	clusters := sortedKeys(cfg.Clusters)
 	_, odClusters := want[ClusterType]
-	if !drop(RouteType, routes) && !drop(EndpointType, endpoints) && (!odClusters || !drop(ClusterType, clusters)) {
-		return cfg
+	if !unwanted(cfg.Routes, want[RouteType]) && !unwanted(cfg.Endpoints, want[EndpointType]) &&
+		(!odClusters || !unwanted(cfg.Clusters, want[ClusterType])) {
+		return cfg, want
 	}
 	next := *cfg
 	keep := func(typ string) func(string) bool {
@@ -637,7 +637,17 @@ func (c *Client) prune(cfg *Config) *Config {
 		}
 		next.ResourceVersions[ClusterType] = keepVersions(cfg.ResourceVersions[ClusterType], held)
 	}
-	return &next
+	return &next, want
+}
+
+// unwanted reports whether m holds a name want lacks.
+func unwanted[V any](m map[string]V, want map[string]bool) bool {
+	for n := range m {
+		if !want[n] {
+			return true
+		}
+	}
+	return false
 }
 
 func filterMap[V any](m map[string]V, keep func(string) bool) map[string]V {
