@@ -174,7 +174,8 @@ func TestConsul(t *testing.T) {
 	log := startLoad(ctx, t, c)
 
 	// A failing health check: out of the rotation within 1 s of the
-	// agent seeing it fail (it checks every second).
+	// agent seeing it fail. It checks every second, so that is up to 2 s
+	// after the check began failing, which is what the test can time.
 	health[1].fail()
 	waitUntil(ctx, t, "100 RPCs in a row without greeter-2", func() bool {
 		r := log.recent(100)
@@ -183,8 +184,8 @@ func TestConsul(t *testing.T) {
 	last, _, n := log.snapshot()
 	lag := last["greeter-2"].Sub(health[1].failedSince())
 	t.Logf("greeter-2 answered its last RPC %v after its check first failed (%d RPCs)", lag, n)
-	if lag > time.Second {
-		t.Errorf("greeter-2 still answered %v after its check failed, want none after 1 s", lag)
+	if lag > 2*time.Second {
+		t.Errorf("greeter-2 still answered %v after its check failed, want none after 2 s (the agent's 1 s check interval, then 1 s)", lag)
 	}
 	log.noErrors(t, "a check failing")
 	passedAt := time.Now()
