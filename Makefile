@@ -27,7 +27,7 @@ TEST_TIMEOUT ?= 20m
 TEST_FUZZTIME ?= 2000x
 FUZZTIME ?= 60s
 
-.PHONY: help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js demo clean proto
+.PHONY: images help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js demo clean proto
 
 all: build
 
@@ -49,6 +49,21 @@ test: lint build tools
 	$(GO) test -run '^$$' -bench . -benchtime 1x $$($(GO) list ./... | grep -v /e2e)
 	@echo "each fuzz target for $(TEST_FUZZTIME) inputs (longer: make fuzz)"
 	FUZZTIME=$(TEST_FUZZTIME) ./hack/fuzz.sh
+
+# The images, built without a Docker daemon (hack/images, with
+# go-containerregistry) from static binaries; named as the chart names
+# them, tagged with its appVersion. The sidecar's base is Debian's
+# iptables package and its dependencies, unpacked once into .tools/.
+IMAGE_VERSION := $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' charts/tender/Chart.yaml)
+IMAGE_REGISTRY ?= ghcr.io/tender-mesh
+## images: the container images (control plane, sidecar, greeter, pause) as OCI archives in bin/images/
+images: $(TOOLS)/sidecar-base/.packages
+	@mkdir -p $(BIN)/static
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/static/ ./cmd/controlplane ./examples/greeter/cmd/... ./hack/pause
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(SIDECAR_TAGS) -ldflags="-s -w" -o $(BIN)/static/ ./cmd/sidecar
+	$(GO) run ./hack/images --bin $(BIN)/static --sidecar-base $(TOOLS)/sidecar-base --registry $(IMAGE_REGISTRY) --version $(IMAGE_VERSION) --out $(BIN)/images
+$(TOOLS)/sidecar-base/.packages: hack/sidecar-base.sh
+	hack/sidecar-base.sh $(TOOLS)/sidecar-base
 
 ## fuzz: every fuzz target for FUZZTIME (default 60s) each
 fuzz:
@@ -124,18 +139,31 @@ $(EUREKA_JS): hack/tools/eureka-js/package.json hack/tools/eureka-js/package-loc
 	cd $(TOOLS)/eureka-js && npm ci --no-audit --no-fund --ignore-scripts
 	@touch $@
 
-# kube-apiserver through a wrapper module that pins k8s.io/kubernetes'
-# staging modules (about 12 minutes cold), and Helm; etcd comes from
-# Debian's etcd-server.
-tools-kube: $(TOOLS)/kube-apiserver $(TOOLS)/helm
-# The version it reports (/version; Helm checks a chart's kubeVersion
+# The Kubernetes components through a wrapper module that pins
+# k8s.io/kubernetes' staging modules: kube-apiserver (about 12 minutes
+# cold) for every Kubernetes e2e test, and the one-node cluster's kubelet,
+# kube-controller-manager, kube-scheduler, kube-proxy and kubectl (about 5
+# more: they share most packages); CoreDNS with the plugins the cluster's
+# DNS uses; Helm. etcd comes from Debian's etcd-server, containerd, runc
+# and the CNI plugins from Debian's containerd, runc and
+# containernetworking-plugins (.ci/run installs them).
+KUBE_NODE := kubelet kube-controller-manager kube-scheduler kube-proxy kubectl
+tools-kube: $(TOOLS)/kube-apiserver $(TOOLS)/kubelet $(TOOLS)/coredns $(TOOLS)/helm
+# The version they report (/version; Helm checks a chart's kubeVersion
 # against it), as Kubernetes' own build stamps it.
 KUBE_VERSION_LDFLAGS = -X k8s.io/component-base/version.gitVersion=v1.34.4 \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34
-$(TOOLS)/kube-apiserver: hack/tools/kube-apiserver/go.mod hack/tools/kube-apiserver/go.sum Makefile
+$(TOOLS)/kube-apiserver: hack/tools/kube/go.mod hack/tools/kube/go.sum
 	@mkdir -p $(TOOLS)
 	@echo "building kube-apiserver into $(TOOLS)/kube-apiserver (several minutes the first time)"
-	cd hack/tools/kube-apiserver && $(GO) build -ldflags "$(KUBE_VERSION_LDFLAGS)" -o $(TOOLS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+	cd hack/tools/kube && $(GO) build -ldflags "$(KUBE_VERSION_LDFLAGS)" -o $(TOOLS)/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
+# One go build for the node's components: compiled once, linked each.
+$(TOOLS)/kubelet: hack/tools/kube/go.mod hack/tools/kube/go.sum $(TOOLS)/kube-apiserver
+	@echo "building $(KUBE_NODE) into $(TOOLS)/"
+	cd hack/tools/kube && $(GO) build -ldflags "$(KUBE_VERSION_LDFLAGS)" -o $(TOOLS)/ $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_NODE))
+$(TOOLS)/coredns: hack/tools/coredns/go.mod hack/tools/coredns/go.sum hack/tools/coredns/main.go
+	@mkdir -p $(TOOLS)
+	cd hack/tools/coredns && $(GO) build -o $(TOOLS)/coredns .
 $(TOOLS)/helm:
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
