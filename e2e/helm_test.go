@@ -39,7 +39,7 @@ const (
 // helm runs the Helm binary from .tools against the API server.
 func (a *apiServer) helm(ctx context.Context, t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, tool(t, "helm"), append(args, "--kubeconfig", a.kubeconfig)...)
+	cmd := a.command(ctx, tool(t, "helm"), append(args, "--kubeconfig", a.kubeconfig)...)
 	cmd.Env = append(cmd.Environ(), "HELM_CACHE_HOME="+a.dir+"/helm/cache", "HELM_CONFIG_HOME="+a.dir+"/helm/config",
 		"HELM_DATA_HOME="+a.dir+"/helm/data")
 	out, err := cmd.CombinedOutput()

@@ -32,6 +32,18 @@ type apiServer struct {
 	token          string // the admin's
 	rest           *rest.Config
 	client         kubernetes.Interface
+	// netns, when set, is the network namespace the API server listens in
+	// (the one-node cluster's node); commands run there.
+	netns string
+}
+
+// command runs a client binary (helm, kubectl) where it reaches the API
+// server.
+func (a *apiServer) command(ctx context.Context, path string, args ...string) *exec.Cmd {
+	if a.netns == "" {
+		return exec.CommandContext(ctx, path, args...)
+	}
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + a.netns, path}, args...)...)
 }
 
 func startAPIServer(t *testing.T, ctx context.Context) *apiServer {

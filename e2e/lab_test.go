@@ -42,6 +42,9 @@ type pod struct {
 	ns   string
 	ip   string
 	ip6  string
+	// nsPath, when set, is the namespace to enter instead of ns's (a
+	// container's /proc/PID/ns/net in the one-node cluster).
+	nsPath string
 }
 
 func requireLab(t *testing.T) {
@@ -171,7 +174,11 @@ func (p *pod) dial(ctx context.Context, network, addr string) (net.Conn, error) 
 		return nil, err
 	}
 	defer self.Close()
-	target, err := os.Open("/run/netns/" + p.ns)
+	path := p.nsPath
+	if path == "" {
+		path = "/run/netns/" + p.ns
+	}
+	target, err := os.Open(path)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return nil, err

@@ -161,6 +161,10 @@ type Exchange struct {
 	Span  trace.Span
 	// Attempt counts the tries sent so far.
 	Attempt int
+	// Unprocessed: the try's answer is the peer sidecar's own 503 for a
+	// connect failure to its app (the pod is stopping), over mutual TLS:
+	// nothing reached the app, so Retry takes it as a connect failure.
+	Unprocessed bool
 
 	onDone []func(*Exchange)
 	// onDoneBuf holds the first deferred functions, so an exchange that

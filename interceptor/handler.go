@@ -117,7 +117,7 @@ func (l *LocalReply) StatusCode() int { return l.Status }
 
 // Header answers what a rendered reply carries.
 func (l *LocalReply) Header(name string) string {
-	if strings.EqualFold(name, "X-Tender-Error") {
+	if strings.EqualFold(name, ErrorHeader) {
 		return l.Message
 	}
 	if strings.EqualFold(name, "Location") {
@@ -153,6 +153,18 @@ func grpcStatusFor(code int) int {
 		return 4 // DEADLINE_EXCEEDED
 	}
 	return 2 // UNKNOWN
+}
+
+// ErrorHeader carries a local reply's message. An inbound sidecar
+// removes it from its app's responses, so a peer sidecar can trust it:
+// a 503 whose message starts with [ErrConnect]'s never reached the app
+// ([Exchange.Unprocessed]).
+const ErrorHeader = "X-Tender-Error"
+
+// PeerUnprocessed reports whether a peer sidecar's answer (status and
+// ErrorHeader) says it could not reach its app.
+func PeerUnprocessed(status int, errorHeader string) bool {
+	return status == http.StatusServiceUnavailable && strings.HasPrefix(errorHeader, ErrConnect.Error())
 }
 
 // ReplyFor turns a try's error into the answer Envoy gives, setting the

@@ -348,6 +348,8 @@ var (
 	connectRefused = fail(fmt.Errorf("%w: dial tcp 10.0.0.1:80: connection refused", ErrConnect))
 	reset          = fail(fmt.Errorf("%w: EOF", ErrReset))
 	perTryTimeout  = fail(ErrPerTryTimeout)
+	// The peer sidecar's 503 for its app refusing the connection.
+	peerUnprocessed = func(e *Exchange) (Response, error) { e.Unprocessed = true; return response(503), nil }
 )
 
 func TestRetry(t *testing.T) {
@@ -437,6 +439,17 @@ func TestRetry(t *testing.T) {
 			outcomes: outcomes{status(503)}, wantTries: 1, wantStatus: 503, wantFlags: FlagRetryOverflow},
 		{name: "no policy", method: "GET",
 			outcomes: outcomes{status(503)}, wantTries: 1, wantStatus: 503},
+		{name: "no retry policy: connect failure goes elsewhere", method: "POST", body: "order", policy: &Policy{},
+			outcomes: outcomes{connectRefused, connectRefused}, wantTries: 3, wantStatus: 200, wantRetries: 2},
+		{name: "no retry policy: at most twice", method: "GET", policy: &Policy{},
+			outcomes:  outcomes{connectRefused, connectRefused, connectRefused},
+			wantTries: 3, wantErr: ErrConnect, wantFlags: FlagRetryLimit, wantRetries: 2},
+		{name: "no retry policy: 503 not retried", method: "GET", policy: &Policy{},
+			outcomes: outcomes{status(503)}, wantTries: 1, wantStatus: 503},
+		{name: "peer could not reach its app", method: "POST", body: "order", policy: &Policy{},
+			outcomes: outcomes{peerUnprocessed}, wantTries: 2, wantStatus: 200, wantRetries: 1},
+		{name: "retries turned off", method: "GET", policy: &Policy{Retry: &RetryPolicy{Attempts: 1}},
+			outcomes: outcomes{connectRefused}, wantTries: 1, wantErr: ErrConnect},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -495,7 +508,7 @@ func TestRetry(t *testing.T) {
 				if up.attempts[i] != i+1 {
 					t.Errorf("try %d saw Attempt %d", i, up.attempts[i])
 				}
-				if rp := tt.policy; rp != nil && rp.Retry.PerTryTimeout > 0 {
+				if rp := tt.policy; rp != nil && rp.Retry != nil && rp.Retry.PerTryTimeout > 0 {
 					if left := time.Until(up.tryDeadlines[i]); left > rp.Retry.PerTryTimeout || left < rp.Retry.PerTryTimeout-time.Second {
 						t.Errorf("try %d had its per-try deadline in %v, want about %v", i, left, rp.Retry.PerTryTimeout)
 					}
@@ -629,6 +642,28 @@ func TestReplay(t *testing.T) {
 	}
 	if r.Rewind() {
 		t.Error("a body beyond MaxReplayBytes was rewound")
+	}
+}
+
+func TestPeerUnprocessed(t *testing.T) {
+	for _, tt := range []struct {
+		status int
+		msg    string
+		want   bool
+	}{
+		{503, "upstream connect error: dial tcp 10.244.0.6:8080: connect: connection refused", true},
+		{503, "upstream reset before response: EOF", false},
+		{503, "", false},
+		{502, "upstream connect error: x", false},
+	} {
+		if got := PeerUnprocessed(tt.status, tt.msg); got != tt.want {
+			t.Errorf("PeerUnprocessed(%d, %q) = %v, want %v", tt.status, tt.msg, got, tt.want)
+		}
+	}
+	// What ReplyFor answers a connect failure with is what the peer reads.
+	r := ReplyFor(&Exchange{}, fmt.Errorf("%w: dial tcp: connection refused", ErrConnect), nil)
+	if !PeerUnprocessed(r.StatusCode(), r.Header(ErrorHeader)) {
+		t.Errorf("ReplyFor(ErrConnect) = %d %q, not read as unprocessed", r.StatusCode(), r.Header(ErrorHeader))
 	}
 }
 

@@ -61,6 +61,15 @@ const RetryOnHeader = "X-Tender-Retry-On"
 // whose body went beyond it is not retried.
 const MaxReplayBytes = 64 << 10
 
+// DefaultRetry is the retry policy of a destination whose route names
+// none: a connect failure, where nothing reached the upstream, goes to
+// another endpoint, at most twice, whatever the method (Istio's and
+// Linkerd's sidecars do the same). An endpoint that went away before its
+// removal reached the sidecar (a scale-down, a rollout, a node's pod
+// deleted) then costs no request. A route's own policy replaces it;
+// attempts: 0 there turns retries off, this one included.
+var DefaultRetry = &RetryPolicy{Attempts: 2, On: retryConnectFailure}
+
 // Retry sends a failed request again, to another endpoint when there is
 // one, as its destination's policy says: on the conditions it names, after
 // a jittered exponential backoff, each try bounded by the per-try timeout,
@@ -75,7 +84,9 @@ func Retry(metrics *ResilienceMetrics) Middleware {
 		return HandlerFunc(func(e *Exchange) (Response, error) {
 			var rp *RetryPolicy
 			if e.Policy != nil {
-				rp = e.Policy.Retry
+				if rp = e.Policy.Retry; rp == nil {
+					rp = DefaultRetry
+				}
 			}
 			on := uint32(0)
 			if rp != nil {
@@ -101,6 +112,9 @@ func Retry(metrics *ResilienceMetrics) Middleware {
 					st.Retrying.Add(-1)
 				}
 				cond := classify(resp, err)
+				if e.Unprocessed {
+					cond |= retryConnectFailure
+				}
 				if resp != nil && !slices.Contains(rp.StatusCodes, uint32(resp.StatusCode())) {
 					cond &^= retryStatusCodes
 				}
@@ -144,6 +158,7 @@ func Retry(metrics *ResilienceMetrics) Middleware {
 // deadline.
 func tryOnce(next Handler, e *Exchange, rp *RetryPolicy) (Response, error) {
 	e.Attempt++
+	e.Unprocessed = false
 	if rp == nil || rp.PerTryTimeout <= 0 {
 		return next.Handle(e)
 	}

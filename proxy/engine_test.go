@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -333,8 +334,11 @@ func TestForwardDeadUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if got := tp.rec.last(t); got.Flags != interceptor.FlagUpstreamConnectFailure || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("HTTP to a dead endpoint: got %d, flags %v, want 503 UF", resp.StatusCode, got.Flags)
+	// Three tries (interceptor.DefaultRetry: connect failures twice more),
+	// all to the one endpoint there is.
+	if got := tp.rec.last(t); got.Flags != interceptor.FlagUpstreamConnectFailure|interceptor.FlagRetryLimit || got.Retries != 2 ||
+		resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("HTTP to a dead endpoint: got %d, flags %v, %d retries, want 503 UF,URX after 2", resp.StatusCode, got.Flags, got.Retries)
 	}
 	req, _ := http.NewRequest(http.MethodPost, "http://greeter/greeter.Greeter/SayHello", strings.NewReader(""))
 	req.Header.Set("Content-Type", "application/grpc")
@@ -345,6 +349,76 @@ func TestForwardDeadUpstream(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Grpc-Status") != "14" {
 		t.Errorf("gRPC to a dead endpoint: got %d grpc-status %q, want 200 with grpc-status 14", resp.StatusCode, resp.Header.Get("Grpc-Status"))
+	}
+}
+
+// An endpoint that refuses connections (its pod stopping before the
+// control plane's word of it arrives) costs no request: the try goes to
+// another endpoint (interceptor.DefaultRetry, even for a POST), and the
+// refusing endpoint leaves the picks for a while, so later requests do not
+// try it first.
+func TestRefusedEndpointLeavesPicks(t *testing.T) {
+	cl := upstreams(t, nil, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
+	dead := &balancer.Endpoint{Addr: deadAddr(t), Stats: &balancer.Stats{}, Healthy: true, Weight: 1}
+	cl.Endpoints = append([]*balancer.Endpoint{dead}, cl.Endpoints...)
+	cl.Picker, _ = balancer.New("ROUND_ROBIN", cl.Endpoints, balancer.Locality{})
+	tp := startProxy(t, cl)
+	c := tp.client()
+	for i := range 20 {
+		resp, err := c.Post("http://greeter/order", "text/plain", strings.NewReader("one"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q, want 200 ok", i, resp.StatusCode, body)
+		}
+	}
+	if n := dead.Stats.Total.Load(); n != 1 {
+		t.Errorf("the refusing endpoint was tried %d times in 20 requests, want once", n)
+	}
+	if left := time.Until(time.Unix(0, dead.Stats.EjectedUntil.Load())); left <= 0 || left > refusedHold {
+		t.Errorf("the refusing endpoint is out for %v more, want up to %v", left, refusedHold)
+	}
+}
+
+// A small chunked body comes whole with its head, as most clients write
+// it; it is kept so, and a retry sends it again, framing and all.
+func TestChunkedBodyRetried(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	handler := func(status int) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%d %q %v", status, b, r.TransferEncoding))
+			mu.Unlock()
+			w.WriteHeader(status)
+		})
+	}
+	cl := upstreams(t, nil, handler(http.StatusServiceUnavailable), handler(http.StatusOK))
+	tp := startProxy(t, cl)
+	// Head and body in one write, as Go's client usually (not always)
+	// sends them.
+	conn, err := net.Dial("tcp", tp.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"name":"world"}`
+	if _, err := fmt.Fprintf(conn, "POST /order HTTP/1.1\r\nHost: greeter\r\nTransfer-Encoding: chunked\r\n%s: 5xx\r\n\r\n%x\r\n%s\r\n0\r\n\r\n",
+		interceptor.RetryOnHeader, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := []string{`503 "{\"name\":\"world\"}" [chunked]`, `200 "{\"name\":\"world\"}" [chunked]`}
+	if resp.StatusCode != http.StatusOK || !slices.Equal(got, want) {
+		t.Errorf("got %d after %q, want 200 after %q", resp.StatusCode, got, want)
 	}
 }
 

@@ -247,7 +247,7 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	for again := 0; ; again++ {
 		up, err := p.h2pool.get(p, key)
 		if err != nil {
-			p.outcome(s.cl, ep, 0, true)
+			p.connectFailed(s.cl, ep, err)
 			return nil, fmt.Errorf("%w: %w", interceptor.ErrConnect, err)
 		}
 		if outbound { // inbound, MTLS is the downstream hop's
@@ -290,6 +290,7 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 				x.Destination = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}
 			}
 		}
+		x.Unprocessed = x.MTLS && interceptor.PeerUnprocessed(s.status, s.rv.Header(interceptor.ErrorHeader))
 	}
 	status := s.status
 	if s.headEnd && s.rv.Header("grpc-status") == "14" { // UNAVAILABLE, trailers-only
@@ -832,7 +833,8 @@ func (s *h2stream) commit() {
 	head := s.head[:0:0]
 	edits := s.rt.editsResponse()
 	for _, f := range s.head {
-		if hopByHopH2(f) || f.Name == peerHeaderLower || edits && s.rt.dropsResponse(f.Name) {
+		if hopByHopH2(f) || f.Name == peerHeaderLower || edits && s.rt.dropsResponse(f.Name) ||
+			s.peered && f.Name == errorHeaderLower { // only a sidecar's own replies carry it to a peer
 			continue
 		}
 		head = append(head, f)
@@ -957,7 +959,10 @@ func (s *h2stream) writeLocal(r *interceptor.LocalReply) {
 	s.respBytes += int64(len(body))
 }
 
-var peerHeaderLower = strings.ToLower(interceptor.PeerHeader)
+var (
+	peerHeaderLower  = strings.ToLower(interceptor.PeerHeader)
+	errorHeaderLower = strings.ToLower(interceptor.ErrorHeader)
+)
 
 // hopByHopH2 reports whether a field is not forwarded: connection-
 // specific fields HTTP/2 forbids, and te other than "trailers".

@@ -266,8 +266,16 @@ func (c *h1conn) serveRequest() bool {
 	// upstream (one later ends both connections mid-body).
 	if rq.Chunked {
 		var ch wire.Chunked
-		if _, _, err := ch.Scan(c.in.b[c.headLen:c.in.w]); err != nil {
+		n, done, err := ch.Scan(c.in.b[c.headLen:c.in.w])
+		if err != nil {
 			return c.refuse(err)
+		}
+		// A chunked body that came whole with its head (a small one, as
+		// most clients write it) is kept whole too: it leaves with its
+		// head, as it came, and a retry can send it again.
+		if done && !rq.Expect100 {
+			c.whole, c.bodyEnd = true, c.headLen+n
+			c.x.AddRequestBytes(int64(n))
 		}
 	}
 	// A small body with a length is read whole: it leaves with its head

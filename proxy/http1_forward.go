@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tender-mesh/tender/interceptor"
@@ -44,7 +45,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	for fresh := false; ; fresh = true {
 		uc, err := p.pool.get(context.Background(), key)
 		if err != nil {
-			p.outcome(c.cl, ep, 0, true)
+			p.connectFailed(c.cl, ep, err)
 			return nil, fmt.Errorf("%w: %w", interceptor.ErrConnect, err)
 		}
 		c.uc = uc
@@ -88,6 +89,7 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 				x.Destination = peer
 			}
 		}
+		x.Unprocessed = x.MTLS && interceptor.PeerUnprocessed(c.resp.Status, string(c.resp.Get(interceptor.ErrorHeader)))
 	}
 	status := c.resp.Status
 	if status >= 500 {
@@ -276,7 +278,8 @@ func (c *h1conn) writeResponseHead() error {
 	b = append(b, "\r\n"...)
 	edits := rs.Status >= 200 && c.rt.editsResponse()
 	for _, f := range rs.Fields {
-		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) || edits && c.rt.dropsResponse(b2s(f.Name)) {
+		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) || edits && c.rt.dropsResponse(b2s(f.Name)) ||
+			c.peered && strings.EqualFold(b2s(f.Name), interceptor.ErrorHeader) { // only a sidecar's own replies carry it to a peer
 			continue
 		}
 		b = appendField(b, f.Name, f.Value)
@@ -553,6 +556,29 @@ func (p *Proxy) pick(cl *Cluster, h uint64, tried []netip.AddrPort) *balancer.En
 		}
 	}
 	return first
+}
+
+// refusedHold is how long an endpoint that refused a connection stays
+// out of the picks: nothing listens at its address, so its pod is
+// stopping (or not started), and the control plane's word of it is on
+// its way. Without it, every request until then would try it first.
+const refusedHold = 2 * time.Second
+
+// connectFailed records a failed connect at an endpoint; a refused one
+// also takes the endpoint out for refusedHold (pick falls back to it when
+// nothing else is left).
+func (p *Proxy) connectFailed(cl *Cluster, ep *balancer.Endpoint, err error) {
+	p.outcome(cl, ep, 0, true)
+	if ep == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		return
+	}
+	until := time.Now().Add(refusedHold).UnixNano()
+	for {
+		old := ep.Stats.EjectedUntil.Load()
+		if old >= until || ep.Stats.EjectedUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
 }
 
 // outcome records one try's result at an endpoint: the failure count,

@@ -69,8 +69,12 @@ func (c *h1conn) mirrorRequest() []byte {
 		b = appendFieldString(b, f.name, f.value)
 	}
 	b = appendFieldString(b, "Host", shadowHost(c.view.Authority()))
-	b = append(b, "Content-Length: "...)
-	b = strconv.AppendInt(b, int64(len(body)), 10)
+	if rq.Chunked { // a whole chunked body goes as it came
+		b = append(b, "Transfer-Encoding: chunked"...)
+	} else {
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, int64(len(body)), 10)
+	}
 	b = append(b, "\r\nConnection: close\r\n\r\n"...)
 	return append(b, body...)
 }

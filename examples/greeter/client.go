@@ -1,6 +1,7 @@
 package greeter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -105,11 +106,26 @@ func NewHTTPClient(baseURL string, client *http.Client) (Service, error) {
 	greet := httptransport.NewClient(
 		http.MethodPost,
 		u.JoinPath("greet"),
-		httptransport.EncodeJSONRequest,
+		encodeJSONRequest,
 		decodeHTTPGreetResponse,
 		httptransport.SetClient(&traced),
 	).Endpoint()
 	return endpointService{greet: greet}, nil
+}
+
+// encodeJSONRequest writes the request as JSON with its length, so it
+// leaves as one piece (go-kit's EncodeJSONRequest streams it chunked) and
+// a sidecar can send it again should the first try not reach a server.
+func encodeJSONRequest(_ context.Context, r *http.Request, request any) error {
+	b, err := json.Marshal(request)
+	if err != nil {
+		return err
+	}
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	r.ContentLength = int64(len(b))
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	return nil
 }
 
 func decodeHTTPGreetResponse(_ context.Context, r *http.Response) (any, error) {
