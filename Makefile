@@ -27,7 +27,7 @@ TEST_TIMEOUT ?= 20m
 TEST_FUZZTIME ?= 2000x
 FUZZTIME ?= 60s
 
-.PHONY: images help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js demo clean proto
+.PHONY: images demo-k8s help fuzz bench tools-fortio all build test test-unit test-e2e lint tools tools-lint tools-h2spec tools-jaeger tools-consul tools-kube tools-eureka-js demo clean proto
 
 all: build
 
@@ -43,7 +43,7 @@ build:
 	$(GO) build -o $(BIN)/ ./examples/greeter/cmd/...
 
 ## test: the whole suite (unit, race, e2e) — what CI runs
-test: lint build tools
+test: lint build tools images
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@echo "each Go benchmark once, so they cannot rot (numbers: make bench)"
 	$(GO) test -run '^$$' -bench . -benchtime 1x $$($(GO) list ./... | grep -v /e2e)
@@ -74,7 +74,7 @@ test-unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 ## test-e2e: end-to-end tests only
-test-e2e: build tools
+test-e2e: build tools images
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./e2e/...
 
 # The soak: ~500 req/s of HTTP and gRPC through mutual-TLS sidecars under
@@ -183,6 +183,15 @@ bench: build tools-fortio
 ## demo: a small mesh in the lab (network namespaces): control plane, three greeters, a frontend, a client, Jaeger, Prometheus
 demo: build tools-jaeger
 	./hack/demo.sh
+
+# The same mesh in a one-node Kubernetes cluster made of the real
+# components (make tools builds them, make images the images), for
+# DEMO_DURATION (default 1h) or until Ctrl-C; it prints the kubectl
+# commands to look at it. Root, like make demo.
+DEMO_DURATION ?= 1h
+## demo-k8s: the mesh in a one-node Kubernetes cluster (kubelet, containerd, helm install, injected pods); prints the kubectl commands to look at it
+demo-k8s: tools images
+	TENDER_DEMO_K8S=$(DEMO_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestDemoK8s$$' -v ./e2e/
 
 ## proto: regenerate examples/greeter/pb
 proto:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -100,17 +101,7 @@ func TestKubernetesCluster(t *testing.T) {
 	c := newCluster(t, ctx)
 	jaeger, prom := c.observability(t, ctx)
 
-	c.helm(ctx, t, "install", releaseName, chartDir, "--namespace", releaseNS, "--create-namespace", "--wait", "--timeout", "4m",
-		"--set", "tracing.otlpEndpoint="+nodeIP+":4317", "--set-string", "tracing.sampling=1", "--set", "sidecar.accessLog=json")
-	cps := c.pods(ctx, t, releaseNS, "app.kubernetes.io/name=tender")
-	if len(cps) != 2 {
-		t.Fatalf("control plane: %d pods Ready, want the chart's 2", len(cps))
-	}
-
-	c.apply(ctx, t, demoWorkloads)
-	waitUntil(ctx, t, "greeters Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=greeter")) == 3 })
-	c.apply(ctx, t, demoClient)
-	waitUntil(ctx, t, "client Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=client")) == 1 })
+	cps := c.installDemo(ctx, t)
 	greeters := c.readyPods(ctx, t, demoNS, "app=greeter")
 	for _, p := range append(greeters, c.readyPods(ctx, t, demoNS, "app=client")...) {
 		c.checkInjected(ctx, t, p)
@@ -123,7 +114,9 @@ func TestKubernetesCluster(t *testing.T) {
 		r := logs.replies()
 		return slices.IndexFunc(greeters, func(p corev1.Pod) bool { return r[p.Name] == 0 }) < 0
 	})
-	prom.discover(ctx, t)
+	if err := prom.discover(ctx); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(ctx, t, "mutual TLS requests in Prometheus", func() bool {
 		return prom.query(ctx, `sum(tender_requests_total{namespace="demo",connection_security_policy="mutual_tls",source_principal="spiffe://cluster.local/ns/demo/sa/client"})`) > 0
 	})
@@ -167,6 +160,26 @@ func TestKubernetesCluster(t *testing.T) {
 		}
 		return len(left) == 0
 	})
+}
+
+// installDemo installs the chart as a user does (its defaults, with
+// tracing to the node's Jaeger and access logs on), waits for the
+// control plane's two replicas to be Ready through their own probes,
+// deploys the greeter and, once it is Ready, the client; it returns the
+// control plane's pods.
+func (c *cluster) installDemo(ctx context.Context, t *testing.T) []corev1.Pod {
+	t.Helper()
+	c.helm(ctx, t, "install", releaseName, chartDir, "--namespace", releaseNS, "--create-namespace", "--wait", "--timeout", "4m",
+		"--set", "tracing.otlpEndpoint="+nodeIP+":4317", "--set-string", "tracing.sampling=1", "--set", "sidecar.accessLog=json")
+	cps := c.pods(ctx, t, releaseNS, "app.kubernetes.io/name=tender")
+	if len(cps) != 2 {
+		t.Fatalf("control plane: %d pods Ready, want the chart's 2", len(cps))
+	}
+	c.apply(ctx, t, demoWorkloads)
+	waitUntil(ctx, t, "greeters Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=greeter")) == 3 })
+	c.apply(ctx, t, demoClient)
+	waitUntil(ctx, t, "client Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=client")) == 1 })
+	return cps
 }
 
 // apply applies manifests with kubectl.
@@ -392,11 +405,10 @@ type (
 // would find with the usual relabelling: every running pod annotated
 // prometheus.io/scrape: "true", at its IP and prometheus.io/port, path
 // prometheus.io/path, labelled with its namespace and name.
-func (p *promAPI) discover(ctx context.Context, t *testing.T) {
-	t.Helper()
+func (p *promAPI) discover(ctx context.Context) error {
 	l, err := p.cluster.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		t.Fatalf("list pods: %v", err)
+		return fmt.Errorf("list pods: %w", err)
 	}
 	type group struct {
 		Targets []string          `json:"targets"`
@@ -415,7 +427,11 @@ func (p *promAPI) discover(ctx context.Context, t *testing.T) {
 		groups = append(groups, group{Targets: []string{pod.Status.PodIP + ":" + a["prometheus.io/port"]}, Labels: labels})
 	}
 	b, _ := json.Marshal(groups)
-	writeFile(t, filepath.Join(p.cluster.dir, "pods.json"), string(b))
+	tmp := filepath.Join(p.cluster.dir, "pods.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(p.cluster.dir, "pods.json"))
 }
 
 // observability starts Jaeger and Prometheus on the node, as a user runs
