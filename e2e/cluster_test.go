@@ -93,7 +93,7 @@ func newCluster(t *testing.T, ctx context.Context) *cluster {
 	bins := clusterTools(t)
 	images := clusterImages(t)
 	// Short: containerd's socket path must fit in 108 bytes.
-	dir, err := os.MkdirTemp("", "tkc-")
+	dir, err := os.MkdirTemp("", fmt.Sprintf("tkc-%d-", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,6 +355,43 @@ func (c *cluster) teardown(t *testing.T) {
 	exec.Command("ip", "netns", "del", c.node.ns).Run() //nolint:errcheck // best effort; the next run's sweep retries
 	if err := os.RemoveAll(c.dir); err != nil {
 		t.Logf("cluster files: %v", err)
+	}
+}
+
+// sweepClusters removes what clusters of earlier runs whose process is
+// gone left: their containers (by cgroup), containerd shims (by the
+// socket path they name) and cgroups. Their namespaces go with the lab's.
+func sweepClusters() {
+	dead := func(name, format string) bool {
+		var pid, n int
+		if _, err := fmt.Sscanf(name, format, &pid, &n); err != nil {
+			return false
+		}
+		return pid != os.Getpid() && syscall.Kill(pid, 0) != nil
+	}
+	for _, h := range hierarchies() {
+		entries, _ := os.ReadDir(h)
+		for _, e := range entries {
+			if e.IsDir() && dead(e.Name(), "tlab%d-%d") {
+				killCgroup(filepath.Join(h, e.Name()))
+			}
+		}
+	}
+	entries, _ := os.ReadDir(os.TempDir())
+	for _, e := range entries {
+		if e.IsDir() && dead(e.Name(), "tkc-%d-%d") {
+			killMatching(filepath.Join(os.TempDir(), e.Name()) + "/")
+			os.RemoveAll(filepath.Join(os.TempDir(), e.Name())) //nolint:errcheck // best effort
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, h := range hierarchies() {
+		entries, _ := os.ReadDir(h)
+		for _, e := range entries {
+			if e.IsDir() && dead(e.Name(), "tlab%d-%d") {
+				removeCgroup(filepath.Join(h, e.Name()))
+			}
+		}
 	}
 }
 

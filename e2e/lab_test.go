@@ -109,8 +109,10 @@ func (l *lab) teardown() {
 	exec.Command("ip", "netns", "del", l.bridge).Run() //nolint:errcheck // best effort
 }
 
-// sweepLabs removes namespaces left by earlier runs whose process is gone.
+// sweepLabs removes namespaces (and one-node clusters) left by earlier
+// runs whose process is gone.
 func sweepLabs() {
+	sweepClusters()
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
 		return
