@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,6 +39,17 @@ const (
 	imageTag = "0.1.0"
 )
 
+// kubeletTunables are the kernel settings kubelet checks (and, without
+// protectKernelDefaults, sets) in /proc/sys, with the values it wants.
+var kubeletTunables = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
 type cluster struct {
 	*apiServer
 	node   *pod   // the node's network namespace, for dialing into it
@@ -45,6 +57,9 @@ type cluster struct {
 	holder *process
 	cgroup string // kubelet's cgroup root, under every hierarchy
 	sock   string // containerd's socket
+	// madeDirs are host directories the mount namespace needed that did
+	// not exist (removed again, empty, at the end).
+	madeDirs []string
 }
 
 // clusterTools are what the cluster runs, from .tools (make tools) and
@@ -128,11 +143,33 @@ func newCluster(t *testing.T, ctx context.Context) *cluster {
 	}
 	c.makeCgroups(t)
 
-	// The mount namespace: private, with its own /run/netns for the pods'
-	// network namespaces; kubelet and containerd share it.
+	// The mount namespace: private, kubelet and containerd share it. What
+	// they write to fixed host paths lands in tmpfs of its own there: the
+	// pods' network namespaces (/run/netns), the shims' sockets
+	// (/run/containerd), kubelet's log links (/var/log/containers) and
+	// plugin directory. kubelet's kernel tunables (not namespaced: a
+	// kernel that panics on an oops, overcommit) are files of the test's
+	// own, holding what kubelet wants, so protectKernelDefaults finds them
+	// set and writes nothing.
+	script := []string{"mount --make-rshared /"}
+	for _, d := range []string{"/run/netns", "/run/containerd", "/var/log/containers", "/usr/libexec/kubernetes"} {
+		if _, err := os.Stat(d); err != nil {
+			c.madeDirs = append(c.madeDirs, d)
+		}
+		script = append(script, "mkdir -p "+d, "mount -t tmpfs tmpfs "+d, "mount --make-rshared "+d)
+	}
+	for name, v := range kubeletTunables {
+		f := filepath.Join(dir, "sysctl", strings.ReplaceAll(name, "/", "."))
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, f, v+"\n")
+		script = append(script, "mount --bind "+f+" /proc/sys/"+name)
+	}
 	ready := filepath.Join(dir, "mounts-ready")
+	script = append(script, "touch "+ready, "exec sleep infinity")
 	c.holder = start(t, "node mounts", bins["nsenter"], "--net=/run/netns/"+ns, bins["unshare"], "-m", "--propagation", "private",
-		"sh", "-c", "mount --make-rshared / && mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns && mount --make-rshared /run/netns && touch "+ready+" && exec sleep infinity")
+		"sh", "-ec", strings.Join(script, "\n"))
 	waitUntil(ctx, t, "node mount namespace", func() bool { _, err := os.Stat(ready); return err == nil })
 
 	// etcd and the API server, on the node's address.
@@ -249,6 +286,7 @@ evictionHard: {memory.available: "1Mi", nodefs.available: "0%%", imagefs.availab
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 enforceNodeAllocatable: []
+protectKernelDefaults: true
 localStorageCapacityIsolation: false
 syncFrequency: 10s
 `, c.sock, c.cgroup, filepath.Join(dir, "pod-logs"), filepath.Join(dir, "resolv.conf"), nodeIP))
@@ -259,6 +297,7 @@ syncFrequency: 10s
 	// and CoreDNS on the node's address.
 	c.run(t, "kube-proxy", bins["kube-proxy"], "--kubeconfig", c.kubeconfig, "--hostname-override", nodeName,
 		"--proxy-mode", "iptables", "--cluster-cidr", podSubnet, "--conntrack-max-per-core", "0",
+		"--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
 		"--metrics-bind-address", "127.0.0.1:10249", "--healthz-bind-address", "127.0.0.1:10256", "--nodeport-addresses", "primary")
 	writeFile(t, filepath.Join(dir, "Corefile"), fmt.Sprintf(`.:53 {
     errors
@@ -353,6 +392,9 @@ func (c *cluster) teardown(t *testing.T) {
 		removeCgroup(h + c.cgroup)
 	}
 	exec.Command("ip", "netns", "del", c.node.ns).Run() //nolint:errcheck // best effort; the next run's sweep retries
+	for _, d := range c.madeDirs {
+		os.Remove(d) //nolint:errcheck // only if empty; best effort
+	}
 	if err := os.RemoveAll(c.dir); err != nil {
 		t.Logf("cluster files: %v", err)
 	}
@@ -367,7 +409,7 @@ func sweepClusters() {
 		if _, err := fmt.Sscanf(name, format, &pid, &n); err != nil {
 			return false
 		}
-		return pid != os.Getpid() && syscall.Kill(pid, 0) != nil
+		return pid != os.Getpid() && errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 	}
 	for _, h := range hierarchies() {
 		entries, _ := os.ReadDir(h)

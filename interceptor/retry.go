@@ -68,7 +68,17 @@ const MaxReplayBytes = 64 << 10
 // removal reached the sidecar (a scale-down, a rollout, a node's pod
 // deleted) then costs no request. A route's own policy replaces it;
 // attempts: 0 there turns retries off, this one included.
+//
+// Its retries in flight are bounded by Envoy's default budget (20% of the
+// requests in flight, at least 3), whatever the cluster's limits say,
+// and a client's RetryOnHeader does not widen it: only a route's own
+// policy opts into more.
 var DefaultRetry = &RetryPolicy{Attempts: 2, On: retryConnectFailure}
+
+// admitDefault is DefaultRetry's budget.
+func admitDefault(st *PolicyState) bool {
+	return st.Retrying.Load() < max(3, st.Active.Load()*20/100)
+}
 
 // Retry sends a failed request again, to another endpoint when there is
 // one, as its destination's policy says: on the conditions it names, after
@@ -95,8 +105,12 @@ func Retry(metrics *ResilienceMetrics) Middleware {
 			optIn := ""
 			if e.Req != nil {
 				if optIn = e.Req.Header(RetryOnHeader); optIn != "" {
-					on = ParseRetryOn(optIn)
 					e.Req.DelHeader(RetryOnHeader)
+					if rp == DefaultRetry {
+						optIn = "" // the route names no retries to opt into
+					} else {
+						on = ParseRetryOn(optIn)
+					}
 				}
 			}
 			if rp == nil || rp.Attempts == 0 || on == 0 {
@@ -126,7 +140,7 @@ func Retry(metrics *ResilienceMetrics) Middleware {
 					return resp, err
 				case !safe && cond&retryConnectFailure == 0:
 					return resp, err
-				case !admitRetry(e.Policy):
+				case !admitRetry(e.Policy) || rp == DefaultRetry && !admitDefault(e.Policy.State):
 					e.Flags |= FlagRetryOverflow
 					metrics.overflow(e.Service, "retries")
 					return resp, err

@@ -378,8 +378,36 @@ func TestRefusedEndpointLeavesPicks(t *testing.T) {
 	if n := dead.Stats.Total.Load(); n != 1 {
 		t.Errorf("the refusing endpoint was tried %d times in 20 requests, want once", n)
 	}
-	if left := time.Until(time.Unix(0, dead.Stats.EjectedUntil.Load())); left <= 0 || left > refusedHold {
+	if left := time.Until(time.Unix(0, dead.Stats.HeldUntil.Load())); left <= 0 || left > refusedHold {
 		t.Errorf("the refusing endpoint is out for %v more, want up to %v", left, refusedHold)
+	}
+	// Outlier detection's bookkeeping is its own.
+	if dead.Stats.EjectedUntil.Load() != 0 || dead.Stats.Ejections.Load() != 0 {
+		t.Errorf("a held endpoint counted as ejected: until %d, %d ejections", dead.Stats.EjectedUntil.Load(), dead.Stats.Ejections.Load())
+	}
+}
+
+// Only a peer sidecar's own reply, over mutual TLS, says the request
+// never reached the app; an app's answer relayed by its sidecar carries
+// the PeerHeader, and plaintext answers are anyone's.
+func TestPeerUnprocessed(t *testing.T) {
+	const refused = "upstream connect error: dial tcp 10.0.0.1:8080: connect: connection refused"
+	mtls, plain := &interceptor.Exchange{MTLS: true}, &interceptor.Exchange{}
+	for _, tt := range []struct {
+		x           *interceptor.Exchange
+		status      int
+		peer, error string
+		want        bool
+	}{
+		{mtls, 503, "", refused, true},
+		{mtls, 503, "shop/greeter", refused, false},
+		{plain, 503, "", refused, false},
+		{mtls, 503, "", "upstream reset before response: EOF", false},
+		{mtls, 200, "", refused, false},
+	} {
+		if got := peerUnprocessed(tt.x, tt.status, tt.peer, tt.error); got != tt.want {
+			t.Errorf("mtls %v, %d, peer %q, error %q: %v, want %v", tt.x.MTLS, tt.status, tt.peer, tt.error, got, tt.want)
+		}
 	}
 }
 
@@ -397,7 +425,9 @@ func TestChunkedBodyRetried(t *testing.T) {
 			w.WriteHeader(status)
 		})
 	}
-	cl := upstreams(t, nil, handler(http.StatusServiceUnavailable), handler(http.StatusOK))
+	// The route retries 5xx; the client opts its POST in.
+	pol := &interceptor.Policy{Retry: &interceptor.RetryPolicy{Attempts: 1, On: interceptor.ParseRetryOn("5xx")}}
+	cl := upstreams(t, pol, handler(http.StatusServiceUnavailable), handler(http.StatusOK))
 	tp := startProxy(t, cl)
 	// Head and body in one write, as Go's client usually (not always)
 	// sends them.

@@ -290,11 +290,15 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 				x.Destination = interceptor.Peer{Workload: strings.Clone(peer.Workload), Namespace: strings.Clone(peer.Namespace)}
 			}
 		}
-		x.Unprocessed = x.MTLS && interceptor.PeerUnprocessed(s.status, s.rv.Header(interceptor.ErrorHeader))
 	}
 	status := s.status
 	if s.headEnd && s.rv.Header("grpc-status") == "14" { // UNAVAILABLE, trailers-only
 		status = http.StatusServiceUnavailable
+	}
+	if outbound && s.cl != nil {
+		if x.Unprocessed = peerUnprocessed(x, status, s.rv.Header(interceptor.PeerHeader), s.rv.Header(interceptor.ErrorHeader)); x.Unprocessed {
+			hold(ep)
+		}
 	}
 	if s.status >= 500 {
 		p.Stats.Upstream5xx.Add(1)
@@ -834,7 +838,7 @@ func (s *h2stream) commit() {
 	edits := s.rt.editsResponse()
 	for _, f := range s.head {
 		if hopByHopH2(f) || f.Name == peerHeaderLower || edits && s.rt.dropsResponse(f.Name) ||
-			s.peered && f.Name == errorHeaderLower { // only a sidecar's own replies carry it to a peer
+			x.Direction == interceptor.Inbound && f.Name == errorHeaderLower { // only a sidecar's own replies carry it
 			continue
 		}
 		head = append(head, f)
@@ -929,11 +933,12 @@ func (s *h2stream) writeLocal(r *interceptor.LocalReply) {
 	if x.GRPC {
 		x.SetGRPCStatus(r.GRPCStatus())
 		x.Status = http.StatusOK
-		fields := [4]hpack.HeaderField{
+		fields := [5]hpack.HeaderField{
 			{Name: ":status", Value: "200"},
 			{Name: "content-type", Value: "application/grpc"},
 			{Name: "grpc-status", Value: r.GRPCStatus()},
 			{Name: "grpc-message", Value: r.Message},
+			{Name: "x-tender-error", Value: r.Message},
 		}
 		hc.writeHeaders(s.id, true, fields[:1], fields[1:])
 		return

@@ -89,7 +89,9 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 				x.Destination = peer
 			}
 		}
-		x.Unprocessed = x.MTLS && interceptor.PeerUnprocessed(c.resp.Status, string(c.resp.Get(interceptor.ErrorHeader)))
+		if x.Unprocessed = peerUnprocessed(x, c.resp.Status, string(c.resp.Get(interceptor.PeerHeader)), string(c.resp.Get(interceptor.ErrorHeader))); x.Unprocessed {
+			hold(ep)
+		}
 	}
 	status := c.resp.Status
 	if status >= 500 {
@@ -279,7 +281,7 @@ func (c *h1conn) writeResponseHead() error {
 	edits := rs.Status >= 200 && c.rt.editsResponse()
 	for _, f := range rs.Fields {
 		if rs.IsHopByHop(f) || strings.EqualFold(b2s(f.Name), interceptor.PeerHeader) || edits && c.rt.dropsResponse(b2s(f.Name)) ||
-			c.peered && strings.EqualFold(b2s(f.Name), interceptor.ErrorHeader) { // only a sidecar's own replies carry it to a peer
+			c.x.Direction == interceptor.Inbound && strings.EqualFold(b2s(f.Name), interceptor.ErrorHeader) { // only a sidecar's own replies carry it
 			continue
 		}
 		b = appendField(b, f.Name, f.Value)
@@ -551,7 +553,7 @@ func (p *Proxy) pick(cl *Cluster, h uint64, tried []netip.AddrPort) *balancer.En
 		if first == nil {
 			first = ep
 		}
-		if !ep.Stats.Ejected(now) && !slices.Contains(tried, ep.Addr) {
+		if !ep.Stats.Ejected(now) && ep.Stats.HeldUntil.Load() <= now && !slices.Contains(tried, ep.Addr) {
 			return ep
 		}
 	}
@@ -565,20 +567,38 @@ func (p *Proxy) pick(cl *Cluster, h uint64, tried []netip.AddrPort) *balancer.En
 const refusedHold = 2 * time.Second
 
 // connectFailed records a failed connect at an endpoint; a refused one
-// also takes the endpoint out for refusedHold (pick falls back to it when
-// nothing else is left).
+// is also held out of the picks (hold).
 func (p *Proxy) connectFailed(cl *Cluster, ep *balancer.Endpoint, err error) {
 	p.outcome(cl, ep, 0, true)
-	if ep == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		hold(ep)
+	}
+}
+
+// hold takes an endpoint out of the picks for refusedHold: it refused a
+// connection, or its sidecar said its app did. pick falls back to it when
+// nothing else is left.
+func hold(ep *balancer.Endpoint) {
+	if ep == nil {
 		return
 	}
 	until := time.Now().Add(refusedHold).UnixNano()
 	for {
-		old := ep.Stats.EjectedUntil.Load()
-		if old >= until || ep.Stats.EjectedUntil.CompareAndSwap(old, until) {
+		old := ep.Stats.HeldUntil.Load()
+		if old >= until || ep.Stats.HeldUntil.CompareAndSwap(old, until) {
 			return
 		}
 	}
+}
+
+// peerUnprocessed reports whether an upstream's answer is its peer
+// sidecar's own reply that the request never reached the app: over
+// mutual TLS, without the PeerHeader a sidecar puts on what it relays
+// from its app (every tender release does), and saying so in
+// ErrorHeader (which inbound sidecars also remove from their apps'
+// answers).
+func peerUnprocessed(x *interceptor.Exchange, status int, peerHeader, errorHeader string) bool {
+	return x.MTLS && peerHeader == "" && interceptor.PeerUnprocessed(status, errorHeader)
 }
 
 // outcome records one try's result at an endpoint: the failure count,

@@ -30,7 +30,12 @@ func setRouteResilience(route *routev3.Route, r *discovery.Resilience) error {
 		// grpc-go reads the stream deadline from here.
 		action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(r.Timeout)}
 	}
-	if rp := r.Retries; rp != nil && rp.Attempts > 0 {
+	if rp := r.Retries; rp != nil && rp.Attempts == 0 {
+		// attempts: 0 turns retries off, the sidecar's default retry of
+		// connect failures included: a policy that retries on nothing
+		// (grpc-go refuses num_retries 0).
+		action.RetryPolicy = &routev3.RetryPolicy{NumRetries: wrapperspb.UInt32(1)}
+	} else if rp != nil {
 		p := &routev3.RetryPolicy{
 			RetryOn:              strings.Join(rp.On, ","),
 			NumRetries:           wrapperspb.UInt32(rp.Attempts),

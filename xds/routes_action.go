@@ -426,12 +426,10 @@ func setRuleResilience(ra *routev3.RouteAction, r *rule, fail func(string)) {
 			}
 		}
 		if p.GetNumRetries().GetValue() == 0 && p.NumRetries != nil {
-			// attempts: 0 turns retries off; grpc-go refuses num_retries 0,
-			// so no condition to retry on says it.
+			// attempts: 0 turns retries off (the sidecar's default retry
+			// of connect failures too); grpc-go refuses num_retries 0, so
+			// no condition to retry on says it.
 			p.NumRetries, p.RetryOn, p.RetriableStatusCodes = wrapperspb.UInt32(1), "", nil
-			if p.PerTryTimeout == nil {
-				ra.RetryPolicy = nil
-			}
 		}
 	}
 }

@@ -181,3 +181,36 @@ func TestRoutesGRPCGoAccepts(t *testing.T) {
 		}
 	}
 }
+
+// attempts: 0 turns retries off, the sidecar's default retry of connect
+// failures included: the route carries a policy that retries on nothing
+// (no policy at all would let interceptor.DefaultRetry apply).
+func TestRetriesOff(t *testing.T) {
+	rcs, _ := translateRoutes(t, httpRoute(`        - matches: [{path: {type: Exact, value: /x}}]
+          retry: {attempts: 0}
+          backendRefs: [{name: web-v2, port: 80}]
+`), "")
+	found := false
+	for _, rc := range rcs {
+		for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+			if r.GetMatch().GetPath() != "/x" {
+				continue
+			}
+			found = true
+			rp := r.GetRoute().GetRetryPolicy()
+			if rp == nil || rp.GetRetryOn() != "" || rp.GetNumRetries().GetValue() != 1 {
+				t.Errorf("HTTPRoute retry attempts 0: retry policy %v, want num_retries 1 on nothing", rp)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no route for /x")
+	}
+	route := &routev3.Route{Action: &routev3.Route_Route{Route: &routev3.RouteAction{}}}
+	if err := setRouteResilience(route, &discovery.Resilience{Retries: &discovery.RetryPolicy{Attempts: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if rp := route.GetRoute().GetRetryPolicy(); rp == nil || rp.GetRetryOn() != "" || rp.GetNumRetries().GetValue() != 1 {
+		t.Errorf("mesh.yaml retries.attempts 0: retry policy %v, want num_retries 1 on nothing", rp)
+	}
+}

@@ -43,6 +43,10 @@ type Stats struct {
 	ConsecutiveGateway atomic.Uint32
 	EjectedUntil       atomic.Int64
 	Ejections          atomic.Uint32
+	// HeldUntil keeps the endpoint out of the picks until then (Unix
+	// nanoseconds) after it refused a connection; apart from outlier
+	// detection's ejections, which it neither counts nor limits.
+	HeldUntil atomic.Int64
 	// Tries and successes in the current success-rate interval.
 	IntervalTries     atomic.Uint64
 	IntervalSuccesses atomic.Uint64
