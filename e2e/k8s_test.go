@@ -46,7 +46,7 @@ kind: Service
 metadata: {name: greeter, namespace: demo}
 spec:
   selector: {app: greeter}
-  ports: [{name: http, port: 8080, targetPort: 8080}]
+  ports: [{name: http, port: 8080, targetPort: 8080}, {name: grpc, port: 9090, targetPort: 9090, appProtocol: grpc}]
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -61,13 +61,13 @@ spec:
       containers:
         - name: greeter
           image: ghcr.io/tender-mesh/greeter:0.1.0
-          args: [--grpc-addr=]
-          ports: [{name: http, containerPort: 8080}]
+          ports: [{name: http, containerPort: 8080}, {name: grpc, containerPort: 9090}]
           readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
 `
 
-// demoClient calls the greeter without end, two requests at a time,
-// printing the instance that answered or the error of each.
+// demoClient calls the greeter without end, over HTTP/1.1 (client) and
+// gRPC (grpc-client), two requests at a time each, printing the instance
+// that answered or the error of each.
 const demoClient = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: client, namespace: demo}
@@ -83,6 +83,22 @@ spec:
           image: ghcr.io/tender-mesh/greeter:0.1.0
           command: [/greeter-client]
           args: [--http=http://greeter.demo.svc.cluster.local:8080, --count=100000000, --concurrency=2, --interval=20ms, --timeout=10s]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: grpc-client, namespace: demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: grpc-client}}
+  template:
+    metadata: {labels: {app: grpc-client}}
+    spec:
+      serviceAccountName: client
+      containers:
+        - name: client
+          image: ghcr.io/tender-mesh/greeter:0.1.0
+          command: [/greeter-client]
+          args: [--target=greeter.demo.svc.cluster.local:9090, --count=100000000, --concurrency=2, --interval=20ms, --timeout=10s]
 `
 
 // TestKubernetesCluster is the user's path in a real one-node cluster:
@@ -107,12 +123,14 @@ func TestKubernetesCluster(t *testing.T) {
 		c.checkInjected(ctx, t, p)
 	}
 	client := c.readyPods(ctx, t, demoNS, "app=client")[0]
-	logs := c.follow(ctx, t, client)
+	grpcClient := c.readyPods(ctx, t, demoNS, "app=grpc-client")[0]
+	c.checkInjected(ctx, t, grpcClient)
+	logs, grpcLogs := c.follow(ctx, t, client), c.follow(ctx, t, grpcClient)
 
 	// Every greeter answers, over mutual TLS, with the client's identity.
-	waitUntil(ctx, t, "replies from all three greeters", func() bool {
-		r := logs.replies()
-		return slices.IndexFunc(greeters, func(p corev1.Pod) bool { return r[p.Name] == 0 }) < 0
+	waitUntil(ctx, t, "replies from all three greeters, over HTTP and gRPC", func() bool {
+		r, g := logs.replies(), grpcLogs.replies()
+		return slices.IndexFunc(greeters, func(p corev1.Pod) bool { return r[p.Name] == 0 || g[p.Name] == 0 }) < 0
 	})
 	if err := prom.discover(ctx); err != nil {
 		t.Fatal(err)
@@ -128,17 +146,21 @@ func TestKubernetesCluster(t *testing.T) {
 	// Under load: scale up, scale down, restart, lose nothing.
 	step := func(what string, args ...string) {
 		t.Helper()
-		before := logs.ok()
+		before, grpcBefore := logs.ok(), grpcLogs.ok()
 		c.kubectl(ctx, t, args...)
 		waitUntil(ctx, t, what+" settled", func() bool {
 			return len(c.readyPods(ctx, t, demoNS, "app=greeter")) == c.replicas(ctx, t, "greeter") && c.settled(ctx, t, "greeter")
 		})
-		waitUntil(ctx, t, "requests after "+what, func() bool { return logs.ok() > before+50 })
+		waitUntil(ctx, t, "requests after "+what, func() bool { return logs.ok() > before+50 && grpcLogs.ok() > grpcBefore+50 })
 		if f := logs.failed(); len(f) > 0 {
 			c.sidecarLog(ctx, t, client, `"status":503`)
-			t.Fatalf("%s: %d requests failed, first: %s", what, len(f), f[0])
+			t.Fatalf("%s: %d HTTP requests failed, first: %s", what, len(f), f[0])
 		}
-		t.Logf("%s: %d requests, 0 failed", what, logs.ok()-before)
+		if f := grpcLogs.failed(); len(f) > 0 {
+			c.sidecarLog(ctx, t, grpcClient, `"grpc_status":"14"`)
+			t.Fatalf("%s: %d gRPC calls failed, first: %s", what, len(f), f[0])
+		}
+		t.Logf("%s: %d HTTP requests and %d gRPC calls, 0 failed", what, logs.ok()-before, grpcLogs.ok()-grpcBefore)
 	}
 	step("scale to 5", "scale", "-n", demoNS, "deployment/greeter", "--replicas=5")
 	step("scale to 2", "scale", "-n", demoNS, "deployment/greeter", "--replicas=2")
@@ -147,6 +169,7 @@ func TestKubernetesCluster(t *testing.T) {
 
 	// helm uninstall: nothing of the release is left.
 	logs.stop()
+	grpcLogs.stop()
 	c.kubectl(ctx, t, "delete", "namespace", demoNS, "--wait=true", "--timeout=3m")
 	c.helm(ctx, t, "uninstall", releaseName, "--namespace", releaseNS, "--wait", "--timeout", "3m")
 	waitUntil(ctx, t, "nothing of the release left", func() bool {
@@ -178,7 +201,9 @@ func (c *cluster) installDemo(ctx context.Context, t *testing.T) []corev1.Pod {
 	c.apply(ctx, t, demoWorkloads)
 	waitUntil(ctx, t, "greeters Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=greeter")) == 3 })
 	c.apply(ctx, t, demoClient)
-	waitUntil(ctx, t, "client Ready", func() bool { return len(c.readyPods(ctx, t, demoNS, "app=client")) == 1 })
+	waitUntil(ctx, t, "clients Ready", func() bool {
+		return len(c.readyPods(ctx, t, demoNS, "app=client")) == 1 && len(c.readyPods(ctx, t, demoNS, "app=grpc-client")) == 1
+	})
 	return cps
 }
 

@@ -753,7 +753,13 @@ func (s *h2stream) upResetLocked(code http2.ErrCode, tell bool) {
 			s.req.buf, s.req.off = s.req.buf[:0], 0
 			s.req.recv += unsent
 			s.down.creditStream(s.id, unsent, &s.req.credit)
-			s.replayOK, s.replay = false, nil // what was sent cannot be sent again whole
+			if !s.req.end {
+				// What comes after is dropped: the body cannot be sent
+				// again whole. One that ended is in the record whole (a
+				// peer sidecar answered before reading it: its app was
+				// gone), and a retry may send it again.
+				s.replayOK, s.replay = false, nil
+			}
 		}
 		return
 	}
