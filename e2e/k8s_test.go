@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -68,38 +69,27 @@ spec:
 // demoClient calls the greeter without end, over HTTP/1.1 (client) and
 // gRPC (grpc-client), two requests at a time each, printing the instance
 // that answered or the error of each.
-const demoClient = `apiVersion: apps/v1
+var demoClient = clientDeployment("client", "--http=http://greeter.demo.svc.cluster.local:8080") + "---\n" +
+	clientDeployment("grpc-client", "--target=greeter.demo.svc.cluster.local:9090")
+
+func clientDeployment(name, target string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
-metadata: {name: client, namespace: demo}
+metadata: {name: %[1]s, namespace: demo}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: client}}
+  selector: {matchLabels: {app: %[1]s}}
   template:
-    metadata: {labels: {app: client}}
+    metadata: {labels: {app: %[1]s}}
     spec:
       serviceAccountName: client
       containers:
         - name: client
           image: ghcr.io/tender-mesh/greeter:0.1.0
           command: [/greeter-client]
-          args: [--http=http://greeter.demo.svc.cluster.local:8080, --count=100000000, --concurrency=2, --interval=20ms, --timeout=10s]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: grpc-client, namespace: demo}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: grpc-client}}
-  template:
-    metadata: {labels: {app: grpc-client}}
-    spec:
-      serviceAccountName: client
-      containers:
-        - name: client
-          image: ghcr.io/tender-mesh/greeter:0.1.0
-          command: [/greeter-client]
-          args: [--target=greeter.demo.svc.cluster.local:9090, --count=100000000, --concurrency=2, --interval=20ms, --timeout=10s]
-`
+          args: [%[2]s, --count=100000000, --concurrency=2, --interval=20ms, --timeout=10s]
+`, name, target)
+}
 
 // TestKubernetesCluster is the user's path in a real one-node cluster:
 // helm install with the images make images built, a namespace labelled
@@ -410,11 +400,7 @@ func (l *clientLog) failed() []string {
 func (l *clientLog) replies() map[string]int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := make(map[string]int, len(l.counts))
-	for k, v := range l.counts {
-		r[k] = v
-	}
-	return r
+	return maps.Clone(l.counts)
 }
 
 // jaegerAPI and promAPI query Jaeger and Prometheus inside the node.

@@ -74,15 +74,7 @@ func startAPIServerIn(t *testing.T, ctx context.Context, in *pod) *apiServer {
 	run("etcd", etcd, "--data-dir", filepath.Join(dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer)
 
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	writeFile(t, filepath.Join(dir, "sa.key"), string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
-	writeFile(t, filepath.Join(dir, "sa.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
-	token := rand.Text()
-	writeFile(t, filepath.Join(dir, "tokens.csv"), token+",admin,admin,system:masters\n")
+	token := apiServerSecrets(t, dir)
 	run("kube-apiserver", bin, "--etcd-servers", client, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", fmt.Sprint(ports[2]), "--cert-dir", filepath.Join(dir, "certs"),
 		"--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", filepath.Join(dir, "sa.pub"),
@@ -116,6 +108,23 @@ current-context: e2e
 		return err == nil && strings.TrimSpace(string(body)) == "ok"
 	})
 	return a
+}
+
+// apiServerSecrets writes what kube-apiserver (and the controller
+// manager) read into dir: the service-account signing key pair (sa.key,
+// sa.pub) and a static admin token (tokens.csv), which it returns.
+func apiServerSecrets(t *testing.T, dir string) string {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	writeFile(t, filepath.Join(dir, "sa.key"), string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
+	writeFile(t, filepath.Join(dir, "sa.pub"), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
+	token := rand.Text()
+	writeFile(t, filepath.Join(dir, "tokens.csv"), token+",admin,admin,system:masters\n")
+	return token
 }
 
 // namespace creates a namespace with labels and its default service
