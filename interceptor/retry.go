@@ -203,8 +203,9 @@ func classify(resp Response, err error) uint32 {
 		cond |= retry5xx
 	}
 	cond |= retryStatusCodes
-	// A trailers-only gRPC response carries its status in the headers.
-	switch resp.Header("Grpc-Status") {
+	// A trailers-only gRPC response carries its status in the headers
+	// (named in lower case: an HTTP/2 response looks it up without a copy).
+	switch resp.Header("grpc-status") {
 	case "1":
 		cond |= retryCancelled
 	case "4":

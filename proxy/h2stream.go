@@ -295,8 +295,8 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 	if s.headEnd && s.rv.Header("grpc-status") == "14" { // UNAVAILABLE, trailers-only
 		status = http.StatusServiceUnavailable
 	}
-	if outbound && s.cl != nil {
-		if x.Unprocessed = peerUnprocessed(x, status, s.rv.Header(interceptor.PeerHeader), s.rv.Header(interceptor.ErrorHeader)); x.Unprocessed {
+	if outbound && s.cl != nil && status == http.StatusServiceUnavailable {
+		if x.Unprocessed = peerUnprocessed(x, status, s.rv.Header(peerHeaderLower), s.rv.Header(errorHeaderLower)); x.Unprocessed {
 			hold(ep)
 		}
 	}
