@@ -69,7 +69,7 @@ Look at it from another shell, as root:
   kubectl -n demo scale deploy/greeter --replicas=5
   kubectl -n demo rollout restart deploy/greeter
   kubectl -n tender-system logs deploy/tender-controlplane
-  nsenter --net=/run/netns/%[2]s curl -s 'http://%[3]s:9090/api/v1/query?query=sum(rate(tender_requests_total[1m]))by(destination_workload,connection_security_policy)'
+  nsenter --net=/run/netns/%[2]s curl -sg 'http://%[3]s:9090/api/v1/query?query=sum(rate(tender_requests_total[1m]))by(destination_workload,connection_security_policy)'
   nsenter --net=/run/netns/%[2]s curl -s http://%[3]s:16686/api/services
 Stops after %[4]v or on Ctrl-C, and tears everything down.
 `, dir, c.node.ns, nodeIP, dur)
