@@ -161,10 +161,13 @@ func grpcStatusFor(code int) int {
 // ([Exchange.Unprocessed]).
 const ErrorHeader = "X-Tender-Error"
 
-// PeerUnprocessed reports whether a peer sidecar's answer (status and
-// ErrorHeader) says it could not reach its app.
-func PeerUnprocessed(status int, errorHeader string) bool {
-	return status == http.StatusServiceUnavailable && strings.HasPrefix(errorHeader, ErrConnect.Error())
+// PeerUnprocessed reports whether an upstream's answer is its peer
+// sidecar's own reply that the request never reached the app: over
+// mutual TLS, a 503 (a gRPC UNAVAILABLE counts as one) without the
+// PeerHeader a sidecar puts on what it relays from its app (every tender
+// release does), whose ErrorHeader names a connect failure.
+func PeerUnprocessed(mtls bool, status int, peerHeader, errorHeader string) bool {
+	return mtls && status == http.StatusServiceUnavailable && peerHeader == "" && strings.HasPrefix(errorHeader, ErrConnect.Error())
 }
 
 // ReplyFor turns a try's error into the answer Envoy gives, setting the

@@ -649,24 +649,32 @@ func TestReplay(t *testing.T) {
 	}
 }
 
+// Only a peer sidecar's own reply, over mutual TLS, says the request
+// never reached the app; an app's answer relayed by its sidecar carries
+// the PeerHeader, and plaintext answers are anyone's.
 func TestPeerUnprocessed(t *testing.T) {
+	const refused = "upstream connect error: dial tcp 10.244.0.6:8080: connect: connection refused"
 	for _, tt := range []struct {
-		status int
-		msg    string
-		want   bool
+		mtls        bool
+		status      int
+		peer, error string
+		want        bool
 	}{
-		{503, "upstream connect error: dial tcp 10.244.0.6:8080: connect: connection refused", true},
-		{503, "upstream reset before response: EOF", false},
-		{503, "", false},
-		{502, "upstream connect error: x", false},
+		{true, 503, "", refused, true},
+		{true, 503, "shop/greeter", refused, false},
+		{false, 503, "", refused, false},
+		{true, 503, "", "upstream reset before response: EOF", false},
+		{true, 503, "", "", false},
+		{true, 502, "", refused, false},
+		{true, 200, "", refused, false},
 	} {
-		if got := PeerUnprocessed(tt.status, tt.msg); got != tt.want {
-			t.Errorf("PeerUnprocessed(%d, %q) = %v, want %v", tt.status, tt.msg, got, tt.want)
+		if got := PeerUnprocessed(tt.mtls, tt.status, tt.peer, tt.error); got != tt.want {
+			t.Errorf("mtls %v, %d, peer %q, error %q: %v, want %v", tt.mtls, tt.status, tt.peer, tt.error, got, tt.want)
 		}
 	}
 	// What ReplyFor answers a connect failure with is what the peer reads.
 	r := ReplyFor(&Exchange{}, fmt.Errorf("%w: dial tcp: connection refused", ErrConnect), nil)
-	if !PeerUnprocessed(r.StatusCode(), r.Header(ErrorHeader)) {
+	if !PeerUnprocessed(true, r.StatusCode(), "", r.Header(ErrorHeader)) {
 		t.Errorf("ReplyFor(ErrConnect) = %d %q, not read as unprocessed", r.StatusCode(), r.Header(ErrorHeader))
 	}
 }

@@ -387,30 +387,6 @@ func TestRefusedEndpointLeavesPicks(t *testing.T) {
 	}
 }
 
-// Only a peer sidecar's own reply, over mutual TLS, says the request
-// never reached the app; an app's answer relayed by its sidecar carries
-// the PeerHeader, and plaintext answers are anyone's.
-func TestPeerUnprocessed(t *testing.T) {
-	const refused = "upstream connect error: dial tcp 10.0.0.1:8080: connect: connection refused"
-	mtls, plain := &interceptor.Exchange{MTLS: true}, &interceptor.Exchange{}
-	for _, tt := range []struct {
-		x           *interceptor.Exchange
-		status      int
-		peer, error string
-		want        bool
-	}{
-		{mtls, 503, "", refused, true},
-		{mtls, 503, "shop/greeter", refused, false},
-		{plain, 503, "", refused, false},
-		{mtls, 503, "", "upstream reset before response: EOF", false},
-		{mtls, 200, "", refused, false},
-	} {
-		if got := peerUnprocessed(tt.x, tt.status, tt.peer, tt.error); got != tt.want {
-			t.Errorf("mtls %v, %d, peer %q, error %q: %v, want %v", tt.x.MTLS, tt.status, tt.peer, tt.error, got, tt.want)
-		}
-	}
-}
-
 // A small chunked body comes whole with its head, as most clients write
 // it; it is kept so, and a retry sends it again, framing and all.
 func TestChunkedBodyRetried(t *testing.T) {

@@ -296,7 +296,7 @@ func (s *h2stream) try(x *interceptor.Exchange) (interceptor.Response, error) {
 		status = http.StatusServiceUnavailable
 	}
 	if outbound && s.cl != nil && status == http.StatusServiceUnavailable {
-		if x.Unprocessed = peerUnprocessed(x, status, s.rv.Header(peerHeaderLower), s.rv.Header(errorHeaderLower)); x.Unprocessed {
+		if x.Unprocessed = interceptor.PeerUnprocessed(x.MTLS, status, s.rv.Header(peerHeaderLower), s.rv.Header(errorHeaderLower)); x.Unprocessed {
 			hold(ep)
 		}
 	}

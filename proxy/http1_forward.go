@@ -89,8 +89,11 @@ func (c *h1conn) try(x *interceptor.Exchange) (interceptor.Response, error) {
 				x.Destination = peer
 			}
 		}
-		if x.Unprocessed = peerUnprocessed(x, c.resp.Status, string(c.resp.Get(interceptor.PeerHeader)), string(c.resp.Get(interceptor.ErrorHeader))); x.Unprocessed {
-			hold(ep)
+		if c.resp.Status == http.StatusServiceUnavailable {
+			if x.Unprocessed = interceptor.PeerUnprocessed(x.MTLS, c.resp.Status, string(c.resp.Get(interceptor.PeerHeader)),
+				string(c.resp.Get(interceptor.ErrorHeader))); x.Unprocessed {
+				hold(ep)
+			}
 		}
 	}
 	status := c.resp.Status
@@ -589,16 +592,6 @@ func hold(ep *balancer.Endpoint) {
 			return
 		}
 	}
-}
-
-// peerUnprocessed reports whether an upstream's answer is its peer
-// sidecar's own reply that the request never reached the app: over
-// mutual TLS, without the PeerHeader a sidecar puts on what it relays
-// from its app (every tender release does), and saying so in
-// ErrorHeader (which inbound sidecars also remove from their apps'
-// answers).
-func peerUnprocessed(x *interceptor.Exchange, status int, peerHeader, errorHeader string) bool {
-	return x.MTLS && peerHeader == "" && interceptor.PeerUnprocessed(status, errorHeader)
 }
 
 // outcome records one try's result at an endpoint: the failure count,
