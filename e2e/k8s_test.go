@@ -64,6 +64,11 @@ spec:
           image: ghcr.io/tender-mesh/greeter:0.1.0
           ports: [{name: http, containerPort: 8080}, {name: grpc, containerPort: 9090}]
           readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
+          # What a user sets for a rollout without loss: the app stops
+          # after its endpoint's removal has reached the clients. Without
+          # it, a request the sidecar writes on a kept-alive connection the
+          # app closes as idle at shutdown is reset, unanswered.
+          lifecycle: {preStop: {sleep: {seconds: 3}}}
 `
 
 // demoClient calls the greeter without end, over HTTP/1.1 (client) and
